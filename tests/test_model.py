@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from vidpred.model import VideoPredictor
+
+
+@pytest.mark.parametrize("channels, size, widths, window", [(1, 16, (8, 16), 1), (3, 32, (8, 16, 16), 2),
+                                                            (1, 32, (8, 8, 16, 16), 3)])
+def test_shapes_through_the_model(channels, size, widths, window):
+    model = VideoPredictor(channels=channels, size=size, widths=widths, window=window, blocks=1, z_dim=5)
+    video = torch.rand(2, 7, channels, size, size)
+    cond = model.teacher_forced(video, context=4)
+    assert cond.h.shape == (2 * 3, widths[-1], size // 2 ** (len(widths) - 1), size // 2 ** (len(widths) - 1))
+    assert cond.last.shape == (6, channels, size, size)
+    assert torch.equal(cond.last[1], video[0, 4])  # target frame 5 of clip 0 sees frame 4 last
+    logits = model.decode(cond, torch.randn(6, 5))
+    assert logits.shape == (6, channels, size, size)
+    z0 = model.amortized_latent(cond, video[:, 4:].flatten(0, 1))
+    assert z0.shape == (6, 5)
+    frames, zs = model.rollout(video[:, :4], horizon=5, draw_z=lambda h, k: torch.zeros(h.shape[0], 5))
+    assert frames.shape == (2, 5, channels, size, size) and zs.shape == (2, 5, 5)
+    assert 0.0 <= frames.min() and frames.max() <= 1.0
+
+
+def test_rollout_matches_teacher_forcing_on_its_own_predictions():
+    """Feeding a rollout's own frames back as 'truth' must reproduce the rollout's logits."""
+    torch.manual_seed(0)
+    model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3).eval()
+    context = torch.rand(2, 3, 1, 16, 16)
+    z = torch.randn(2, 4, 3)
+    frames, _ = model.rollout(context, horizon=4, draw_z=lambda h, k: z[:, k])
+    video = torch.cat([context, frames], dim=1)
+    cond = model.teacher_forced(video, context=3)
+    replay = torch.sigmoid(model.decode(cond, z.flatten(0, 1))).view(2, 4, 1, 16, 16)
+    assert torch.allclose(replay, frames, atol=1e-5)
+
+
+def test_wrong_layout_is_refused():
+    model = VideoPredictor(channels=1, size=16, widths=(8, 16))
+    with pytest.raises(ValueError, match=r"shape \(2, 5, 16, 16, 1\); expected \(b, t, 1, 16, 16\)"):
+        model.teacher_forced(torch.rand(2, 5, 16, 16, 1), context=3)
+    with pytest.raises(ValueError, match="needs at least 3"):
+        VideoPredictor(channels=1, size=16, widths=(8, 16), window=3).rollout(torch.rand(1, 2, 1, 16, 16), 2,
+                                                                              lambda h, k: torch.zeros(1, 8))
+
+
+def test_conditional_prior_puts_mass_on_zero_and_samples_it():
+    torch.manual_seed(0)
+    model = VideoPredictor(channels=1, size=16, widths=(8, 16), z_dim=4, prior_components=2)
+    h = torch.randn(64, 16, 8, 8)
+    opt = torch.optim.Adam(model.prior.parameters(), lr=1e-2)
+    target = torch.zeros(64, 4)
+    target[::2] = torch.tensor([1.0, -1.0, 0.5, 2.0])  # half exactly zero, half one fixed code
+    for _ in range(300):
+        opt.zero_grad()
+        model.prior.nll(h, target).mean().backward()
+        opt.step()
+    draws = model.prior.sample(h.repeat(8, 1, 1, 1), generator=torch.Generator().manual_seed(0))
+    zero_share = (draws == 0).all(dim=1).float().mean().item()
+    assert 0.3 < zero_share < 0.7
+    nonzero = draws[(draws != 0).any(dim=1)]
+    assert torch.allclose(nonzero.mean(dim=0), torch.tensor([1.0, -1.0, 0.5, 2.0]), atol=0.2)

@@ -1,0 +1,123 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidpred.checkpoint import CheckpointError, load_checkpoint, load_predictor, save_checkpoint
+from vidpred.config import parse_args
+from vidpred.prior import LatentBank
+from vidpred.sampling import deterministic_future, sample_futures
+from vidpred.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for a few steps, shared by the tests that only read it."""
+    from conftest import tiny_args
+
+    out = tmp_path_factory.mktemp("run")
+    return train(parse_args(tiny_args(out))), out
+
+
+def test_a_run_writes_config_log_and_a_plain_data_checkpoint(trained):
+    ckpt, out = trained
+    assert ckpt == out / "checkpoints" / "last.pt"
+    config = json.loads((out / "config.json").read_text())
+    assert config["steps"] == 6 and config["data"]["size"] == 16
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    for key in ("loss", "energy_before", "energy_after", "latent_active", "out_mean", "clips_per_s", "data_wait", "lr"):
+        assert key in records[-1]
+    assert all(r["energy_after"] <= r["energy_before"] + 1e-6 for r in records)
+    state = load_checkpoint(ckpt)  # weights_only=True: nothing but tensors and plain data inside
+    assert state["step"] == 6 and state["config"] == config
+    assert set(state["rng"]) == {"torch", "dropout"} and "optimizer" in state
+    assert state["prior"]["z"].shape[1] == 4 and state["prior"]["z"].shape[0] > 0
+
+
+def _spread_bank(ckpt, tmp_path):
+    """The checkpoint with a bank of spread-out latents (6 steps leave every z* at exactly 0)."""
+    state = load_checkpoint(ckpt)
+    bank = LatentBank(4, 64)
+    bank.add(torch.randn(64, 4, generator=torch.Generator().manual_seed(0)))
+    bank.fit()
+    state["prior"] = bank.state_dict()
+    return save_checkpoint(tmp_path / "spread.pt", state)
+
+
+def test_reloading_a_checkpoint_gives_identical_samples(trained, tmp_path):
+    ckpt = _spread_bank(trained[0], tmp_path)
+    clips = torch.rand(2, 3, 1, 16, 16)
+    runs = []
+    for _ in range(2):
+        model, cfg, bank, _ = load_predictor(ckpt)
+        runs.append({p: sample_futures(model, clips, samples=5, horizon=4, prior=p, bank=bank, seed=7)
+                     for p in ("bank", "fitted", "learned")})
+    for prior in runs[0]:
+        assert runs[0][prior].shape == (2, 5, 4, 1, 16, 16)
+        assert torch.equal(runs[0][prior], runs[1][prior])
+        other = sample_futures(model, clips, samples=5, horizon=4, prior=prior, bank=bank, seed=8)
+        assert not torch.equal(other, runs[0][prior]), f"prior {prior}: another seed gave the same futures"
+
+
+def test_missing_checkpoint_is_named():
+    with pytest.raises(CheckpointError, match=r"checkpoint not found: .*nowhere/last.pt"):
+        load_predictor("nowhere/last.pt")
+
+
+def _run(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--latent.sparsity=1"], "unknown config key 'latent.sparsity'"),
+    (["--horizon=30"], "context + horizon = 5 + 30 = 35 is longer than the clips"),
+    (["--batch_size=many"], "batch_size='many': expected an integer"),
+])
+def test_train_cli_refuses_bad_config_before_doing_anything(tmp_path, args, message):
+    result = _run("train.py", f"--out={tmp_path / 'x'}", *args)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_evaluate_cli_names_a_missing_checkpoint(tmp_path):
+    result = _run("evaluate.py", f"--ckpt={tmp_path / 'none.pt'}")
+    assert result.returncode == 2 and f"checkpoint not found: {tmp_path / 'none.pt'}" in result.stderr
+
+
+def test_evaluate_refuses_a_protocol_longer_than_the_data(trained, tmp_path):
+    ckpt, _ = trained
+    result = _run("evaluate.py", f"--ckpt={ckpt}", "--context=1", f"--out={tmp_path}")
+    assert result.returncode == 2 and "needs at least 2 frames" in result.stderr
+
+
+def test_fork_toy_best_of_k_beats_the_blurry_deterministic_prediction(tmp_path):
+    """One sprite turns up or down with equal odds: z must carry the branch; z = 0 gives the blur."""
+    from vidpred.data import ForkToy
+
+    cfg = parse_args([f"--out={tmp_path}", "--wandb=disabled", "--data.kind=fork", "--data.size=16",
+                      "--data.sprite_min=4", "--data.max_speed=2", "--data.frames=5", "--context=3", "--horizon=2",
+                      "--model.widths=8,16,16", "--model.window=2", "--model.blocks=1", "--latent.dim=2",
+                      "--steps=300", "--batch_size=32", "--lr=3e-3", "--warmup=20", "--log_every=100",
+                      "--prior.fit_clips=256", "--prior.kind=bank"])
+    model, _, bank, _ = load_predictor(train(cfg))
+    toy = ForkToy(seed=1, split="test", size=16, frames=5, fork_at=3, branches=2, sprite=4, speed=2)
+    clips = torch.stack([toy[i] for i in range(32)])
+    context, truth = clips[:, :3], clips[:, 3:]
+    futures = sample_futures(model, context, samples=20, horizon=2, prior="bank", bank=bank, seed=0)
+    det = deterministic_future(model, context, horizon=2)
+    err = (futures - truth[:, None]).pow(2).mean(dim=(2, 3, 4, 5))  # (clips, K)
+    best, det_err = err.min(dim=1).values.mean(), (det - truth).pow(2).mean()
+    assert best < 0.5 * det_err, f"best-of-20 MSE {best:.4f} vs deterministic {det_err:.4f}"
+    # At the fork, z = 0 predicts the average of both branches: far closer to it than to either branch.
+    # (Later frames of the z = 0 rollout are fed that blur back, so only the fork frame is exact.)
+    branches = torch.stack([torch.from_numpy(toy.futures(i))[:, 3] for i in range(32)])  # (clips, 2, c, H, W)
+    to_blur = (det[:, 0] - branches.mean(dim=1)).pow(2).mean()
+    to_branch = (det[:, None, 0] - branches).pow(2).mean(dim=(2, 3, 4)).min(dim=1).values.mean()
+    assert to_blur < 0.4 * to_branch, f"deterministic is {to_blur:.4f} from the blur, {to_branch:.4f} from a branch"

@@ -1,0 +1,72 @@
+"""Checkpoints as plain data: state dicts, optimizer, step, RNG states, the config, the latent prior.
+
+Nothing is pickled but tensors and builtins, so `torch.load(weights_only=True)` reads them and a
+checkpoint never depends on the code's class layout. Writes go to a temporary file that is then
+renamed over the target, so an interrupted save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .config import Config, ConfigError, from_dict
+from .model import VideoPredictor
+from .prior import LatentBank
+
+FORMAT = 1
+
+
+class CheckpointError(FileNotFoundError):
+    """A checkpoint that is missing or unreadable; the message names the path."""
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"format": FORMAT, **state}, tmp)
+    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        hint = " (a run folder holds it at checkpoints/last.pt)" if path.is_dir() else ""
+        raise CheckpointError(f"checkpoint not found: {path}{hint}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} could not be read ({type(e).__name__}: {e})") from None
+    missing = {"model", "config", "prior", "step"} - set(state)
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a vidpred checkpoint: it lacks {sorted(missing)}")
+    return state
+
+
+def build_model(cfg: Config) -> VideoPredictor:
+    """The predictor a config describes, with weights in channels-last memory (faster convolutions)."""
+    return VideoPredictor(channels=cfg.data.channels, size=cfg.data.size, widths=cfg.model.widths,
+                          window=cfg.model.window, blocks=cfg.model.blocks, z_dim=cfg.latent.dim,
+                          residual=cfg.model.residual, amortized=cfg.model.encoder,
+                          prior_components=cfg.prior.components).to(memory_format=torch.channels_last)
+
+
+def load_predictor(path: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, its config, its latent bank, the raw checkpoint) from a checkpoint file."""
+    state = load_checkpoint(path)
+    try:
+        cfg = from_dict(state["config"], source=f"config saved in {path}")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit the model its config describes "
+                              f"(saved by another version of vidpred?): {str(e).splitlines()[1].strip()}") from None
+    model.to(device).eval()
+    return model, cfg, LatentBank.from_state_dict(state["prior"]), state

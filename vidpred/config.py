@@ -1,0 +1,313 @@
+"""One dataclass config tree, overridable from the command line with `--key=value`.
+
+Precedence is simple and total: dataclass defaults < `--config=FILE` (JSON or TOML) < command-line
+overrides. An unknown key or a value of the wrong type refuses to start with a message naming the
+key and what was expected (nanoGPT's configurator, made strict).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration that must not start a run: the message names the key and the problem."""
+
+
+@dataclass
+class DataConfig:
+    kind: str = "sprites"  # sprites | fork | mmnist | video | array
+    path: str | None = None  # MNIST folder, video folder or array file, for the kinds that read files
+    size: int = 32  # frames are size x size pixels
+    channels: int = 1  # 1 (grayscale) or 3 (RGB)
+    frames: int = 15  # length of a training clip; context + horizon must fit in it
+    objects: int = 2  # moving objects per clip (sprites, mmnist)
+    sprite_min: int = 6  # sprite side in pixels, drawn uniformly in [sprite_min, sprite_max]
+    sprite_max: int = 10
+    max_speed: int = 3  # integer velocity per axis in [-max_speed, max_speed]
+    bounce: str = "stochastic"  # stochastic | deterministic
+    branches: int = 2  # fork toy: number of equally likely directions after the fork
+    workers: int = 0  # DataLoader worker processes (0: load in the training process)
+
+
+@dataclass
+class ModelConfig:
+    widths: tuple[int, ...] = (16, 32, 64)  # channels at full, 1/2, 1/4 ... resolution
+    window: int = 3  # frames the predictor looks back at (<= context)
+    blocks: int = 2  # residual blocks in the predictor
+    residual: bool = False  # decoder output is a correction of the last frame's logits
+    encoder: bool = True  # amortized latent encoder A(residual) warm-starts inference
+
+
+@dataclass
+class LatentConfig:
+    dim: int = 8  # dimension of z per predicted frame
+    l1: float = 0.01  # sparsity weight: proximal soft-threshold steps (ISTA)
+    warmup: int = 300  # steps over which l1 and l2 ramp up from 0 (z must be used before it is sparse)
+    l2: float = 0.0  # norm penalty weight
+    ball: float = 0.0  # radius of the ball z is projected onto (0: no projection)
+    dropout: float = 0.25  # probability of training a frame with z = 0 (PPUU's latent dropout)
+    steps: int = 3  # inference steps of proximal gradient descent per training sample
+    step_size: float = 0.5  # length of the first step, in latent units (adapted per sample)
+    encoder_weight: float = 1.0  # beta: weight of ||A(x, y) - z*||^2 in the loss
+
+
+@dataclass
+class PriorConfig:
+    kind: str = "learned"  # bank | fitted | learned: what evaluation samples z from
+    bank: int = 8192  # latents kept in the empirical bank
+    fit_clips: int = 512  # training clips whose inferred z refill the bank at the end of training
+    components: int = 4  # mixture components of the learned conditional prior p(z | h)
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    out: str = ""  # output folder; empty means runs/<name>
+    seed: int = 0
+    steps: int = 3000  # optimizer steps
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup: int = 100  # linear learning-rate warmup steps, then cosine decay to lr / 10
+    grad_clip: float = 1.0
+    cost: str = "bce"  # per-pixel cost C: bce (on logits) | mse | l1
+    context: int = 5  # frames given
+    horizon: int = 10  # frames predicted per training clip
+    log_every: int = 25
+    ckpt_every: int = 500
+    wandb: str = "offline"  # offline | online | disabled
+    resume: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads (0: torch's default)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or f"runs/{self.name}")
+
+
+CHOICES = {
+    "data.kind": ("sprites", "fork"),
+    "data.bounce": ("stochastic", "deterministic"),
+    "data.channels": (1, 3),
+    "prior.kind": ("bank", "fitted", "learned"),
+    "cost": ("bce", "mse", "l1"),
+    "wandb": ("offline", "online", "disabled"),
+}
+
+
+def validate(cfg: Config) -> Config:
+    """Refuse configurations that cannot run, naming the key and what was expected."""
+    for key, allowed in CHOICES.items():
+        value = get_key(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(map(str, allowed))}")
+    positive = ["steps", "batch_size", "context", "horizon", "data.size", "data.frames",
+                "model.window", "latent.dim", "log_every", "ckpt_every", "prior.bank"]
+    for key in positive:
+        if get_key(cfg, key) <= 0:
+            raise ConfigError(f"{key}={get_key(cfg, key)}: expected a positive number")
+    nonneg = ["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.step_size",
+              "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers", "prior.fit_clips"]
+    for key in nonneg:
+        if get_key(cfg, key) < 0:
+            raise ConfigError(f"{key}={get_key(cfg, key)}: expected a number >= 0")
+    if not 0.0 <= cfg.latent.dropout < 1.0:
+        raise ConfigError(f"latent.dropout={cfg.latent.dropout}: expected a probability in [0, 1)")
+    if cfg.context + cfg.horizon > cfg.data.frames:
+        raise ConfigError(
+            f"context + horizon = {cfg.context} + {cfg.horizon} = {cfg.context + cfg.horizon} is longer "
+            f"than the clips (data.frames={cfg.data.frames}); raise data.frames or shorten them")
+    if cfg.model.window > cfg.context:
+        raise ConfigError(f"model.window={cfg.model.window} must be <= context={cfg.context}: the "
+                          "predictor looks back at most over the given frames")
+    levels = len(cfg.model.widths) - 1
+    if cfg.data.size % (2 ** levels):
+        raise ConfigError(f"data.size={cfg.data.size} must be divisible by 2^{levels} "
+                          f"(model.widths has {levels + 1} entries, one per resolution)")
+    if cfg.data.sprite_min > cfg.data.sprite_max or cfg.data.sprite_max > cfg.data.size:
+        raise ConfigError(f"data.sprite_min={cfg.data.sprite_min}, data.sprite_max={cfg.data.sprite_max}: "
+                          f"expected sprite_min <= sprite_max <= data.size={cfg.data.size}")
+    return cfg
+
+
+# --- reading and writing keys -------------------------------------------------------------------
+
+def _fields(obj) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def _resolve(cfg, key: str):
+    """The dataclass that holds `key` and the field name in it; ConfigError if there is none."""
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        fields = _fields(node)
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the top level"
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown config key {key!r}: {where} has no {part!r} (known: {known})")
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(getattr(node, part)):
+                raise ConfigError(f"config key {key!r} is a section; set one of its keys, e.g. --{key}.KEY=VALUE")
+            return node, part
+        node = getattr(node, part)
+        if not dataclasses.is_dataclass(node):
+            raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[:i + 1])} is not a section")
+    raise ConfigError(f"empty config key {key!r}")
+
+
+def get_key(cfg, key: str):
+    node, name = _resolve(cfg, key)
+    return getattr(node, name)
+
+
+def _field_type(node, name: str):
+    return typing.get_type_hints(type(node))[name]
+
+
+def _convert(value, tp, key: str):
+    """Convert `value` (a command-line string or a JSON/TOML value) to the field type `tp`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if origin is tuple:
+        (elem, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, str):
+            items = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigError(f"{key}={value!r}: expected a comma-separated list of {elem.__name__}")
+        return tuple(_convert(v, elem, key) for v in items)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}={value!r}: expected a boolean (true/false)")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{key}={value!r}: expected an integer") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r}: expected a number") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected a string")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported field type {tp}")
+
+
+def set_key(cfg, key: str, value) -> None:
+    node, name = _resolve(cfg, key)
+    setattr(node, name, _convert(value, _field_type(node, name), key))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def from_dict(tree: dict, base: Config | None = None, *, source: str = "config") -> Config:
+    """A Config from nested plain data (config.json, a checkpoint); unknown keys are errors."""
+    cfg = base or Config()
+    for key, value in _flatten(tree).items():
+        try:
+            set_key(cfg, key, value)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested data (tuples become lists), safe for JSON and for `torch.load(weights_only=True)`."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def load_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config={path}: no such file")
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(path.read_text())
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"--config={path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {e}") from None
+
+
+def parse_overrides(argv: list[str]) -> dict[str, str]:
+    """`--key=value`, `--key value` and bare `--flag` (meaning true) into an ordered dict."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"unexpected argument {arg!r}: options are --key=value")
+        body = arg[2:]
+        if "=" in body:
+            key, value = body.split("=", 1)
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            key, value = body, argv[i + 1]
+            i += 1
+        else:
+            key, value = body, "true"
+        out[key.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+def parse_args(argv: list[str], base: Config | None = None) -> Config:
+    """The training config: defaults, then `--config=FILE`, then the other overrides; validated."""
+    overrides = parse_overrides(argv)
+    cfg = base or Config()
+    if "config" in overrides:
+        path = overrides.pop("config")
+        cfg = from_dict(load_file(path), cfg, source=str(path))
+    for key, value in overrides.items():
+        set_key(cfg, key, value)
+    return validate(cfg)
+
+
+def describe(cfg, prefix: str = "") -> list[str]:
+    """Every key with its value, one `key=value` per line, for `--help`."""
+    lines = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            lines += describe(value, f"{prefix}{f.name}.")
+        else:
+            lines.append(f"--{prefix}{f.name}={','.join(map(str, value)) if isinstance(value, tuple) else value}")
+    return lines

@@ -1,0 +1,156 @@
+"""Procedural moving sprites, the built-in data: no files, every clip a pure function of (seed, index).
+
+Shapes drawn by code (disc, square, triangle, cross, ring, diamond) with a random size and
+intensity (and colour, with 3 channels) bounce around the canvas under the Stochastic Moving MNIST
+rules of `motion.py`. Also the *fork* toy: one sprite glides in and, at the first predicted frame,
+turns into one of `branches` equally likely directions; its futures can be enumerated exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .motion import bounce_trajectory, paste_max
+
+SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond")
+SPLITS = {"train": 0, "test": 1, "val": 2}
+
+
+def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of one clip: independent streams per (seed, split, index)."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    return np.random.default_rng([seed, SPLITS[split], index])
+
+
+def draw_shape(shape: str, side: int) -> np.ndarray:
+    """A (side, side) float32 mask in [0, 1] of the named shape, with soft (anti-aliased) edges."""
+    sub = 4  # supersampling factor for anti-aliasing
+    c = (np.arange(side * sub) + 0.5) / sub - side / 2  # pixel-centre coordinates, origin in the middle
+    y, x = np.meshgrid(c, c, indexing="ij")
+    r = side / 2
+    if shape == "disc":
+        m = x**2 + y**2 <= r**2
+    elif shape == "square":
+        m = np.ones_like(x, dtype=bool)
+    elif shape == "triangle":  # apex at the top, base at the bottom
+        m = np.abs(x) <= (y + r) / 2
+    elif shape == "cross":
+        arm = max(side / 6, 0.75)
+        m = (np.abs(x) <= arm) | (np.abs(y) <= arm)
+    elif shape == "ring":
+        m = (x**2 + y**2 <= r**2) & (x**2 + y**2 >= (0.5 * r) ** 2)
+    elif shape == "diamond":
+        m = np.abs(x) + np.abs(y) <= r
+    else:
+        raise ValueError(f"shape {shape!r}: expected one of {', '.join(SHAPES)}")
+    return m.reshape(side, sub, side, sub).mean(axis=(1, 3)).astype(np.float32)
+
+
+def random_sprite(rng: np.random.Generator, *, channels: int, side_min: int, side_max: int) -> np.ndarray:
+    """(channels, s, s): a random shape at a random size, intensity in [0.6, 1] (and colour)."""
+    side = int(rng.integers(side_min, side_max + 1))
+    mask = draw_shape(SHAPES[rng.integers(len(SHAPES))], side)
+    if channels == 1:
+        colour = rng.uniform(0.6, 1.0, size=(1, 1, 1))
+    else:  # a saturated random colour: one channel at full intensity, the others random
+        colour = rng.uniform(0.0, 1.0, size=(channels, 1, 1))
+        colour[rng.integers(channels)] = 1.0
+    return (mask[None] * colour).astype(np.float32)
+
+
+class ClipSource(Dataset):
+    """A dataset of clips `(t, c, h, w)` float32 in [0, 1]: `source[i]` is a torch tensor."""
+
+    frames: int
+    channels: int
+    size: int
+
+    def clip(self, index: int) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must implement clip(index)")
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(self.clip(int(index)))
+
+
+class MovingSprites(ClipSource):
+    """Sprites bouncing on a black canvas; stochastic bounces make the future multimodal."""
+
+    def __init__(self, *, seed: int = 0, split: str = "train", size: int = 32, channels: int = 1,
+                 frames: int = 15, objects: int = 2, sprite_min: int = 6, sprite_max: int = 10,
+                 max_speed: int = 3, bounce: str = "stochastic", length: int = 10**9):
+        if not 1 <= sprite_min <= sprite_max <= size:
+            raise ValueError(f"sprite sizes [{sprite_min}, {sprite_max}] must lie in [1, {size}]")
+        self.seed, self.split, self.size, self.channels, self.frames = seed, split, size, channels, frames
+        self.objects, self.sprite_min, self.sprite_max = objects, sprite_min, sprite_max
+        self.max_speed, self.bounce, self.length = max_speed, bounce, length
+        clip_rng(seed, split, 0)  # validates the split name now rather than in a worker
+
+    def __len__(self) -> int:
+        return self.length
+
+    def clip(self, index: int) -> np.ndarray:
+        rng = clip_rng(self.seed, self.split, index)
+        video = np.zeros((self.frames, self.channels, self.size, self.size), dtype=np.float32)
+        for _ in range(self.objects):
+            sprite = random_sprite(rng, channels=self.channels, side_min=self.sprite_min, side_max=self.sprite_max)
+            positions, _ = bounce_trajectory(rng, frames=self.frames, canvas=self.size, size=sprite.shape[-1],
+                                             max_speed=self.max_speed, mode=self.bounce)
+            for t, (top, left) in enumerate(positions):
+                paste_max(video[t], sprite, top, left)
+        return video
+
+
+class ForkToy(ClipSource):
+    """One sprite glides right along the middle; at frame `fork_at` it turns into one of `branches`
+    directions, equally likely, and keeps it. `futures(i)` lists every possible clip i could be."""
+
+    def __init__(self, *, seed: int = 0, split: str = "train", size: int = 16, channels: int = 1,
+                 frames: int = 6, fork_at: int = 3, branches: int = 2, sprite: int = 4, speed: int = 2,
+                 length: int = 10**9):
+        if branches < 1:
+            raise ValueError(f"branches={branches}: expected at least 1")
+        if not 0 < fork_at < frames:
+            raise ValueError(f"fork_at={fork_at}: expected a frame inside the clip (1..{frames - 1})")
+        self.seed, self.split, self.size, self.channels, self.frames = seed, split, size, channels, frames
+        self.fork_at, self.branches, self.sprite, self.speed, self.length = fork_at, branches, sprite, speed, length
+        # Branch directions: angles spread evenly over [-60, 60] degrees around "right".
+        angles = np.radians(np.linspace(-60, 60, branches)) if branches > 1 else np.zeros(1)
+        self.directions = np.stack([np.sin(angles), np.cos(angles)], axis=1) * speed  # (branches, 2) as (dy, dx)
+        clip_rng(seed, split, 0)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _start(self, index: int):
+        rng = clip_rng(self.seed, self.split, index)
+        mid = (self.size - self.sprite) / 2
+        start = np.array([mid + rng.uniform(-1, 1), rng.uniform(0, 1)])
+        intensity = rng.uniform(0.7, 1.0)
+        branch = int(rng.integers(self.branches))
+        return start, intensity, branch
+
+    def _render(self, start: np.ndarray, intensity: float, branch: int) -> np.ndarray:
+        video = np.zeros((self.frames, self.channels, self.size, self.size), dtype=np.float32)
+        sprite = np.full((self.channels, self.sprite, self.sprite), intensity, dtype=np.float32)
+        pos = start.copy()
+        limit = self.size - self.sprite
+        for t in range(self.frames):
+            top, left = np.clip(np.round(pos).astype(int), 0, limit)
+            paste_max(video[t], sprite, top, left)
+            pos = pos + (np.array([0.0, self.speed]) if t + 1 < self.fork_at else self.directions[branch])
+        return video
+
+    def clip(self, index: int) -> np.ndarray:
+        return self._render(*self._start(index))
+
+    def branch(self, index: int) -> int:
+        """Which of the `branches` directions clip `index` takes."""
+        return self._start(index)[2]
+
+    def futures(self, index: int) -> np.ndarray:
+        """(branches, t, c, h, w): every clip that shares clip `index`'s frames before the fork."""
+        start, intensity, _ = self._start(index)
+        return np.stack([self._render(start, intensity, b) for b in range(self.branches)])

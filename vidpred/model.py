@@ -1,0 +1,270 @@
+"""The video predictor: frame encoder, window predictor, and a decoder of (h, z) with skips.
+
+    h_k   = Pred(Enc(v_{k-W}), ..., Enc(v_{k-1}))     # state from the last W frames (true or predicted)
+    ŷ_k   = sigmoid(Dec(h_k, z_k, skips of v_{k-1}))   # one future frame per latent z_k
+
+The decoder takes skip connections from the last input frame at every resolution (SVG, PPUU),
+which is what lets a small model stay sharp. The predictor looks at a fixed window of frame
+encodings (SimVP-like), so teacher-forced training predicts every future frame of a clip in one
+batched pass. Also here: the amortized latent encoder `A(y - Dec(h, 0))` that sees only the
+residual (EEN), and a conditional prior p(z_k | h_k) fitted to inferred latents (SVG-LP's learned
+prior, but trained on z* instead of a posterior).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+# --- helpers and blocks ---------------------------------------------------------------------------
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """Convolutions here run 1.5-2.5x faster on CPU in NHWC memory (measured on 2 cores); the
+    logical layout is unchanged."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def act() -> nn.LeakyReLU:
+    """LeakyReLU (SVG's choice): as good as SiLU here, and its backward is 1.3-6x faster on CPU."""
+    return nn.LeakyReLU(0.2)
+
+
+def norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, max(1, channels // 4)), channels)
+
+
+def conv_norm_act(c_in: int, c_out: int, *, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    pad = (kernel - 1) // 2 if stride == 1 else (kernel - stride) // 2
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, pad), norm(c_out), act())
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_norm_act(channels, channels), nn.Conv2d(channels, channels, 3, 1, 1),
+                                  norm(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x + self.body(x), 0.2)
+
+
+# --- the three parts of the predictor -------------------------------------------------------------
+
+
+class FrameEncoder(nn.Module):
+    """(n, c, H, W) -> one feature map per resolution: [(n, w0, H, W), (n, w1, H/2, W/2), ...]."""
+
+    def __init__(self, *, channels: int, widths: tuple[int, ...]):
+        super().__init__()
+        self.stem = conv_norm_act(channels, widths[0])
+        self.downs = nn.ModuleList(
+            nn.Sequential(conv_norm_act(w_in, w_out, kernel=4, stride=2), conv_norm_act(w_out, w_out))
+            for w_in, w_out in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        feats = [self.stem(x)]
+        for down in self.downs:
+            feats.append(down(feats[-1]))
+        return feats
+
+
+class Predictor(nn.Module):
+    """A window of bottleneck encodings (n, W, C, h, w) -> the state h (n, C, h, w) of the next frame."""
+
+    def __init__(self, *, width: int, window: int, blocks: int):
+        super().__init__()
+        self.fuse = conv_norm_act(window * width, width, kernel=1)
+        self.blocks = nn.Sequential(*(ResBlock(width) for _ in range(blocks)))
+
+    def forward(self, window: Tensor) -> Tensor:
+        return self.blocks(self.fuse(rearrange(window, "n w c h x -> n (w c) h x")))
+
+
+class Decoder(nn.Module):
+    """(h (n, C, h, w), z (n, d), skips of the last frame) -> logits (n, c, H, W).
+
+    z is tiled over the bottleneck and mixed in by a convolution; each upsampling (a transposed
+    convolution) adds the last frame's features at that resolution (additive U-Net skips: half the
+    cost of concatenation, and every latent-inference step pays for the decoder).
+    """
+
+    def __init__(self, *, channels: int, widths: tuple[int, ...], z_dim: int):
+        super().__init__()
+        top = widths[-1]
+        self.inject = nn.Sequential(conv_norm_act(top + z_dim, top), conv_norm_act(top, top))
+        self.ups = nn.ModuleList()
+        self.refines = nn.ModuleList()
+        for w_in, w_out in zip(widths[::-1][:-1], widths[::-1][1:]):
+            self.ups.append(nn.Sequential(nn.ConvTranspose2d(w_in, w_out, 4, 2, 1), norm(w_out), act()))
+            self.refines.append(conv_norm_act(w_out, w_out))
+        self.out = nn.Conv2d(widths[0], channels, 3, 1, 1)
+        # Start from a dark, uncertain frame: zero weights, bias at the logit of a mostly-black image.
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, -3.0)
+
+    def forward(self, h: Tensor, z: Tensor, skips: list[Tensor]) -> Tensor:
+        zmap = repeat(z, "n d -> n d h w", h=h.shape[-2], w=h.shape[-1])
+        x = self.inject(torch.cat([h, zmap], dim=1))
+        # skips[-1] is the bottleneck itself, already inside h; add the finer ones on the way up
+        for up, refine, skip in zip(self.ups, self.refines, skips[-2::-1]):
+            x = refine(up(x) + skip)
+        return self.out(x)
+
+
+class LatentEncoder(nn.Module):
+    """A(residual): (n, c, H, W) -> z⁰ (n, d), the amortized guess that warm-starts inference.
+
+    It sees only y - Dec(h, 0) (EEN), so it has nothing to encode where the context suffices.
+    """
+
+    def __init__(self, *, channels: int, size: int, widths: tuple[int, ...], z_dim: int):
+        super().__init__()
+        layers, c_in, side = [], channels, size
+        for w in widths[:3]:
+            layers.append(conv_norm_act(c_in, w, kernel=4, stride=2))
+            c_in, side = w, side // 2
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in * side * side, z_dim)
+
+    def forward(self, residual: Tensor) -> Tensor:
+        return self.head(self.convs(residual).flatten(1))
+
+
+class ConditionalPrior(nn.Module):
+    """p(z | h): a point mass at z = 0 (sparse codes are often exactly zero) plus a mixture of
+    `components` diagonal Gaussians, all weights and parameters predicted from the state h."""
+
+    def __init__(self, *, width: int, z_dim: int, components: int):
+        super().__init__()
+        self.z_dim, self.components = z_dim, components
+        self.trunk = nn.Sequential(conv_norm_act(width, width // 2), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                                   nn.Linear(width // 2 * 16, 128), act())
+        self.head = nn.Linear(128, (components + 1) + 2 * components * z_dim)
+
+    def params(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Mixture logits (n, M+1) [index 0: z = 0], means (n, M, d), log-scales (n, M, d)."""
+        out = self.head(self.trunk(h))
+        m, d = self.components, self.z_dim
+        logits, mu, log_sigma = out.split([m + 1, m * d, m * d], dim=1)
+        return logits, mu.view(-1, m, d), log_sigma.view(-1, m, d).clamp(-7.0, 3.0)
+
+    def nll(self, h: Tensor, z: Tensor) -> Tensor:
+        """-log p(z | h) per sample (n,): probability mass for z = 0, density elsewhere."""
+        logits, mu, log_sigma = self.params(h)
+        log_pi = logits.log_softmax(dim=1)
+        zero = (z == 0).all(dim=1)
+        gauss = -0.5 * (((z[:, None] - mu) / log_sigma.exp()) ** 2) - log_sigma - 0.5 * math.log(2 * math.pi)
+        log_dense = torch.logsumexp(log_pi[:, 1:] + gauss.sum(dim=2), dim=1)
+        return -torch.where(zero, log_pi[:, 0], log_dense)
+
+    @torch.no_grad()
+    def sample(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        logits, mu, log_sigma = self.params(h)
+        comp = torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)  # (n,)
+        pick = (comp - 1).clamp(min=0)
+        rows = torch.arange(h.shape[0], device=h.device)
+        eps = torch.randn(mu.shape[0], mu.shape[2], device=h.device, generator=generator)
+        z = mu[rows, pick] + log_sigma[rows, pick].exp() * eps
+        return torch.where((comp == 0)[:, None], torch.zeros_like(z), z)
+
+
+# --- the whole predictor ----------------------------------------------------------------------------
+
+
+class Conditioning(NamedTuple):
+    """What the decoder needs for a batch of frames to predict, besides z."""
+
+    h: Tensor  # (n, C, h, w) predictor state
+    skips: list[Tensor]  # encoder features of the last input frame, one per resolution
+    last: Tensor  # (n, c, H, W) the last input frame
+
+    def repeat(self, k: int) -> "Conditioning":
+        """Each entry k times in a row (n -> n * k), for k samples per clip."""
+        rep = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
+        return Conditioning(rep(self.h), [rep(s) for s in self.skips], rep(self.last))
+
+
+class VideoPredictor(nn.Module):
+    def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
+                 window: int = 3, blocks: int = 2, z_dim: int = 8, residual: bool = False,
+                 amortized: bool = True, prior_components: int = 4):
+        super().__init__()
+        self.channels, self.size, self.window, self.z_dim, self.residual = channels, size, window, z_dim, residual
+        self.encoder = FrameEncoder(channels=channels, widths=widths)
+        self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks)
+        self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim)
+        self.latent_encoder = LatentEncoder(channels=channels, size=size, widths=widths, z_dim=z_dim) if amortized else None
+        self.prior = ConditionalPrior(width=widths[-1], z_dim=z_dim, components=prior_components)
+
+    def check_video(self, video: Tensor, name: str = "video") -> None:
+        if video.ndim != 5 or video.shape[2:] != (self.channels, self.size, self.size):
+            raise ValueError(f"{name} has shape {tuple(video.shape)}; expected (b, t, {self.channels}, "
+                             f"{self.size}, {self.size}) with pixels in [0, 1]")
+
+    def encode(self, frames: Tensor) -> list[Tensor]:
+        """(b, t, c, H, W) -> per resolution (b, t, C_l, H_l, W_l)."""
+        b = frames.shape[0]
+        feats = self.encoder(channels_last(rearrange(frames, "b t c h w -> (b t) c h w")))
+        return [rearrange(f, "(b t) c h w -> b t c h w", b=b) for f in feats]
+
+    def teacher_forced(self, video: Tensor, context: int) -> Conditioning:
+        """Conditioning for every future frame of `video` (b, t, ...) from the *true* past frames.
+
+        Returns tensors for n = b * (t - context) frames, ordered clip-major `(b T)`.
+        """
+        self.check_video(video)
+        inputs = video[:, context - self.window:-1]  # (b, T + W - 1, c, H, W): every frame some target sees
+        feats = self.encode(inputs)
+        windows = feats[-1].unfold(1, self.window, 1)  # (b, T, C, h, w, W)
+        h = self.predictor(rearrange(windows, "b t c h x w -> (b t) w c h x"))  # (b T, C, h, w)
+        skips = [rearrange(f[:, self.window - 1:], "b t c h w -> (b t) c h w") for f in feats]
+        last = rearrange(inputs[:, self.window - 1:], "b t c h w -> (b t) c h w")
+        return Conditioning(h, skips, last)
+
+    def decode(self, cond: Conditioning, z: Tensor) -> Tensor:
+        """Logits (n, c, H, W) of the predicted frames; sigmoid gives pixels."""
+        logits = self.decoder(cond.h, z, cond.skips)
+        if self.residual:  # a correction of the last frame, in logit space
+            logits = logits + torch.logit(cond.last.clamp(0.02, 0.98))
+        return logits
+
+    def amortized_latent(self, cond: Conditioning, target: Tensor) -> Tensor:
+        """z⁰ = A(y - Dec(h, 0)); zeros when the model has no latent encoder."""
+        n = target.shape[0]
+        if self.latent_encoder is None:
+            return target.new_zeros(n, self.z_dim)
+        with torch.no_grad():
+            blur = torch.sigmoid(self.decode(cond, target.new_zeros(n, self.z_dim)))
+        return self.latent_encoder(target - blur)
+
+    def rollout(self, context: Tensor, horizon: int, draw_z) -> tuple[Tensor, Tensor]:
+        """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
+
+        `draw_z(h, k)` gives the latent (b, d) of step k from the state h (b, C, h, w); each
+        predicted frame is encoded and fed back as the newest frame of the window.
+        """
+        self.check_video(context, "context")
+        if context.shape[1] < self.window:
+            raise ValueError(f"context has {context.shape[1]} frames; the predictor needs at least {self.window}")
+        feats = self.encode(context[:, -self.window:])
+        history = [[f[:, i] for i in range(self.window)] for f in feats]  # per level, per frame (b, C, h, w)
+        last = context[:, -1]
+        frames, zs = [], []
+        for k in range(horizon):
+            h = self.predictor(torch.stack(history[-1][-self.window:], dim=1))
+            z = draw_z(h, k)
+            frame = torch.sigmoid(self.decode(Conditioning(h, [lv[-1] for lv in history], last), z))
+            new = self.encoder(channels_last(frame))
+            for level, f in zip(history, new):
+                level.append(f)
+                del level[0]  # keep only the window
+            frames.append(frame)
+            zs.append(z)
+            last = frame
+        return torch.stack(frames, dim=1), torch.stack(zs, dim=1)

@@ -1,0 +1,53 @@
+"""K futures per clip: autoregressive rollouts, a new z per predicted frame drawn from a prior.
+
+The deterministic prediction is the same rollout with z = 0: with latent dropout in training this
+is the model's best single guess, the blurry mean that sampled futures must beat on best-of-K.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .model import VideoPredictor
+from .prior import LatentBank
+
+PRIOR_KINDS = ("bank", "fitted", "learned")
+
+
+def latent_drawer(model: VideoPredictor, kind: str, bank: LatentBank | None, generator: torch.Generator):
+    """A `draw_z(h, k)` for `VideoPredictor.rollout` that samples from the named prior."""
+    if kind not in PRIOR_KINDS:
+        raise ValueError(f"prior {kind!r}: expected one of {', '.join(PRIOR_KINDS)}")
+    if kind == "learned":
+        return lambda h, k: model.prior.sample(h, generator=generator)
+    if bank is None:
+        raise ValueError(f"prior {kind!r} needs the latent bank saved in the checkpoint")
+    return lambda h, k: bank.sample(h.shape[0], kind, generator=generator).to(h.device, h.dtype)
+
+
+@torch.no_grad()
+def sample_futures(model: VideoPredictor, context: Tensor, *, samples: int, horizon: int, prior: str = "learned",
+                   bank: LatentBank | None = None, seed: int = 0, max_batch: int = 1024) -> Tensor:
+    """(b, C0, c, H, W) -> (b, samples, horizon, c, H, W). The same seed gives the same futures.
+
+    Rollouts run `max_batch` at a time (clips x samples), so memory stays bounded for K = 100.
+    """
+    generator = torch.Generator(device=context.device if prior == "learned" else "cpu").manual_seed(seed)
+    draw = latent_drawer(model, prior, bank, generator)
+    b = context.shape[0]
+    per_chunk = max(1, max_batch // max(b, 1))
+    futures = []
+    for start in range(0, samples, per_chunk):
+        k = min(per_chunk, samples - start)
+        ctx = context.repeat_interleave(k, dim=0)  # (b k, C0, ...), clip-major
+        frames, _ = model.rollout(ctx, horizon, draw)
+        futures.append(frames.view(b, k, *frames.shape[1:]))
+    return torch.cat(futures, dim=1)
+
+
+@torch.no_grad()
+def deterministic_future(model: VideoPredictor, context: Tensor, *, horizon: int) -> Tensor:
+    """(b, C0, c, H, W) -> (b, horizon, c, H, W), the rollout with z = 0 at every step."""
+    zeros = lambda h, k: h.new_zeros(h.shape[0], model.z_dim)  # noqa: E731
+    return model.rollout(context, horizon, zeros)[0]
