@@ -51,6 +51,7 @@ def build_model(cfg: Config) -> VideoPredictor:
     """The predictor a config describes, with weights in channels-last memory (faster convolutions)."""
     return VideoPredictor(channels=cfg.data.channels, size=cfg.data.size, widths=cfg.model.widths,
                           window=cfg.model.window, blocks=cfg.model.blocks, z_dim=cfg.latent.dim,
+                          skip_frames=cfg.model.skip_frames,
                           residual=cfg.model.residual, amortized=cfg.model.encoder,
                           prior_components=cfg.prior.components).to(memory_format=torch.channels_last)
 

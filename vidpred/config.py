@@ -40,6 +40,7 @@ class DataConfig:
 class ModelConfig:
     widths: tuple[int, ...] = (16, 32, 64)  # channels at full, 1/2, 1/4 ... resolution
     window: int = 3  # frames the predictor looks back at (<= context)
+    skip_frames: int = 2  # recent frames whose features reach the decoder through skips (<= window)
     blocks: int = 2  # residual blocks in the predictor
     residual: bool = False  # decoder output is a correction of the last frame's logits
     encoder: bool = True  # amortized latent encoder A(residual) warm-starts inference
@@ -127,6 +128,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"context + horizon = {cfg.context} + {cfg.horizon} = {cfg.context + cfg.horizon} is longer "
             f"than the clips (data.frames={cfg.data.frames}); raise data.frames or shorten them")
+    if not 1 <= cfg.model.skip_frames <= cfg.model.window:
+        raise ConfigError(f"model.skip_frames={cfg.model.skip_frames}: expected 1 .. model.window={cfg.model.window}")
     if cfg.model.window > cfg.context:
         raise ConfigError(f"model.window={cfg.model.window} must be <= context={cfg.context}: the "
                           "predictor looks back at most over the given frames")

@@ -1,9 +1,9 @@
 """The video predictor: frame encoder, window predictor, and a decoder of (h, z) with skips.
 
     h_k   = Pred(Enc(v_{k-W}), ..., Enc(v_{k-1}))     # state from the last W frames (true or predicted)
-    ŷ_k   = sigmoid(Dec(h_k, z_k, skips of v_{k-1}))   # one future frame per latent z_k
+    ŷ_k   = sigmoid(Dec(h_k, z_k, skips of v_{k-S..k-1}))  # one future frame per latent z_k
 
-The decoder takes skip connections from the last input frame at every resolution (SVG, PPUU),
+The decoder takes skip connections from the last input frames at every resolution (SVG, PPUU),
 which is what lets a small model stay sharp. The predictor looks at a fixed window of frame
 encodings (SimVP-like), so teacher-forced training predicts every future frame of a clip in one
 batched pass. Also here: the amortized latent encoder `A(y - Dec(h, 0))` that sees only the
@@ -87,22 +87,26 @@ class Predictor(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(h (n, C, h, w), z (n, d), skips of the last frame) -> logits (n, c, H, W).
+    """(h (n, C, h, w), z (n, d), skips of the last S frames) -> logits (n, c, H, W).
 
     z is tiled over the bottleneck and mixed in by a convolution; each upsampling (a transposed
-    convolution) adds the last frame's features at that resolution (additive U-Net skips: half the
-    cost of concatenation, and every latent-inference step pays for the decoder).
+    convolution) adds the recent frames' features at that resolution (additive U-Net skips: half
+    the cost of concatenation, and every latent-inference step pays for the decoder). With S = 2
+    the decoder sees where each object was in the last two frames at every resolution, so it can
+    extrapolate constant motion at pixel precision instead of recovering it from the bottleneck.
     """
 
-    def __init__(self, *, channels: int, widths: tuple[int, ...], z_dim: int):
+    def __init__(self, *, channels: int, widths: tuple[int, ...], z_dim: int, skip_frames: int = 1):
         super().__init__()
         top = widths[-1]
         self.inject = nn.Sequential(conv_norm_act(top + z_dim, top), conv_norm_act(top, top))
         self.ups = nn.ModuleList()
         self.refines = nn.ModuleList()
+        self.skip_fuses = nn.ModuleList()
         for w_in, w_out in zip(widths[::-1][:-1], widths[::-1][1:]):
             self.ups.append(nn.Sequential(nn.ConvTranspose2d(w_in, w_out, 4, 2, 1), norm(w_out), act()))
             self.refines.append(conv_norm_act(w_out, w_out))
+            self.skip_fuses.append(nn.Conv2d(skip_frames * w_out, w_out, 1) if skip_frames > 1 else nn.Identity())
         self.out = nn.Conv2d(widths[0], channels, 3, 1, 1)
         # Start from a dark, uncertain frame: zero weights, bias at the logit of a mostly-black image.
         nn.init.zeros_(self.out.weight)
@@ -112,8 +116,8 @@ class Decoder(nn.Module):
         zmap = repeat(z, "n d -> n d h w", h=h.shape[-2], w=h.shape[-1])
         x = self.inject(torch.cat([h, zmap], dim=1))
         # skips[-1] is the bottleneck itself, already inside h; add the finer ones on the way up
-        for up, refine, skip in zip(self.ups, self.refines, skips[-2::-1]):
-            x = refine(up(x) + skip)
+        for up, refine, fuse, skip in zip(self.ups, self.refines, self.skip_fuses, skips[-2::-1]):
+            x = refine(up(x) + fuse(skip))
         return self.out(x)
 
 
@@ -152,7 +156,7 @@ class ConditionalPrior(nn.Module):
         out = self.head(self.trunk(h))
         m, d = self.components, self.z_dim
         logits, mu, log_sigma = out.split([m + 1, m * d, m * d], dim=1)
-        return logits, mu.view(-1, m, d), log_sigma.view(-1, m, d).clamp(-7.0, 3.0)
+        return logits, mu.view(-1, m, d), log_sigma.view(-1, m, d).clamp(-5.0, 3.0)  # sigma >= 0.007: a tighter floor makes the NLL of near-constant codes oscillate
 
     def nll(self, h: Tensor, z: Tensor) -> Tensor:
         """-log p(z | h) per sample (n,): probability mass for z = 0, density elsewhere."""
@@ -181,7 +185,7 @@ class Conditioning(NamedTuple):
     """What the decoder needs for a batch of frames to predict, besides z."""
 
     h: Tensor  # (n, C, h, w) predictor state
-    skips: list[Tensor]  # encoder features of the last input frame, one per resolution
+    skips: list[Tensor]  # encoder features of the last S input frames, (n, S·C_l, H_l, W_l) per resolution
     last: Tensor  # (n, c, H, W) the last input frame
 
     def repeat(self, k: int) -> "Conditioning":
@@ -192,13 +196,16 @@ class Conditioning(NamedTuple):
 
 class VideoPredictor(nn.Module):
     def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
-                 window: int = 3, blocks: int = 2, z_dim: int = 8, residual: bool = False,
+                 window: int = 3, blocks: int = 2, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
                  amortized: bool = True, prior_components: int = 4):
         super().__init__()
+        if not 1 <= skip_frames <= window:
+            raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
         self.channels, self.size, self.window, self.z_dim, self.residual = channels, size, window, z_dim, residual
+        self.skip_frames = skip_frames
         self.encoder = FrameEncoder(channels=channels, widths=widths)
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks)
-        self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim)
+        self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim, skip_frames=skip_frames)
         self.latent_encoder = LatentEncoder(channels=channels, size=size, widths=widths, z_dim=z_dim) if amortized else None
         self.prior = ConditionalPrior(width=widths[-1], z_dim=z_dim, components=prior_components)
 
@@ -223,7 +230,8 @@ class VideoPredictor(nn.Module):
         feats = self.encode(inputs)
         windows = feats[-1].unfold(1, self.window, 1)  # (b, T, C, h, w, W)
         h = self.predictor(rearrange(windows, "b t c h x w -> (b t) w c h x"))  # (b T, C, h, w)
-        skips = [rearrange(f[:, self.window - 1:], "b t c h w -> (b t) c h w") for f in feats]
+        s = self.skip_frames  # target j sees frames j .. j + S - 1 of `inputs` shifted to end at its last frame
+        skips = [rearrange(f[:, self.window - s:].unfold(1, s, 1), "b t c h w s -> (b t) (s c) h w") for f in feats]
         last = rearrange(inputs[:, self.window - 1:], "b t c h w -> (b t) c h w")
         return Conditioning(h, skips, last)
 
@@ -259,7 +267,8 @@ class VideoPredictor(nn.Module):
         for k in range(horizon):
             h = self.predictor(torch.stack(history[-1][-self.window:], dim=1))
             z = draw_z(h, k)
-            frame = torch.sigmoid(self.decode(Conditioning(h, [lv[-1] for lv in history], last), z))
+            skips = [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
+            frame = torch.sigmoid(self.decode(Conditioning(h, skips, last), z))
             new = self.encoder(channels_last(frame))
             for level, f in zip(history, new):
                 level.append(f)
