@@ -12,6 +12,7 @@ import os
 import signal
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -129,3 +130,12 @@ class StopRequest:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous = {}
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped training after it saved a checkpoint; `--resume` goes on from there."""
+
+    def __init__(self, signum: int, step: int, path: Path):
+        self.signum, self.step, self.path = signum, step, path
+        super().__init__(f"{signal.Signals(signum).name} stopped training after step {step}; saved {path}; "
+                         "the same command with --resume goes on from there")

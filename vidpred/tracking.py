@@ -81,7 +81,7 @@ class Tracker:
         def call():
             media = {k: wandb.Image(str(p)) for k, p in (images or {}).items()}
             media.update({k: wandb.Video(str(p)) for k, p in (videos or {}).items()})
-            self.run.log({**{k: v for k, v in values.items()}, **media}, step=step)
+            self.run.log({**values, **media}, step=step)
         self._guard(call)
 
     def log_checkpoints(self, paths: list[Path], *, step: int) -> None:
@@ -115,6 +115,11 @@ class Tracker:
         if self.run is not None:
             run, self.run = self.run, None
             try:
+                import wandb
+
                 run.finish(exit_code=exit_code)
+                # finish() may return before wandb-core has written the run's files (seen in 0.31 after
+                # logging an artifact); teardown waits for them, so they are complete when training returns.
+                wandb.teardown()
             except Exception as e:
                 warnings.warn(f"wandb could not finish the run cleanly ({type(e).__name__}: {e})")

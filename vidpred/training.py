@@ -31,11 +31,11 @@ from einops import rearrange
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .checkpoint import build_model, load_checkpoint, save_checkpoint
+from .checkpoint import build_model, config_changes, fitted_copy, load_checkpoint, save_checkpoint, training_state
 from .config import Config, to_dict
 from .data import build_source, train_loader
-from .distributed import (Ranks, StopRequest, barrier, data_parallel, gather_rows, resolve_device, setup,
-                          sum_over_ranks, teardown)
+from .distributed import (Interrupted, Ranks, StopRequest, barrier, data_parallel, gather_rows, resolve_device,
+                          setup, sum_over_ranks, teardown)
 from .energy import Energy
 from .inference import infer_latent
 from .model import Conditioning, VideoPredictor
@@ -179,30 +179,6 @@ class StepLoss(nn.Module):
         return train_step(self.model, video, **options)
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped training after it saved a checkpoint; `--resume` goes on from there."""
-
-    def __init__(self, signum: int, step: int, path: Path):
-        self.signum, self.step, self.path = signum, step, path
-        super().__init__(f"{signal.Signals(signum).name} stopped training after step {step}; saved {path}; "
-                         "the same command with --resume goes on from there")
-
-
-def _fitted(bank: LatentBank) -> LatentBank:
-    """A copy of the running bank with its distribution fitted (for `fitted` sampling from a
-    mid-run checkpoint); the running bank itself stays as training left it."""
-    copy = LatentBank.from_state_dict(bank.state_dict())
-    if len(copy):
-        copy.fit()
-    return copy
-
-
-def _state(model, optimizer, bank: LatentBank, cfg: Config, step: int, progress: dict) -> dict:
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "config": to_dict(cfg), "prior": _fitted(bank).state_dict(),
-            "rng": {"torch": torch.get_rng_state()}, "progress": dict(progress)}
-
-
 def _crop(video: Tensor, length: int, step: int, seed: int) -> Tensor:
     """A window of `length` frames from clips that may be longer, chosen reproducibly per step."""
     spare = video.shape[1] - length
@@ -210,16 +186,6 @@ def _crop(video: Tensor, length: int, step: int, seed: int) -> Tensor:
         return video
     start = int(torch.randint(spare + 1, (1,), generator=torch.Generator().manual_seed(seed * 7919 + step)))
     return video[:, start:start + length]
-
-
-def _changes(saved: dict, cfg: Config) -> str:
-    """The config keys a resumed run changes, as a note for the user."""
-    def flat(tree, prefix=""):
-        for k, v in tree.items():
-            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
-    before, now = dict(flat(saved)), dict(flat(to_dict(cfg)))
-    diff = [f"{k} {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v and k not in ("resume", "stop_at")]
-    return f" (changed: {', '.join(diff)})" if diff else ""
 
 
 def train(cfg: Config) -> Path:
@@ -260,7 +226,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
         progress.update(state.get("progress", {}))
         start = int(state["step"])
         if main:
-            print(f"resuming {last_path} at step {start}{_changes(state['config'], cfg)}")
+            changes = config_changes(state["config"], cfg)
+            print(f"resuming {last_path} at step {start}" + (f" (changed: {', '.join(changes)})" if changes else ""))
     saved = start if cfg.resume else None  # step of this run's last good checkpoint
     end = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
     if start >= end:
@@ -274,6 +241,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
     tracker = None
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:  # a best.pt left by an earlier run in this folder must not pass for this run's
+            best_path.unlink(missing_ok=True)
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
         tracker = Tracker(out, config=to_dict(cfg), name=cfg.name, project=cfg.wandb_project, mode=cfg.wandb,
                           resume_step=start if cfg.resume else None, run_id=progress["wandb_id"])
@@ -365,7 +334,7 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
             if main and cfg.media_every and (done % cfg.media_every == 0 or done == cfg.steps):
                 shown = torch.stack([val_source[i] for i in range(min(n_val, PREVIEW_CLIPS))]).to(device)
                 metrics, images["samples"], videos["futures"] = preview(
-                    model, shown, context=cfg.context, prior=cfg.prior.kind, bank=_fitted(bank), seed=cfg.seed,
+                    model, shown, context=cfg.context, prior=cfg.prior.kind, bank=fitted_copy(bank), seed=cfg.seed,
                     folder=out / "media", step=done)
                 record.update(metrics)
             if main and record:
@@ -373,7 +342,7 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
 
             unfinished = done < cfg.steps
             if main and unfinished and (done % cfg.ckpt_every == 0 or stopping or done == end or improved):
-                state = _state(model, optimizer, bank, cfg, done, progress)
+                state = training_state(model, optimizer, bank, cfg, done, progress)
                 if done % cfg.ckpt_every == 0 or stopping or done == end:
                     saved = _save(last_path, state, model, done, saved)
                 if improved:
@@ -397,14 +366,15 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
 
     if end < cfg.steps:  # --stop_at: the loop saved last.pt at that step
         if main:
+            tracker.log_checkpoints([p for p in (last_path, best_path) if p.exists()], step=end)
+            tracker.close()
             print(f"stopped after step {end} as asked (--stop_at={cfg.stop_at}); saved {last_path}; "
                   "go on with --resume")
-            tracker.close()
         barrier(ranks)
         return last_path
     if main:
         bank = refit_prior(model, cfg, device)
-        state = _state(model, optimizer, bank, cfg, cfg.steps, progress)
+        state = training_state(model, optimizer, bank, cfg, cfg.steps, progress)
         _save(last_path, state, model, cfg.steps, saved)
         if best_pending:
             _save(best_path, state, model, cfg.steps, saved)
