@@ -49,12 +49,12 @@ class Tracker:
     @staticmethod
     def _start_wandb(out: Path, *, config: dict, name: str, project: str, mode: str, run_id: str | None):
         os.environ.setdefault("WANDB_SILENT", "true")
-        import wandb
-
         # WANDB_INIT_TIMEOUT, when set, wins over our patient default (a loaded machine starts wandb slowly)
         timeout = {} if "WANDB_INIT_TIMEOUT" in os.environ else {"init_timeout": 120}
         for attempt in (mode, "offline") if mode == "online" else (mode,):
             try:
+                import wandb
+
                 return wandb.init(project=project, name=name, dir=str(out), mode=attempt, config=config,
                                   id=run_id, resume="allow" if run_id else None,
                                   settings=wandb.Settings(console="off", **timeout))
