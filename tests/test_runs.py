@@ -159,6 +159,17 @@ def test_online_run_without_its_server_warns_and_records_offline(tmp_path, monke
     assert [row["_step"] for row in wandb_history(run_dir)] == [2, 4, 6]
 
 
+def test_a_resumed_log_drops_what_the_interrupted_run_wrote_after_its_checkpoint(tmp_path):
+    from vidpred.tracking import Tracker
+
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (2, 4, 6)] + ['{"step": 8, "lo']  # killed mid-line
+    (tmp_path / "log.jsonl").write_text("\n".join(lines))
+    tracker = Tracker(tmp_path, config={}, name="x", project="p", mode="disabled", resume_step=4)
+    tracker.log(5, {"loss": 0.5})
+    tracker.close()
+    assert [r["step"] for r in read_log(tmp_path)] == [2, 4, 5]
+
+
 def test_disabled_wandb_writes_no_wandb_folder(uninterrupted):
     assert (uninterrupted / "log.jsonl").exists() and not (uninterrupted / "wandb").exists()
 

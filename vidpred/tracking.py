@@ -23,6 +23,14 @@ def _plain(value):
     return value if math.isfinite(value) else None
 
 
+def _step_of(line: str) -> float:
+    """The step of a log.jsonl line; a line cut short by a killed process counts as after any step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 class Tracker:
     """log.jsonl and the wandb run of one training run (made by rank 0 only).
 
@@ -36,8 +44,7 @@ class Tracker:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
         self.file = self.path.open("w")
         self.file.writelines(line + "\n" for line in kept)
         self.file.flush()
@@ -49,9 +56,10 @@ class Tracker:
     @staticmethod
     def _start_wandb(out: Path, *, config: dict, name: str, project: str, mode: str, run_id: str | None):
         os.environ.setdefault("WANDB_SILENT", "true")
-        # WANDB_INIT_TIMEOUT, when set, wins over our patient default (a loaded machine starts wandb slowly)
-        timeout = {} if "WANDB_INIT_TIMEOUT" in os.environ else {"init_timeout": 120}
         for attempt in (mode, "offline") if mode == "online" else (mode,):
+            # A patient default, since a loaded machine starts wandb slowly; WANDB_INIT_TIMEOUT, when
+            # set, bounds the wait for a server (an offline run has none to wait for).
+            timeout = {} if attempt == "online" and "WANDB_INIT_TIMEOUT" in os.environ else {"init_timeout": 120}
             try:
                 import wandb
 
