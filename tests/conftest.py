@@ -16,7 +16,7 @@ def tiny_args(out, *extra: str) -> list[str]:
     return [f"--out={out}", "--wandb=disabled", "--steps=6", "--batch_size=4", "--log_every=2", "--ckpt_every=4",
             "--data.size=16", "--data.sprite_min=3", "--data.sprite_max=5", "--data.max_speed=2", "--data.frames=6",
             "--context=3", "--horizon=3", "--model.widths=8,16,16", "--model.window=2", "--model.blocks=1",
-            "--latent.dim=4", "--prior.fit_clips=8", "--prior.bank=256", "--warmup=2", *extra]
+            "--latent.dim=4", "--prior.fit_clips=8", "--prior.bank=256", "--warmup=2", "--val_clips=8", *extra]
 
 
 @pytest.fixture

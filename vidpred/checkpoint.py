@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, ConfigError, from_dict
+from .config import Config, ConfigError, _flatten, from_dict, to_dict
 from .model import VideoPredictor
 from .prior import LatentBank
 
@@ -24,12 +24,44 @@ class CheckpointError(FileNotFoundError):
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """Write `state` to `path` atomically: a save that fails or is killed leaves the old file as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
+    try:
+        with tmp.open("wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def fitted_copy(bank: LatentBank) -> LatentBank:
+    """A copy of a training run's latent bank with its distribution fitted, so that `fitted` sampling
+    works from a mid-run checkpoint; the running bank stays as training left it."""
+    copy = LatentBank.from_state_dict(bank.state_dict())
+    if len(copy):
+        copy.fit()
+    return copy
+
+
+def training_state(model, optimizer, bank: LatentBank, cfg: Config, step: int, progress: dict) -> dict:
+    """Everything a run needs to go on exactly where it stopped: weights, optimizer, the step, the
+    torch RNG, the config as plain data, the latent bank, and `progress` (plain data the loop keeps)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "config": to_dict(cfg), "prior": fitted_copy(bank).state_dict(),
+            "rng": {"torch": torch.get_rng_state()}, "progress": dict(progress)}
+
+
+def config_changes(saved: dict, cfg: Config) -> list[str]:
+    """`key old -> new` for each setting a resumed run changes from the checkpoint's config."""
+    before, now = _flatten(saved), _flatten(to_dict(cfg))
+    return [f"{k} {before.get(k)} -> {v}" for k, v in now.items()
+            if before.get(k) != v and k not in ("resume", "stop_at")]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -82,10 +82,17 @@ class Config:
     horizon: int = 10  # frames predicted per training clip
     log_every: int = 25
     ckpt_every: int = 500
+    val_every: int = 250  # validation energy on held-out clips (split "val"); best.pt keeps the lowest (0: off)
+    val_clips: int = 64  # held-out clips scored at each validation
+    media_every: int = 500  # sampled futures of val clips: grid, video and best-of-K metrics (0: off)
+    stop_at: int = 0  # stop after this step as if interrupted, to go on later with --resume (0: run to steps)
     wandb: str = "offline"  # offline | online | disabled
+    wandb_project: str = "vidpred"
     resume: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads (0: torch's default)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass and latent inference)
+    compile: bool = False  # torch.compile the encoder, predictor and decoder
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
@@ -103,6 +110,7 @@ CHOICES = {
     "prior.kind": ("bank", "fitted", "learned"),
     "cost": ("bce", "mse", "l1"),
     "wandb": ("offline", "online", "disabled"),
+    "precision": ("fp32", "bf16"),
 }
 
 
@@ -113,12 +121,13 @@ def validate(cfg: Config) -> Config:
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}: expected one of {', '.join(map(str, allowed))}")
     positive = ["steps", "batch_size", "context", "horizon", "data.size", "data.frames",
-                "model.window", "latent.dim", "log_every", "ckpt_every", "prior.bank"]
+                "model.window", "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips"]
     for key in positive:
         if get_key(cfg, key) <= 0:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a positive number")
     nonneg = ["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.step_size",
-              "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers", "prior.fit_clips"]
+              "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers", "prior.fit_clips",
+              "val_every", "media_every", "stop_at"]
     for key in nonneg:
         if get_key(cfg, key) < 0:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a number >= 0")

@@ -1,52 +1,133 @@
-"""Where a run's numbers go: `log.jsonl` (one JSON object per logged step, readable by any tool)
-and a wandb run (offline by default, so nothing needs a network; `wandb sync` uploads it later)."""
+"""Where a run's numbers and pictures go: `log.jsonl` (one JSON object per logged step, readable by any
+tool) and a wandb run (offline by default, so nothing needs a network; `wandb sync` uploads it later).
+
+Tracking never stops training: an `online` run that cannot reach its server warns and records
+offline instead, and a wandb failure mid-run warns and leaves log.jsonl going.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 
 
+def _plain(value):
+    """JSON-safe scalars: floats stay floats, non-finite ones become null."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _step_of(line: str) -> float:
+    """The step of a log.jsonl line; a line cut short by a killed process counts as after any step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 class Tracker:
-    def __init__(self, out: Path, *, config: dict, name: str, mode: str, resume: bool):
+    """log.jsonl and the wandb run of one training run (made by rank 0 only).
+
+    `resume_step`: the step a resumed run continues from; records logged after it by the interrupted
+    run are dropped, so the log reads as if the run had never stopped. `run_id` continues that wandb run.
+    """
+
+    def __init__(self, out: Path, *, config: dict, name: str, project: str, mode: str,
+                 resume_step: int | None = None, run_id: str | None = None):
         self.path = Path(out) / "log.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = self.path.open("a" if resume else "w")
+        kept = []
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
+        self.file = self.path.open("w")
+        self.file.writelines(line + "\n" for line in kept)
+        self.file.flush()
+        self.name = name
         self.run = None
         if mode != "disabled":
-            self.run = self._start_wandb(out, config=config, name=name, mode=mode)
+            self.run = self._start_wandb(out, config=config, name=name, project=project, mode=mode, run_id=run_id)
 
     @staticmethod
-    def _start_wandb(out: Path, *, config: dict, name: str, mode: str):
+    def _start_wandb(out: Path, *, config: dict, name: str, project: str, mode: str, run_id: str | None):
         os.environ.setdefault("WANDB_SILENT", "true")
-        try:
-            import wandb
+        for attempt in (mode, "offline") if mode == "online" else (mode,):
+            # A patient default, since a loaded machine starts wandb slowly; WANDB_INIT_TIMEOUT, when
+            # set, bounds the wait for a server (an offline run has none to wait for).
+            timeout = {} if attempt == "online" and "WANDB_INIT_TIMEOUT" in os.environ else {"init_timeout": 120}
+            try:
+                import wandb
 
-            return wandb.init(project="vidpred", name=name, dir=str(out), mode=mode, config=config,
-                              settings=wandb.Settings(init_timeout=120, console="off"))
-        except Exception as e:  # a tracking failure must not stop training
-            warnings.warn(f"wandb ({mode}) could not start, training goes on with log.jsonl only: {e}")
-            return None
+                return wandb.init(project=project, name=name, dir=str(out), mode=attempt, config=config,
+                                  id=run_id, resume="allow" if run_id else None,
+                                  settings=wandb.Settings(console="off", **timeout))
+            except Exception as e:  # a tracking failure must not stop training
+                then = "recording offline instead (upload later with `wandb sync`)" if attempt == "online" else \
+                    "training goes on with log.jsonl only"
+                warnings.warn(f"wandb ({attempt}) could not start, {then}: {type(e).__name__}: {e}", stacklevel=3)
+        return None
 
-    def log(self, step: int, values: dict) -> None:
-        clean = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-                 for k, v in values.items()}
-        record = {"step": step, **{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                                   for k, v in clean.items()}}
+    @property
+    def run_id(self) -> str | None:
+        return None if self.run is None else self.run.id
+
+    def log(self, step: int, values: dict, *, images: dict[str, Path] | None = None,
+            videos: dict[str, Path] | None = None) -> None:
+        """One record for `step`: scalars to log.jsonl and wandb; image and video files to wandb."""
+        record = {"step": step, **{k: _plain(v) for k, v in values.items()}}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        if self.run is not None:
-            self.run.log(clean, step=step)
+        if self.run is None:
+            return
+        import wandb
+
+        def call():
+            media = {k: wandb.Image(str(p)) for k, p in (images or {}).items()}
+            media.update({k: wandb.Video(str(p)) for k, p in (videos or {}).items()})
+            self.run.log({**values, **media}, step=step)
+        self._guard(call)
+
+    def log_checkpoints(self, paths: list[Path], *, step: int) -> None:
+        """The checkpoint files as one wandb artifact of type model, aliased `latest` and `step-N`."""
+        if self.run is None:
+            return
+        import wandb
+
+        def call():
+            artifact = wandb.Artifact(re.sub(r"[^\w.-]", "_", f"{self.name}-{self.run.id}"), type="model",
+                                      metadata={"step": step})
+            for path in paths:
+                artifact.add_file(str(path))
+            self.run.log_artifact(artifact, aliases=["latest", f"step-{step}"])
+        self._guard(call)
 
     def summary(self, values: dict) -> None:
         if self.run is not None:
-            self.run.summary.update(values)
+            self._guard(lambda: self.run.summary.update(values))
 
-    def close(self) -> None:
-        self.file.close()
-        if self.run is not None:
-            self.run.finish()
+    def _guard(self, call) -> None:
+        try:
+            call()
+        except Exception as e:  # wandb trouble mid-run: keep training, keep log.jsonl
+            warnings.warn(f"wandb failed ({type(e).__name__}: {e}); log.jsonl goes on without it", stacklevel=3)
             self.run = None
+
+    def close(self, exit_code: int = 0) -> None:
+        if not self.file.closed:
+            self.file.close()
+        if self.run is not None:
+            run, self.run = self.run, None
+            try:
+                import wandb
+
+                run.finish(exit_code=exit_code)
+                # finish() may return before wandb-core has written the run's files (seen in 0.31 after
+                # logging an artifact); teardown waits for them, so they are complete when training returns.
+                wandb.teardown()
+            except Exception as e:
+                warnings.warn(f"wandb could not finish the run cleanly ({type(e).__name__}: {e})")

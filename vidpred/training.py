@@ -8,41 +8,51 @@ z* enters the weight update straight-through (z⁰ + sg(z* - z⁰)): the decoder
 and with N = 0 the encoder A gets the full autoencoder gradient (EEN); with N > 0 it is also pulled
 toward z*. With probability `dropout` a frame is trained with z = 0, so the deterministic path
 must predict all that is predictable (PPUU) and z carries only what the context cannot tell.
+
+Runs that last: every random draw of a step is a function of (seed, step, clip index) — the data
+(clip = f(seed, index), the loader yields indices step * batch_size + i), the crop, the latent
+dropout mask — and the checkpoint holds everything else (weights, optimizer, latent bank, the
+partial log window, the best validation energy), so a resumed run logs what an uninterrupted one
+would, and N torchrun ranks (each with its slice of the global batch) compute what one process does.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from einops import rearrange
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from .checkpoint import build_model, load_checkpoint, save_checkpoint
+from .checkpoint import build_model, config_changes, fitted_copy, load_checkpoint, save_checkpoint, training_state
 from .config import Config, to_dict
 from .data import build_source, train_loader
+from .distributed import (Interrupted, Ranks, StopRequest, barrier, data_parallel, gather_rows, resolve_device,
+                          setup, sum_over_ranks, teardown)
 from .energy import Energy
 from .inference import infer_latent
 from .model import Conditioning, VideoPredictor
+from .monitor import preview
 from .prior import LatentBank
 from .tracking import Tracker
+
+PREVIEW_CLIPS = 16  # val clips whose sampled futures are scored (and the first few drawn) at each preview
+
+__all__ = ["train", "train_step", "infer_clip_latents", "learning_rate", "refit_prior", "latent_keep",
+           "validation_energy", "build_energy", "resolve_device", "Interrupted"]
 
 
 def build_energy(cfg: Config, step: int | None = None) -> Energy:
     """The configured energy; during training, its l1 and l2 weights ramp up over `latent.warmup` steps."""
     ramp = 1.0 if step is None or cfg.latent.warmup == 0 else min(1.0, (step + 1) / cfg.latent.warmup)
     return Energy(cost=cfg.cost, l1=cfg.latent.l1 * ramp, l2=cfg.latent.l2 * ramp, ball=cfg.latent.ball)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def infer_clip_latents(model: VideoPredictor, video: Tensor, *, context: int, energy: Energy, steps: int,
@@ -57,13 +67,30 @@ def infer_clip_latents(model: VideoPredictor, video: Tensor, *, context: int, en
     return cond, target, z0, inference
 
 
+def latent_keep(*, seed: int, step: int, clips: range, frames: int, dropout: float) -> Tensor:
+    """The latent-dropout mask (len(clips) * frames, 1), clip-major like the predicted frames: 0 trains
+    that frame with z = 0. `clips` are positions in the step's global batch; each clip's draws depend
+    only on (seed, step, position), so a resumed run draws the same masks, and N ranks together draw
+    what one process draws for the whole batch."""
+    draws = [np.random.default_rng([seed, step, i, 0x6B656570]).random(frames) for i in clips]
+    u = torch.from_numpy(np.concatenate(draws)) if draws else torch.zeros(0, dtype=torch.float64)
+    return (u >= dropout).float().view(-1, 1)
+
+
 def train_step(model: VideoPredictor, video: Tensor, *, context: int, energy: Energy, steps: int, step_size: float,
-               dropout: float, encoder_weight: float, generator: torch.Generator) -> tuple[Tensor, dict, Tensor]:
-    """The loss of one batch `(b, t, c, H, W)`, its statistics, and the inferred z* (n, d)."""
+               dropout: float, encoder_weight: float, generator: torch.Generator | None = None,
+               keep: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
+    """The loss of one batch `(b, t, c, H, W)`, its statistics, and the inferred z* (n, d).
+
+    `keep` (n, 1) is the latent-dropout mask (see `latent_keep`); without it, one is drawn at rate
+    `dropout` from `generator`.
+    """
     cond, target, z0, inference = infer_clip_latents(model, video, context=context, energy=energy, steps=steps,
                                                      step_size=step_size)
     z_star = inference.z
-    keep = (torch.rand(z_star.shape[0], 1, generator=generator) >= dropout).to(z_star)
+    if keep is None:
+        keep = torch.rand(z_star.shape[0], 1, generator=generator) >= dropout
+    keep = keep.to(z_star)
     z = (z0 + (z_star - z0).detach()) * keep  # straight-through into A; dropped frames use z = 0
     logits = model.decode(cond, z)
     e = energy(logits, target, z)  # (n,)
@@ -112,10 +139,44 @@ def refit_prior(model: VideoPredictor, cfg: Config, device: torch.device) -> Lat
     return bank
 
 
-def _state(model, optimizer, bank: LatentBank, cfg: Config, step: int, generator: torch.Generator) -> dict:
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "config": to_dict(cfg), "prior": bank.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "dropout": generator.get_state()}}
+@torch.no_grad()
+def validation_energy(model: VideoPredictor, source, indices: list[int], *, cfg: Config,
+                      device: torch.device) -> Tensor:
+    """Sums over the predicted frames of clips `indices` of `source`: (E at z*, E at z⁰, E at z = 0, frames).
+
+    Teacher-forced like training, with the full regularizer (no warmup ramp) so that values compare
+    across steps; no rollouts, so it is cheap enough to run often.
+    """
+    energy = build_energy(cfg)
+    sums = torch.zeros(4, dtype=torch.float64)
+    model.eval()
+    for start in range(0, len(indices), cfg.batch_size):
+        video = torch.stack([source[i] for i in indices[start:start + cfg.batch_size]]).to(device)
+        cond, target, z0, inference = infer_clip_latents(model, video, context=cfg.context, energy=energy,
+                                                         steps=cfg.latent.steps, step_size=cfg.latent.step_size)
+        zero = torch.zeros_like(z0)
+        at_zero = energy(model.decode(cond, zero), target, zero)
+        sums += torch.tensor([inference.energy_after.sum().item(), inference.energy_before.sum().item(),
+                              at_zero.sum().item(), target.shape[0]], dtype=torch.float64)
+    model.train()
+    return sums
+
+
+class StepLoss(nn.Module):
+    """`train_step` (with its keyword arguments) as a module's forward, for DistributedDataParallel.
+
+    DDP averages gradients only in the backward pass of a forward that went through it, so the whole
+    step runs inside. The latent inference's `torch.autograd.grad` calls differentiate with respect
+    to z alone: they never run the parameters' gradient accumulators, where DDP's hooks sit, so
+    they trigger no reduction; the step's one `loss.backward()` does.
+    """
+
+    def __init__(self, model: VideoPredictor):
+        super().__init__()
+        self.model = model
+
+    def forward(self, video: Tensor, **options) -> tuple[Tensor, dict, Tensor]:
+        return train_step(self.model, video, **options)
 
 
 def _crop(video: Tensor, length: int, step: int, seed: int) -> Tensor:
@@ -128,97 +189,215 @@ def _crop(video: Tensor, length: int, step: int, seed: int) -> Tensor:
 
 
 def train(cfg: Config) -> Path:
-    """Train as configured; returns the path of the last checkpoint."""
-    out = cfg.out_dir
-    ckpt_path = out / "checkpoints" / "last.pt"
-    device = resolve_device(cfg.device)
+    """Train as configured, data-parallel over the ranks when started by torchrun; returns the path of
+    the last checkpoint.
+
+    Raises `Interrupted` (after saving) when SIGINT or SIGTERM stopped the run, and
+    FloatingPointError (saving nothing) when the loss or the gradient norm is not finite.
+    """
+    ranks = setup(device=cfg.device, batch_size=cfg.batch_size)
+    try:
+        with StopRequest() as stop:
+            return _train(cfg, ranks, stop)
+    finally:
+        teardown(ranks)
+
+
+def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
+    out, device, main = cfg.out_dir, ranks.device, ranks.main
+    last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
 
     model = build_model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     predictor_params = [p for name, p in model.named_parameters() if not name.startswith("prior.")]
     bank = LatentBank(cfg.latent.dim, cfg.prior.bank)
+    # what a checkpoint holds besides weights: the partial log window, the best validation, the wandb run
+    progress = {"sums": {}, "count": 0, "best_energy": math.inf, "best_step": 0, "wandb_id": None}
     start = 0
     if cfg.resume:
-        state = load_checkpoint(ckpt_path, map_location=device)
+        state = load_checkpoint(last_path, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         bank = LatentBank.from_state_dict(state["prior"])
         torch.set_rng_state(state["rng"]["torch"])
-        generator.set_state(state["rng"]["dropout"])
+        progress.update(state.get("progress", {}))
         start = int(state["step"])
-        print(f"resuming {ckpt_path} at step {start}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+        if main:
+            changes = config_changes(state["config"], cfg)
+            print(f"resuming {last_path} at step {start}" + (f" (changed: {', '.join(changes)})" if changes else ""))
+    saved = start if cfg.resume else None  # step of this run's last good checkpoint
+    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+    if start >= end:
+        if main:
+            print(f"{last_path} is at step {start}: nothing to train up to step {end}; raise --steps to go on")
+        return last_path
+    if cfg.compile:  # in place: parameter names, and so checkpoints, stay as they are
+        for part in (model.encoder, model.predictor, model.decoder):
+            part.compile()
+    step_loss = data_parallel(StepLoss(model), ranks)
+    tracker = None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:  # a best.pt left by an earlier run in this folder must not pass for this run's
+            best_path.unlink(missing_ok=True)
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+        tracker = Tracker(out, config=to_dict(cfg), name=cfg.name, project=cfg.wandb_project, mode=cfg.wandb,
+                          resume_step=start if cfg.resume else None, run_id=progress["wandb_id"])
+        progress["wandb_id"] = tracker.run_id
 
     source = build_source(cfg.data, seed=cfg.seed, split="train", frames=cfg.data.frames, context=cfg.context)
-    loader = train_loader(source, batch_size=cfg.batch_size, start_step=start, steps=cfg.steps,
-                          workers=cfg.data.workers, pin_memory=device.type == "cuda")
-    tracker = Tracker(out, config=to_dict(cfg), name=cfg.name, mode=cfg.wandb, resume=cfg.resume)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"vidpred: {n_params / 1e6:.2f}M parameters, {cfg.steps} steps of {cfg.batch_size} clips "
-          f"({cfg.context} -> {cfg.horizon} frames, {cfg.data.kind} {cfg.data.size}x{cfg.data.size}) on {device}; "
-          f"writing {out}")
+    loader = train_loader(source, batch_size=cfg.batch_size, start_step=start, steps=end, workers=cfg.data.workers,
+                          pin_memory=device.type == "cuda", rank=ranks.rank, world=ranks.world)
+    val_source = build_source(cfg.data, seed=cfg.seed, split="val", frames=cfg.context + cfg.horizon,
+                              context=cfg.context)
+    n_val = min(cfg.val_clips, len(val_source))
+    val_indices = list(range(ranks.rank, n_val, ranks.world))  # each rank scores its share
+    local = cfg.batch_size // ranks.world
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    if main:
+        n_params = sum(p.numel() for p in model.parameters())
+        spread = f" in {ranks.world} processes of {local}" if ranks.world > 1 else ""
+        print(f"vidpred: {n_params / 1e6:.2f}M parameters, {cfg.steps} steps of {cfg.batch_size} clips{spread} "
+              f"({cfg.context} -> {cfg.horizon} frames, {cfg.data.kind} {cfg.data.size}x{cfg.data.size}) on {device}; "
+              f"writing {out}")
 
     model.train()
-    bar = tqdm(total=cfg.steps, initial=start, dynamic_ncols=True, desc="train",
+    bar = tqdm(total=cfg.steps, initial=start, dynamic_ncols=True, desc="train", disable=not main,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
-    sums: dict[str, float] = {}
-    count, clips, wait = 0, 0, 0.0
-    window_start = tick = time.perf_counter()
-    step = start
-    for step, video in enumerate(loader, start):
-        fetched = time.perf_counter()
-        wait += fetched - tick  # time the step spent waiting for its batch
-        lr = learning_rate(step, lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        video = _crop(video, cfg.context + cfg.horizon, step, cfg.seed).to(device, non_blocking=True)
-        energy = build_energy(cfg, step)
+    clips, busy, wait = 0, 0.0, 0.0  # throughput of the current log window (training time only)
+    best_pending = False  # the final step's validation was the best: best.pt waits for the refitted prior
+    tick = time.perf_counter()
+    try:
+        for step, video in enumerate(loader, start):
+            fetched = time.perf_counter()
+            wait += fetched - tick  # time the step spent waiting for its batch
+            lr = learning_rate(step, lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            video = _crop(video, cfg.context + cfg.horizon, step, cfg.seed).to(device, non_blocking=True)
+            keep = latent_keep(seed=cfg.seed, step=step, clips=range(ranks.rank * local, (ranks.rank + 1) * local),
+                               frames=cfg.horizon, dropout=cfg.latent.dropout)
+            with autocast:
+                loss, stats, z_star = step_loss(video, context=cfg.context, energy=build_energy(cfg, step),
+                                                steps=cfg.latent.steps, step_size=cfg.latent.step_size,
+                                                dropout=cfg.latent.dropout, keep=keep,
+                                                encoder_weight=cfg.latent.encoder_weight)
+            # One small collective a step: the global batch's statistics, and whether any rank was
+            # signalled, so that all ranks stop (or fail) at the same step.
+            shared = sum_over_ranks(torch.tensor([*stats.values(), float(stop.signum > 0)], dtype=torch.float64),
+                                    ranks).tolist()
+            stats = {k: v / ranks.world for k, v in zip(stats, shared)}
+            stopping = shared[-1] > 0
+            if not math.isfinite(stats["loss"]):
+                raise _not_finite("the loss", stats["loss"], step + 1, saved, last_path)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # The prior head fits z* on detached inputs; clip it apart so its NLL cannot shrink the
+            # predictor's updates through a shared gradient norm.
+            stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(predictor_params, cfg.grad_clip).item()
+            if not math.isfinite(stats["grad_norm"]):  # same on every rank: gradients are already averaged
+                raise _not_finite("the gradient norm", stats["grad_norm"], step + 1, saved, last_path)
+            torch.nn.utils.clip_grad_norm_(model.prior.parameters(), cfg.grad_clip)
+            optimizer.step()
+            bank.add(gather_rows(z_star.detach(), ranks))
+            for k, v in stats.items():
+                progress["sums"][k] = progress["sums"].get(k, 0.0) + v
+            progress["count"] += 1
+            clips += cfg.batch_size
+            done = step + 1
+            busy += time.perf_counter() - fetched
+            bar.update(1)
 
-        loss, stats, z_star = train_step(model, video, context=cfg.context, energy=energy,
-                                         steps=cfg.latent.steps, step_size=cfg.latent.step_size,
-                                         dropout=cfg.latent.dropout, encoder_weight=cfg.latent.encoder_weight,
-                                         generator=generator)
-        if not math.isfinite(stats["loss"]):
-            bar.close()
-            tracker.close()
-            last = f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was saved yet"
-            raise FloatingPointError(f"loss is {stats['loss']} at step {step}; stopping without saving ({last})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        # The prior head fits z* on detached inputs; clip it apart so its NLL cannot shrink the
-        # predictor's updates through a shared gradient norm.
-        stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(predictor_params, cfg.grad_clip).item()
-        torch.nn.utils.clip_grad_norm_(model.prior.parameters(), cfg.grad_clip)
-        optimizer.step()
-        bank.add(z_star)
+            record, images, videos = {}, {}, {}
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                record.update({k: v / progress["count"] for k, v in progress["sums"].items()})
+                record.update(lr=lr, clips_per_s=clips / (busy + wait), data_wait=wait / (busy + wait))
+                bar.set_postfix(E=f"{record['energy_before']:.4f}>{record['energy_after']:.4f}",
+                                z_active=f"{record['latent_active']:.2f}", clips_s=f"{record['clips_per_s']:.0f}",
+                                data_wait=f"{record['data_wait']:.0%}")
+                progress["sums"], progress["count"] = {}, 0
+                clips, busy, wait = 0, 0.0, 0.0
+            improved = False
+            if cfg.val_every and (done % cfg.val_every == 0 or done == cfg.steps):
+                sums = sum_over_ranks(validation_energy(model, val_source, val_indices, cfg=cfg, device=device),
+                                      ranks)
+                energy = (sums[0] / sums[3]).item()
+                improved = energy < progress["best_energy"]
+                if improved:
+                    progress.update(best_energy=energy, best_step=done)
+                record.update({"val/energy": energy, "val/energy_z0": (sums[1] / sums[3]).item(),
+                               "val/energy_z_zero": (sums[2] / sums[3]).item(),
+                               "val/best_energy": progress["best_energy"]})
+            if main and cfg.media_every and (done % cfg.media_every == 0 or done == cfg.steps):
+                shown = torch.stack([val_source[i] for i in range(min(n_val, PREVIEW_CLIPS))]).to(device)
+                metrics, images["samples"], videos["futures"] = preview(
+                    model, shown, context=cfg.context, prior=cfg.prior.kind, bank=fitted_copy(bank), seed=cfg.seed,
+                    folder=out / "media", step=done)
+                record.update(metrics)
+            if main and record:
+                tracker.log(done, record, images=images, videos=videos)
 
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count, clips = count + 1, clips + video.shape[0]
-        done = step + 1
-        bar.update(1)
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            now = time.perf_counter()
-            record = {k: v / count for k, v in sums.items()}
-            record.update(lr=lr, clips_per_s=clips / (now - window_start), data_wait=wait / (now - window_start))
-            tracker.log(done, record)
-            bar.set_postfix(E=f"{record['energy_before']:.4f}>{record['energy_after']:.4f}",
-                            z_active=f"{record['latent_active']:.2f}", clips_s=f"{record['clips_per_s']:.0f}",
-                            data_wait=f"{record['data_wait']:.0%}")
-            sums, count, clips, wait, window_start = {}, 0, 0, 0.0, now
-        if done % cfg.ckpt_every == 0 and done < cfg.steps:
-            save_checkpoint(ckpt_path, _state(model, optimizer, bank, cfg, done, generator))
-        tick = time.perf_counter()
+            unfinished = done < cfg.steps
+            if main and unfinished and (done % cfg.ckpt_every == 0 or stopping or done == end or improved):
+                state = training_state(model, optimizer, bank, cfg, done, progress)
+                if done % cfg.ckpt_every == 0 or stopping or done == end:
+                    saved = _save(last_path, state, model, done, saved)
+                if improved:
+                    _save(best_path, state, model, done, saved)
+            best_pending = improved and not unfinished
+            if stopping and unfinished:  # (a signal during the last step lets the run finish normally)
+                signum = stop.signum or signal.SIGTERM  # a rank that was not signalled itself stops with its peers
+                if main:
+                    tracker.log_checkpoints([p for p in (last_path, best_path) if p.exists()], step=done)
+                    tracker.close(exit_code=128 + signum)
+                bar.close()
+                barrier(ranks)
+                raise Interrupted(signum, done, last_path)
+            tick = time.perf_counter()
+    except BaseException:
+        bar.close()
+        if tracker is not None:
+            tracker.close(exit_code=1)
+        raise
     bar.close()
 
-    bank = refit_prior(model, cfg, device)
-    save_checkpoint(ckpt_path, _state(model, optimizer, bank, cfg, max(step + 1, start), generator))
-    tracker.summary({"steps": cfg.steps})
-    tracker.close()
-    print(f"saved {ckpt_path}")
-    return ckpt_path
+    if end < cfg.steps:  # --stop_at: the loop saved last.pt at that step
+        if main:
+            tracker.log_checkpoints([p for p in (last_path, best_path) if p.exists()], step=end)
+            tracker.close()
+            print(f"stopped after step {end} as asked (--stop_at={cfg.stop_at}); saved {last_path}; "
+                  "go on with --resume")
+        barrier(ranks)
+        return last_path
+    if main:
+        bank = refit_prior(model, cfg, device)
+        state = training_state(model, optimizer, bank, cfg, cfg.steps, progress)
+        _save(last_path, state, model, cfg.steps, saved)
+        if best_pending:
+            _save(best_path, state, model, cfg.steps, saved)
+        tracker.log_checkpoints([p for p in (last_path, best_path) if p.exists()], step=cfg.steps)
+        tracker.summary({"steps": cfg.steps, "best_val_energy": progress["best_energy"],
+                         "best_step": progress["best_step"]})
+        tracker.close()
+        print(f"saved {last_path}" + (f" and {best_path} (validation energy {progress['best_energy']:.5f} "
+                                      f"at step {progress['best_step']})" if best_path.exists() else ""))
+    barrier(ranks)
+    return last_path
+
+
+def _not_finite(what: str, value: float, step: int, saved: int | None, last_path: Path) -> FloatingPointError:
+    last = f"the last good checkpoint is {last_path} (step {saved})" if saved is not None else \
+        "no checkpoint of this run was saved yet"
+    return FloatingPointError(f"{what} is {value} in step {step}; stopped without saving, so no checkpoint holds "
+                              f"broken weights ({last}). Lower --lr or --grad_clip, then go on with --resume")
+
+
+def _save(path: Path, state: dict, model: nn.Module, step: int, saved: int | None) -> int:
+    """Save a checkpoint, refusing weights that are not finite; returns its step."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise _not_finite("a weight", "not finite", step, saved, path.with_name("last.pt"))
+    save_checkpoint(path, state)
+    return step

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..config import DataConfig
 from .sprites import ClipSource, ForkToy, MovingSprites
 
-__all__ = ["ClipSource", "ForkToy", "MovingSprites", "build_source", "train_loader", "IndexSampler"]
+__all__ = ["ClipSource", "ForkToy", "MovingSprites", "build_source", "train_loader", "IndexSampler", "RankShard"]
 
 
 def build_source(data: DataConfig, *, seed: int, split: str, frames: int, context: int) -> ClipSource:
@@ -40,12 +40,40 @@ class IndexSampler(Sampler[int]):
         return self.count
 
 
+class RankShard(Sampler[int]):
+    """Rank `rank`'s share of each global batch: of every `batch_size` consecutive indices that
+    `sampler` yields, the rank-th slice of batch_size / world. Together the ranks see exactly the
+    clips one process would, in the same order within each batch."""
+
+    def __init__(self, sampler: Sampler[int], *, batch_size: int, rank: int, world: int):
+        self.sampler, self.batch_size, self.rank, self.world = sampler, batch_size, rank, world
+        self.local = batch_size // world
+
+    def __iter__(self):
+        lo, hi = self.rank * self.local, (self.rank + 1) * self.local
+        batch = []
+        for index in self.sampler:
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                yield from batch[lo:hi]
+                batch = []
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size * self.local
+
+
 def train_loader(source: ClipSource, *, batch_size: int, start_step: int, steps: int, workers: int,
-                 pin_memory: bool = False) -> DataLoader:
-    """Batches `(b, t, c, h, w)` for steps `start_step .. steps - 1`, in order."""
+                 pin_memory: bool = False, rank: int = 0, world: int = 1) -> DataLoader:
+    """Batches `(b, t, c, h, w)` for steps `start_step .. steps - 1`, in order.
+
+    `batch_size` is the global batch; with `world` > 1 ranks, each gets its b = batch_size / world
+    clips of every step's batch.
+    """
     remaining = max(steps - start_step, 0)
     sampler = IndexSampler(start_step * batch_size, remaining * batch_size)
-    return DataLoader(source, batch_size=batch_size, sampler=sampler, num_workers=workers,
+    if world > 1:
+        sampler = RankShard(sampler, batch_size=batch_size, rank=rank, world=world)
+    return DataLoader(source, batch_size=batch_size // world, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, drop_last=True, persistent_workers=False,
                       prefetch_factor=4 if workers else None)
 
