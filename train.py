@@ -16,7 +16,11 @@ def main(argv: list[str]) -> int:
         return 2
     from vidpred.training import train  # imported after parsing so a bad flag fails fast
 
-    train(cfg)
+    try:
+        train(cfg)
+    except ConfigError as e:  # data that cannot be read as configured (vidpred.data.DataError)
+        print(f"train.py: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
