@@ -82,7 +82,8 @@ def prepare(cfg: PrepareConfig) -> Path:
 
 def main(argv: list[str]) -> int:
     if "--help" in argv or "-h" in argv:
-        print(__doc__ + "\nKeys and defaults:\n  " + "\n  ".join(f"--{k}={v}" for k, v in asdict(PrepareConfig()).items()))
+        keys = "\n  ".join(f"--{k}={v}" for k, v in asdict(PrepareConfig()).items())
+        print(__doc__ + "\nKeys and defaults:\n  " + keys)
         return 0
     try:
         prepare(parse(argv))

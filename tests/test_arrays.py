@@ -19,6 +19,7 @@ def test_mnist_test_seq_layout_is_detected_and_read_time_major(tmp_path):
     assert source.layout == "tnhw" and len(source) == 30 and isinstance(source.array, np.memmap)
     assert source[7].shape == (8, 1, 16, 16) and source[7].dtype.is_floating_point
     np.testing.assert_array_equal(source.clip(7)[:, 0], data[7] / np.float32(255))
+    assert np.array_equal(source.clip(30 + 7), source.clip(7))  # indices wrap around, as generated code expects
 
 
 def test_sequence_major_rgb_floats_with_clip_windows_and_frame_steps(tmp_path):

@@ -34,9 +34,12 @@ class ClipWindows:
         return int(self.ends[-1]) if len(self.ends) else 0
 
     def locate(self, index: int) -> tuple[int, int]:
-        """(sequence, first source frame) of clip `index`."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"clip {index} out of range: there are {len(self)} clips")
+        """(sequence, first source frame) of clip `index`. Indices wrap around (clip n is clip 0),
+        so code written for endless generated sources, which reads past the last training
+        index (the prior's refit after training), also runs on files."""
+        if len(self) == 0:
+            raise IndexError("there are no clips")
+        index %= len(self)
         seq = int(np.searchsorted(self.ends, index, side="right"))
         first = int(index - (self.ends[seq] - self.counts[seq]))
         return seq, first * self.stride

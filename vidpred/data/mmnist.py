@@ -53,7 +53,8 @@ def read_idx_images(path: str | Path) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'an IDX file'} ({e})") from None
+        kind = "gzip" if path.suffix == ".gz" else "an IDX file"
+        raise DataError(f"{path}: cannot be read as {kind} ({e})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path}: not an IDX file (expected the magic bytes 00 00 08 03 of an image file)")
     dtype, ndim = raw[2], raw[3]

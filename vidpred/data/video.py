@@ -177,8 +177,9 @@ class VideoFolder(ClipSource):
             raise DataError(f"the {split} videos of {self.root} are too short for clips of {frames} frames "
                             f"{frame_step} apart ({self.windows.span} frames; the longest has {longest})")
         self.failed: set[int] = set()  # clips that would not decode, replaced by the next good one
+        n_split = f"{len(self.files)} file{'s' * (len(self.files) != 1)}"
         print(f"video folder {self.root}: {len(files)} files, {len(good)} decodable, {len(self.skipped)} skipped; "
-              f"split {split}: {len(self.files)} files, {len(self)} clips of {frames} frames")
+              f"split {split}: {n_split}, {len(self)} clips of {frames} frames")
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -190,7 +191,8 @@ class VideoFolder(ClipSource):
         wanted = self.windows.frame_indices(start)
         fps, t0 = meta["fps"], meta["start"]
         fmt = "gray" if self.channels == 1 else "rgb24"
-        convert = VideoReformatter()  # one converter for the clip: frame.to_ndarray(format=) builds one per frame, 15x slower
+        # One converter for the clip: frame.to_ndarray(format=...) builds one per frame, 15x slower.
+        convert = VideoReformatter()
         out: list[np.ndarray] = []
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -211,6 +213,7 @@ class VideoFolder(ClipSource):
         raise DataError(f"{path}: decoding stops after {len(out)} of the {len(wanted)} frames from frame {wanted[0]}")
 
     def clip(self, index: int) -> np.ndarray:
+        index %= len(self)  # indices wrap around, as in ClipWindows.locate
         for candidate in range(index, index + len(self)):  # a clip that fails is replaced by the next good one
             candidate %= len(self)
             if candidate in self.failed:
