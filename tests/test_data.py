@@ -1,8 +1,10 @@
+import itertools
+
 import numpy as np
 import pytest
 
 from vidpred.data import ForkToy, MovingSprites
-from vidpred.data.motion import bounce_trajectory
+from vidpred.data.motion import bounce_continuations, bounce_trajectory, paste, tangential_speeds
 from vidpred.data.sprites import SHAPES, draw_shape
 
 
@@ -27,13 +29,13 @@ def test_shapes_are_nonempty_and_within_the_box(shape):
     assert mask.shape == (9, 9) and 0 < mask.mean() <= 1 and mask.max() == 1.0
 
 
-@pytest.mark.parametrize("mode", ["stochastic", "deterministic"])
+@pytest.mark.parametrize("mode", ["stochastic", "deterministic", "discrete"])
 def test_bounces_keep_objects_on_canvas_and_turn_only_at_walls(mode):
     rng = np.random.default_rng(0)
     canvas, size, limit = 32, 8, 24
     bounces = 0
     for _ in range(50):
-        pos, vel = bounce_trajectory(rng, frames=40, canvas=canvas, size=size, max_speed=4, mode=mode)
+        pos, vel = bounce_trajectory(rng, frames=40, canvas=canvas, size=size, max_speed=4, mode=mode, branches=3)
         assert pos.min() >= 0 and pos.max() <= limit
         for t in range(1, 40):
             moved = pos[t - 1] + vel[t - 1]  # where the object would be without walls
@@ -47,7 +49,84 @@ def test_bounces_keep_objects_on_canvas_and_turn_only_at_walls(mode):
                 assert vel[t, axis] > 0 if moved[axis] < 0 else vel[t, axis] < 0
             if mode == "deterministic":
                 assert np.array_equal(np.abs(vel[t]), np.abs(vel[t - 1]))  # mirrored: same speed
+            if mode == "discrete" and not crossed.all():  # normal mirrored, tangential one of 3 speeds
+                normal, tangent = np.flatnonzero(crossed)[0], np.flatnonzero(~crossed)[0]
+                assert abs(vel[t, normal]) == abs(vel[t - 1, normal])
+                assert vel[t, tangent] in (-4, 0, 4)
     assert bounces > 50  # the walls were actually exercised
+
+
+def _reference_discrete_path(pos, vel, choices, limit, speeds):
+    """An independent statement of the discrete rule: positions (frames, 2) for given choices."""
+    pos, vel, out = np.array(pos), np.array(vel), []
+    for choice in choices:
+        low, high = pos < 0, pos > limit
+        if (low | high).any():
+            away = np.where(low, 1, -1) * np.abs(vel)
+            vel = away if (low | high).all() else np.where(low | high, away, speeds[choice])
+            pos = np.clip(pos, 0, limit)
+        out.append(pos.copy())
+        pos = pos + vel
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("branches, frames", [(2, 9), (3, 7)])
+def test_discrete_continuations_are_every_path_that_shares_the_context(branches, frames):
+    """Brute force over every choice at every frame, kept when its first `context` positions match."""
+    canvas, size, speed, context = 12, 4, 3, 4
+    speeds = tangential_speeds(speed, branches)
+    counts = []
+    for seed in range(6):
+        kwargs = dict(frames=frames, canvas=canvas, size=size, max_speed=speed, mode="discrete", branches=branches)
+        pos, vel = bounce_trajectory(np.random.default_rng(seed), **kwargs)
+        listed = bounce_continuations(np.random.default_rng(seed), context=context, **kwargs)
+        expected = set()
+        for choices in itertools.product(range(branches), repeat=frames):
+            path = _reference_discrete_path(pos[0], vel[0], choices, canvas - size, speeds)
+            if np.array_equal(path[:context], pos[:context]):
+                expected.add(path.tobytes())
+        assert {p.tobytes() for p in listed} == expected and len(listed) == len(expected)
+        assert pos.tobytes() in expected  # the drawn path is one of them
+        counts.append(len(listed))
+    assert max(counts) > 2  # branching actually happened
+
+
+@pytest.mark.parametrize("bounce", ["discrete", "deterministic"])
+def test_sprite_futures_list_every_clip_sharing_the_context(bounce):
+    source = MovingSprites(seed=2, split="test", size=16, frames=9, context=3, sprite_min=4, sprite_max=6,
+                           max_speed=3, bounce=bounce, branches=2)
+    sizes = []
+    for index in range(8):
+        clip, futures = source.clip(index), source.futures(index)
+        assert futures.shape[1:] == clip.shape and futures.dtype == np.float32
+        assert np.array_equal(futures[:, :3], np.broadcast_to(clip[:3], futures[:, :3].shape))
+        assert sum(np.array_equal(f, clip) for f in futures) >= 1  # the clip is one of them
+        sizes.append(len(futures))
+    assert (set(sizes) == {1}) if bounce == "deterministic" else (max(sizes) > 1)
+
+
+def test_stochastic_sources_do_not_pretend_to_enumerate_futures():
+    assert not hasattr(MovingSprites(), "futures")
+    with pytest.raises(ValueError, match="too many futures"):
+        bounce_continuations(np.random.default_rng(0), frames=5, canvas=16, size=4, max_speed=2,
+                             mode="stochastic", context=2)
+
+
+def test_discrete_bounces_refuse_more_branches_than_integer_speeds():
+    with pytest.raises(ValueError, match=r"max_speed=1 take 2..3 branches"):
+        MovingSprites(bounce="discrete", max_speed=1, branches=4)
+
+
+def test_sum_compositing_clips_at_one_and_max_does_not_add():
+    canvas = np.zeros((1, 4, 4), dtype=np.float32)
+    sprite = np.full((1, 2, 2), 0.7, dtype=np.float32)
+    paste(canvas, sprite, 0, 0, "sum")
+    paste(canvas, sprite, 1, 1, "sum")
+    assert canvas[0, 1, 1] == 1.0 and canvas[0, 0, 0] == pytest.approx(0.7)
+    canvas[:] = 0
+    paste(canvas, sprite, 0, 0, "max")
+    paste(canvas, sprite, 1, 1, "max")
+    assert canvas[0, 1, 1] == pytest.approx(0.7)
 
 
 def test_fork_toy_futures_share_the_context_and_split_after():

@@ -1,8 +1,10 @@
 """One dataclass config tree, overridable from the command line with `--key=value`.
 
 Precedence is simple and total: dataclass defaults < `--config=FILE` (JSON or TOML) < command-line
-overrides. An unknown key or a value of the wrong type refuses to start with a message naming the
-key and what was expected (nanoGPT's configurator, made strict).
+overrides; the one refinement is that a data kind may have its own default for a key neither sets
+(mmnist: the 64x64 canvas and speed 4 of Stochastic Moving MNIST). An unknown key or a value of the
+wrong type refuses to start with a message naming the key and what was expected (nanoGPT's
+configurator, made strict).
 """
 
 from __future__ import annotations
@@ -24,16 +26,22 @@ class ConfigError(ValueError):
 class DataConfig:
     kind: str = "sprites"  # sprites | fork | mmnist | video | array
     path: str | None = None  # MNIST folder, video folder or array file, for the kinds that read files
-    size: int = 32  # frames are size x size pixels
+    size: int = 32  # frames are size x size pixels (the canvas; mmnist: 64 unless set)
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
     frames: int = 15  # length of a training clip; context + horizon must fit in it
     objects: int = 2  # moving objects per clip (sprites, mmnist)
     sprite_min: int = 6  # sprite side in pixels, drawn uniformly in [sprite_min, sprite_max]
     sprite_max: int = 10
-    max_speed: int = 3  # integer velocity per axis in [-max_speed, max_speed]
-    bounce: str = "stochastic"  # stochastic | deterministic
-    branches: int = 2  # fork toy: number of equally likely directions after the fork
+    max_speed: int = 3  # integer velocity per axis in [-max_speed, max_speed] (mmnist: 4 unless set)
+    bounce: str = "stochastic"  # stochastic | deterministic | discrete (one of `branches` directions per bounce)
+    branches: int = 2  # fork toy: directions after the fork; discrete bounces: new directions per bounce
     workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    composite: str = "max"  # how overlapping objects combine: max | sum (clipped to 1)
+    download: bool = False  # mmnist: let torchvision download MNIST into data.path when it is missing
+    layout: str = "auto"  # array files: auto | tnhw (mnist_test_seq.npy) | nthw | nthwc | ntchw
+    frame_step: int = 1  # video / array: take every frame_step-th frame
+    clip_stride: int = 0  # video / array: frames between the starts of clips (0: clips back to back)
+    val_share: float = 0.1  # video: share of the files held out for val/test (without train/, test/ folders)
 
 
 @dataclass
@@ -103,9 +111,15 @@ class Config:
         return Path(self.out or f"runs/{self.name}")
 
 
+# Stochastic Moving MNIST is defined on a 64x64 canvas at speed 4: those are mmnist's values of
+# these keys unless the command line or the config file sets them.
+KIND_DEFAULTS = {"mmnist": {"data.size": 64, "data.max_speed": 4}}
+
 CHOICES = {
-    "data.kind": ("sprites", "fork"),
-    "data.bounce": ("stochastic", "deterministic"),
+    "data.kind": ("sprites", "fork", "mmnist", "video", "array"),
+    "data.bounce": ("stochastic", "deterministic", "discrete"),
+    "data.composite": ("max", "sum"),
+    "data.layout": ("auto", "tnhw", "nthw", "nthwc", "ntchw"),
     "data.channels": (1, 3),
     "prior.kind": ("bank", "fitted", "learned"),
     "cost": ("bce", "mse", "l1"),
@@ -120,14 +134,15 @@ def validate(cfg: Config) -> Config:
         value = get_key(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}: expected one of {', '.join(map(str, allowed))}")
-    positive = ["steps", "batch_size", "context", "horizon", "data.size", "data.frames",
-                "model.window", "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips"]
+    positive = ["steps", "batch_size", "context", "horizon", "data.size", "data.frames", "data.objects",
+                "data.max_speed", "data.branches", "data.frame_step", "model.window", "latent.dim", "log_every",
+                "ckpt_every", "prior.bank", "val_clips"]
     for key in positive:
         if get_key(cfg, key) <= 0:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a positive number")
     nonneg = ["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.step_size",
               "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers", "prior.fit_clips",
-              "val_every", "media_every", "stop_at"]
+              "val_every", "media_every", "stop_at", "data.clip_stride"]
     for key in nonneg:
         if get_key(cfg, key) < 0:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a number >= 0")
@@ -149,7 +164,28 @@ def validate(cfg: Config) -> Config:
     if cfg.data.sprite_min > cfg.data.sprite_max or cfg.data.sprite_max > cfg.data.size:
         raise ConfigError(f"data.sprite_min={cfg.data.sprite_min}, data.sprite_max={cfg.data.sprite_max}: "
                           f"expected sprite_min <= sprite_max <= data.size={cfg.data.size}")
+    validate_data(cfg.data)
     return cfg
+
+
+def validate_data(data: DataConfig) -> None:
+    """The checks of the data section that depend on the kind of data."""
+    if not 0.0 <= data.val_share < 1.0:
+        raise ConfigError(f"data.val_share={data.val_share}: expected a share in [0, 1)")
+    if data.bounce == "discrete" and not 2 <= data.branches <= 2 * data.max_speed + 1:
+        raise ConfigError(f"data.branches={data.branches}: discrete bounces pick among 2 .. 2 * data.max_speed + 1 "
+                          f"= {2 * data.max_speed + 1} distinct integer speeds")
+    needs = {"mmnist": "a folder with the MNIST IDX files (e.g. ../shared/data/mnist)",
+             "video": "a folder of video files", "array": "an .npy or .npz file of clips"}
+    if data.kind not in needs:
+        return
+    if not data.path:
+        raise ConfigError(f"data.kind={data.kind} needs --data.path: {needs[data.kind]}")
+    path = Path(data.path)
+    exists = path.is_file() if data.kind == "array" else path.is_dir()
+    if not exists and not (data.kind == "mmnist" and data.download):
+        raise ConfigError(f"data.path={data.path}: no such {'file' if data.kind == 'array' else 'folder'}; "
+                          f"data.kind={data.kind} reads {needs[data.kind]}")
 
 
 # --- reading and writing keys -------------------------------------------------------------------
@@ -302,14 +338,21 @@ def parse_overrides(argv: list[str]) -> dict[str, str]:
 
 
 def parse_args(argv: list[str], base: Config | None = None) -> Config:
-    """The training config: defaults, then `--config=FILE`, then the other overrides; validated."""
+    """The training config: defaults, then `--config=FILE`, then the other overrides; validated.
+    Keys of KIND_DEFAULTS that neither sets take the data kind's own default."""
     overrides = parse_overrides(argv)
     cfg = base or Config()
+    given = set(overrides)
     if "config" in overrides:
         path = overrides.pop("config")
-        cfg = from_dict(load_file(path), cfg, source=str(path))
+        tree = load_file(path)
+        given |= set(_flatten(tree))
+        cfg = from_dict(tree, cfg, source=str(path))
     for key, value in overrides.items():
         set_key(cfg, key, value)
+    for key, value in KIND_DEFAULTS.get(cfg.data.kind, {}).items():
+        if key not in given:
+            set_key(cfg, key, value)
     return validate(cfg)
 
 

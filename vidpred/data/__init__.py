@@ -2,28 +2,51 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..config import DataConfig
+from .arrays import ArrayClips
+from .clips import DataError
+from .mmnist import MovingMNIST
 from .sprites import ClipSource, ForkToy, MovingSprites
+from .video import VideoFolder
 
-__all__ = ["ClipSource", "ForkToy", "MovingSprites", "build_source", "train_loader", "IndexSampler", "RankShard"]
+__all__ = ["ArrayClips", "ClipSource", "DataError", "ForkToy", "MovingMNIST", "MovingSprites", "VideoFolder",
+           "build_source", "train_loader", "IndexSampler", "EpochSampler", "RankShard"]
 
 
 def build_source(data: DataConfig, *, seed: int, split: str, frames: int, context: int) -> ClipSource:
     """The clip source named by `data.kind`, producing clips of `frames` frames.
 
-    `context` places the fork of the fork toy right after the given frames.
+    `context` places the fork of the fork toy right after the given frames, and is where the
+    enumerated futures of discrete bounces branch.
     """
+    bouncing = dict(seed=seed, split=split, size=data.size, channels=data.channels, frames=frames,
+                    objects=data.objects, max_speed=data.max_speed, bounce=data.bounce, branches=data.branches,
+                    context=context, composite=data.composite)
     if data.kind == "sprites":
-        return MovingSprites(seed=seed, split=split, size=data.size, channels=data.channels, frames=frames,
-                             objects=data.objects, sprite_min=data.sprite_min, sprite_max=data.sprite_max,
-                             max_speed=data.max_speed, bounce=data.bounce)
+        return MovingSprites(sprite_min=data.sprite_min, sprite_max=data.sprite_max, **bouncing)
+    if data.kind == "mmnist":
+        if not data.path:
+            raise DataError("data.kind=mmnist needs --data.path=DIR: a folder with the MNIST IDX files")
+        return MovingMNIST(data.path, download=data.download, **bouncing)
     if data.kind == "fork":
         return ForkToy(seed=seed, split=split, size=data.size, channels=data.channels, frames=frames,
                        fork_at=context, branches=data.branches, sprite=data.sprite_min, speed=data.max_speed)
-    raise ValueError(f"data.kind={data.kind!r}: expected sprites or fork")
+    if data.kind in ("video", "array") and not data.path:
+        raise DataError(f"data.kind={data.kind} needs --data.path=" + ("DIR: a folder of video files"
+                                                                       if data.kind == "video" else "FILE.npy"))
+    if data.kind == "video":
+        return VideoFolder(data.path, seed=seed, split=split, frames=frames, size=data.size, channels=data.channels,
+                           frame_step=data.frame_step, stride=data.clip_stride, val_share=data.val_share)
+    if data.kind == "array":
+        return ArrayClips(data.path, seed=seed, frames=frames, size=data.size, channels=data.channels,
+                          layout=data.layout, frame_step=data.frame_step, stride=data.clip_stride)
+    raise ValueError(f"data.kind={data.kind!r}: expected sprites, fork, mmnist, video or array")
 
 
 class IndexSampler(Sampler[int]):
@@ -38,6 +61,34 @@ class IndexSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.count
+
+
+class EpochSampler(Sampler[int]):
+    """Positions `start .. start + count - 1` of an endless run of epochs over `n` clips, each epoch
+    a permutation seeded by (seed, epoch): position p is always the same clip, so a run that
+    resumes at step s sees exactly the clips it would have seen."""
+
+    def __init__(self, n: int, *, seed: int, start: int, count: int):
+        self.n, self.seed, self.start, self.count = n, seed, start, count
+
+    def __iter__(self):
+        epoch, order = -1, None
+        for position in range(self.start, self.start + self.count):
+            if position // self.n != epoch:
+                epoch = position // self.n
+                order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            yield int(order[position % self.n])
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed numpy and `random` in a loader worker from torch's per-worker seed (distinct per
+    worker, and reproducible: the loader's generator is seeded), for transforms that draw."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 class RankShard(Sampler[int]):
@@ -64,18 +115,25 @@ class RankShard(Sampler[int]):
 
 def train_loader(source: ClipSource, *, batch_size: int, start_step: int, steps: int, workers: int,
                  pin_memory: bool = False, rank: int = 0, world: int = 1) -> DataLoader:
-    """Batches `(b, t, c, h, w)` for steps `start_step .. steps - 1`, in order.
+    """Batches `(b, t, c, h, w)` for steps `start_step .. steps - 1`, in order; each batch a
+    function of (seed, step) only: generated sources read indices step * batch_size + i, finite
+    ones the same positions of a seeded sequence of epochs.
 
     `batch_size` is the global batch; with `world` > 1 ranks, each gets its b = batch_size / world
     clips of every step's batch.
     """
     remaining = max(steps - start_step, 0)
-    sampler = IndexSampler(start_step * batch_size, remaining * batch_size)
+    if source.finite:
+        sampler = EpochSampler(len(source), seed=source.seed, start=start_step * batch_size,
+                               count=remaining * batch_size)
+    else:
+        sampler = IndexSampler(start_step * batch_size, remaining * batch_size)
     if world > 1:
         sampler = RankShard(sampler, batch_size=batch_size, rank=rank, world=world)
     return DataLoader(source, batch_size=batch_size // world, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, drop_last=True, persistent_workers=False,
-                      prefetch_factor=4 if workers else None)
+                      prefetch_factor=4 if workers else None, worker_init_fn=seed_worker if workers else None,
+                      generator=torch.Generator().manual_seed((source.seed * 1_000_003 + start_step) * 64 + rank))
 
 
 def test_clips(source: ClipSource, count: int) -> torch.Tensor:

@@ -2,15 +2,25 @@
 
 An object of side `size` lives on a `canvas` x `canvas` frame; its top-left corner moves by an
 integer velocity. Each frame, before it is drawn: if the object has crossed a wall it is put back
-exactly on it and the velocity changes — mirrored in `deterministic` mode, or redrawn at random
-pointing away from that wall (and a fresh random tangential component) in `stochastic` mode.
+exactly on it and the velocity changes:
+- `deterministic`: mirrored;
+- `stochastic`: redrawn at random pointing away from that wall, with a fresh random tangential
+  component (SVG);
+- `discrete`: the component normal to the wall is mirrored and the tangential one becomes one of
+  `branches` speeds evenly spaced in [-max_speed, max_speed] (a corner hit, both walls at once,
+  mirrors both). The set of futures after a given frame is then finite, and
+  `bounce_continuations` lists it — what mode coverage is measured against.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
-BOUNCE_MODES = ("stochastic", "deterministic")
+BOUNCE_MODES = ("stochastic", "deterministic", "discrete")
+COMPOSITES = ("max", "sum")
+MAX_CONTINUATIONS = 4096  # per object; beyond this the tree of bounces is too big to list
 
 
 def random_velocity(rng: np.random.Generator, max_speed: int) -> np.ndarray:
@@ -21,25 +31,75 @@ def random_velocity(rng: np.random.Generator, max_speed: int) -> np.ndarray:
             return v
 
 
-def bounce_trajectory(rng: np.random.Generator, *, frames: int, canvas: int, size: int,
-                      max_speed: int, mode: str = "stochastic") -> tuple[np.ndarray, np.ndarray]:
+def tangential_speeds(max_speed: int, branches: int) -> np.ndarray:
+    """The `branches` tangential velocities a discrete bounce picks from: distinct integers evenly
+    spaced in [-max_speed, max_speed], e.g. (-4, 4) for 2 branches, (-4, 0, 4) for 3."""
+    if not 2 <= branches <= 2 * max_speed + 1:
+        raise ValueError(f"discrete bounces with max_speed={max_speed} take 2..{2 * max_speed + 1} branches "
+                         f"(distinct integer speeds), got {branches}")
+    return np.round(np.linspace(-max_speed, max_speed, branches)).astype(np.int64)
+
+
+def _check(mode: str, size: int, canvas: int) -> int:
+    if mode not in BOUNCE_MODES:
+        raise ValueError(f"bounce mode {mode!r}: expected one of {', '.join(BOUNCE_MODES)}")
+    if size > canvas:
+        raise ValueError(f"object size {size} does not fit a {canvas}x{canvas} canvas")
+    return canvas - size  # largest legal top-left coordinate
+
+
+def _discrete_bounce(pos: np.ndarray, vel: np.ndarray, limit: int, speed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Position put back on the canvas and the velocity leaving it after a wall hit: the normal
+    component mirrored, the tangential one set to `speed` (a corner hit mirrors both)."""
+    hit = (pos < 0) | (pos > limit)
+    away = np.where(pos < 0, 1, -1) * np.abs(vel)
+    vel = away if hit.all() else np.where(hit, away, speed)
+    return np.clip(pos, 0, limit), vel
+
+
+def _discrete_paths(pos, vel, t: int, *, frames: int, limit: int, speeds: np.ndarray, prefix: np.ndarray,
+                    path: list, out: list) -> None:
+    """Depth-first walk of the tree of discrete bounces from frame t: appends to `out` every path
+    (frames, 2) that continues `path` and whose positions at frames before len(prefix) are `prefix`'s."""
+    while t < frames:
+        if t < len(prefix) and not np.array_equal(np.clip(pos, 0, limit), prefix[t]):
+            return  # this branch shows in the frames that must match: not a continuation
+        hit = (pos < 0) | (pos > limit)
+        if hit.any():
+            options = speeds[:1] if hit.all() else speeds  # a corner hit has no choice to make
+            for speed in options[1:]:  # every other branch continues in its own walk
+                p, v = _discrete_bounce(pos, vel, limit, speed)
+                _discrete_paths(p + v, v, t + 1, frames=frames, limit=limit, speeds=speeds, prefix=prefix,
+                                path=path + [p], out=out)
+                if len(out) > MAX_CONTINUATIONS:
+                    raise ValueError(f"more than {MAX_CONTINUATIONS} continuations per object: use fewer "
+                                     "branches, a lower max_speed or shorter clips")
+            pos, vel = _discrete_bounce(pos, vel, limit, options[0])
+        path = path + [pos]
+        pos = pos + vel
+        t += 1
+    out.append(np.stack(path))
+
+
+def bounce_trajectory(rng: np.random.Generator, *, frames: int, canvas: int, size: int, max_speed: int,
+                      mode: str = "stochastic", branches: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Top-left positions (frames, 2) and the velocity (frames, 2) used to leave each frame.
 
     Positions always keep the object fully on the canvas. The velocity changes only on frames
     where the object touched a wall, and then points away from it.
     """
-    if mode not in BOUNCE_MODES:
-        raise ValueError(f"bounce mode {mode!r}: expected one of {', '.join(BOUNCE_MODES)}")
-    if size > canvas:
-        raise ValueError(f"object size {size} does not fit a {canvas}x{canvas} canvas")
-    limit = canvas - size  # largest legal top-left coordinate
+    limit = _check(mode, size, canvas)
     pos = rng.integers(0, limit + 1, size=2)
     vel = random_velocity(rng, max_speed)
+    if mode == "discrete":  # the branch taken at a bounce on each frame, drawn up front
+        speeds, choices = tangential_speeds(max_speed, branches), rng.integers(branches, size=frames)
     positions = np.empty((frames, 2), dtype=np.int64)
     velocities = np.empty((frames, 2), dtype=np.int64)
     for t in range(frames):
         hit = (pos < 0) | (pos > limit)
-        if hit.any():
+        if hit.any() and mode == "discrete":
+            pos, vel = _discrete_bounce(pos, vel, limit, speeds[choices[t]])
+        elif hit.any():
             away = np.where(pos < 0, 1, -1)  # the sign a velocity must have to leave each wall
             pos = np.clip(pos, 0, limit)
             for axis in (0, 1):
@@ -55,8 +115,58 @@ def bounce_trajectory(rng: np.random.Generator, *, frames: int, canvas: int, siz
     return positions, velocities
 
 
-def paste_max(canvas: np.ndarray, sprite: np.ndarray, top: int, left: int) -> None:
-    """Composite `sprite` (c, s, s) onto `canvas` (c, H, W) in place by pixel-wise max."""
+def bounce_continuations(rng: np.random.Generator, *, frames: int, canvas: int, size: int, max_speed: int,
+                         mode: str, branches: int = 2, context: int) -> np.ndarray:
+    """(m, frames, 2): the positions of every path (in discrete or deterministic mode) whose first
+    `context` positions are those of the path `bounce_trajectory` draws from this `rng` — that
+    path included, duplicates removed. The rng is consumed exactly as `bounce_trajectory` does.
+    """
+    positions, velocities = bounce_trajectory(rng, frames=frames, canvas=canvas, size=size, max_speed=max_speed,
+                                              mode=mode, branches=branches)
+    if mode == "deterministic":  # one future: the path itself
+        return positions[None]
+    if mode != "discrete":
+        raise ValueError(f"{mode} bounces have too many futures to list; use discrete or deterministic mode")
+    out: list[np.ndarray] = []
+    # Frame 0 never touches a wall, so velocities[0] is the initial velocity.
+    _discrete_paths(positions[0], velocities[0], 0, frames=frames, limit=canvas - size,
+                    speeds=tangential_speeds(max_speed, branches), prefix=positions[:context], path=[], out=out)
+    return np.unique(np.stack(out), axis=0)
+
+
+def paste(canvas: np.ndarray, sprite: np.ndarray, top: int, left: int, composite: str = "max") -> None:
+    """Composite `sprite` (c, s, s) onto `canvas` (c, H, W) in place: pixel-wise max, or a sum
+    clipped to 1 (both are used for Moving MNIST; with non-negative pixels, clipping after each
+    paste equals clipping the total)."""
     s_h, s_w = sprite.shape[-2:]
     region = canvas[:, top:top + s_h, left:left + s_w]
-    np.maximum(region, sprite, out=region)
+    if composite == "max":
+        np.maximum(region, sprite, out=region)
+    elif composite == "sum":
+        region += sprite
+        np.minimum(region, 1.0, out=region)
+    else:
+        raise ValueError(f"composite {composite!r}: expected one of {', '.join(COMPOSITES)}")
+
+
+def paste_max(canvas: np.ndarray, sprite: np.ndarray, top: int, left: int) -> None:
+    """Composite `sprite` (c, s, s) onto `canvas` (c, H, W) in place by pixel-wise max."""
+    paste(canvas, sprite, top, left, "max")
+
+
+def render(sprites: list[np.ndarray], paths: list[np.ndarray], *, channels: int, size: int,
+           composite: str = "max") -> np.ndarray:
+    """(t, c, size, size) float32: each sprite (c, s, s) drawn at its top-left positions (t, 2)."""
+    video = np.zeros((len(paths[0]), channels, size, size), dtype=np.float32)
+    for sprite, path in zip(sprites, paths):
+        for t, (top, left) in enumerate(path):
+            paste(video[t], sprite, top, left, composite)
+    return video
+
+
+def render_futures(sprites: list[np.ndarray], continuations: list[np.ndarray], *, channels: int, size: int,
+                   composite: str = "max") -> np.ndarray:
+    """(m, t, c, size, size): one clip per combination of the objects' continuations (n_i, t, 2)."""
+    combos = itertools.product(*continuations)
+    return np.stack([render(sprites, list(paths), channels=channels, size=size, composite=composite)
+                     for paths in combos])

@@ -2,7 +2,8 @@
 
 Shapes drawn by code (disc, square, triangle, cross, ring, diamond) with a random size and
 intensity (and colour, with 3 channels) bounce around the canvas under the Stochastic Moving MNIST
-rules of `motion.py`. Also the *fork* toy: one sprite glides in and, at the first predicted frame,
+rules of `motion.py` (with discrete bounces, `futures(i)` lists every continuation of clip i's
+context). Also the *fork* toy: one sprite glides in and, at the first predicted frame,
 turns into one of `branches` equally likely directions; its futures can be enumerated exactly.
 """
 
@@ -12,10 +13,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .motion import bounce_trajectory, paste_max
+from .motion import bounce_continuations, bounce_trajectory, paste_max, render, render_futures, tangential_speeds
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond")
 SPLITS = {"train": 0, "test": 1, "val": 2}
+MAX_FUTURES = 1024  # continuations listed per clip; more would not fit in memory at 64x64
 
 
 def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -62,11 +64,17 @@ def random_sprite(rng: np.random.Generator, *, channels: int, side_min: int, sid
 
 
 class ClipSource(Dataset):
-    """A dataset of clips `(t, c, h, w)` float32 in [0, 1]: `source[i]` is a torch tensor."""
+    """A dataset of clips `(t, c, h, w)` float32 in [0, 1]: `source[i]` is a torch tensor.
+
+    Generated sources (`finite = False`) are pure functions of (seed, split, index) and are read
+    at ever new indices; finite ones (files) are read in seeded epochs of permutations.
+    """
 
     frames: int
     channels: int
     size: int
+    seed: int = 0
+    finite = False
 
     def clip(self, index: int) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must implement clip(index)")
@@ -75,32 +83,72 @@ class ClipSource(Dataset):
         return torch.from_numpy(self.clip(int(index)))
 
 
-class MovingSprites(ClipSource):
-    """Sprites bouncing on a black canvas; stochastic bounces make the future multimodal."""
+class BouncingObjects(ClipSource):
+    """`objects` sprites bouncing on a black canvas under motion.py's rules; a subclass says how
+    one sprite is drawn (`sprite(rng)`). Stochastic bounces make the future multimodal; with
+    deterministic or discrete bounces `futures(i)` lists every clip sharing clip i's context."""
 
-    def __init__(self, *, seed: int = 0, split: str = "train", size: int = 32, channels: int = 1,
-                 frames: int = 15, objects: int = 2, sprite_min: int = 6, sprite_max: int = 10,
-                 max_speed: int = 3, bounce: str = "stochastic", length: int = 10**9):
-        if not 1 <= sprite_min <= sprite_max <= size:
-            raise ValueError(f"sprite sizes [{sprite_min}, {sprite_max}] must lie in [1, {size}]")
+    def __init__(self, *, seed: int, split: str, size: int, channels: int, frames: int, objects: int,
+                 max_speed: int, bounce: str, branches: int, context: int, composite: str, length: int):
         self.seed, self.split, self.size, self.channels, self.frames = seed, split, size, channels, frames
-        self.objects, self.sprite_min, self.sprite_max = objects, sprite_min, sprite_max
-        self.max_speed, self.bounce, self.length = max_speed, bounce, length
+        self.objects, self.max_speed, self.bounce, self.branches = objects, max_speed, bounce, branches
+        self.context, self.composite, self.length = context, composite, length
         clip_rng(seed, split, 0)  # validates the split name now rather than in a worker
+        if bounce == "discrete":
+            tangential_speeds(max_speed, branches)  # validates the branch count now
+        if bounce in ("discrete", "deterministic"):
+            # Evaluation measures mode coverage on sources that have `futures`; stochastic
+            # bounces have too many futures to list, so those sources do not get the method.
+            self.futures = self._futures
 
     def __len__(self) -> int:
         return self.length
 
+    def sprite(self, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must implement sprite(rng) -> (c, s, s)")
+
     def clip(self, index: int) -> np.ndarray:
         rng = clip_rng(self.seed, self.split, index)
-        video = np.zeros((self.frames, self.channels, self.size, self.size), dtype=np.float32)
+        sprites, paths = [], []
         for _ in range(self.objects):
-            sprite = random_sprite(rng, channels=self.channels, side_min=self.sprite_min, side_max=self.sprite_max)
-            positions, _ = bounce_trajectory(rng, frames=self.frames, canvas=self.size, size=sprite.shape[-1],
-                                             max_speed=self.max_speed, mode=self.bounce)
-            for t, (top, left) in enumerate(positions):
-                paste_max(video[t], sprite, top, left)
-        return video
+            sprites.append(self.sprite(rng))
+            paths.append(bounce_trajectory(rng, frames=self.frames, canvas=self.size, size=sprites[-1].shape[-1],
+                                           max_speed=self.max_speed, mode=self.bounce, branches=self.branches)[0])
+        return render(sprites, paths, channels=self.channels, size=self.size, composite=self.composite)
+
+    def _futures(self, index: int) -> np.ndarray:
+        """(m, t, c, h, w): every clip whose first `context` frames are those of clip `index`
+        (clip `index` among them): one per combination of the objects' possible bounces."""
+        rng = clip_rng(self.seed, self.split, index)  # consumed exactly as clip() does
+        sprites, paths = [], []
+        for _ in range(self.objects):
+            sprites.append(self.sprite(rng))
+            paths.append(bounce_continuations(rng, frames=self.frames, canvas=self.size, size=sprites[-1].shape[-1],
+                                              max_speed=self.max_speed, mode=self.bounce, branches=self.branches,
+                                              context=self.context))
+        count = int(np.prod([len(p) for p in paths]))
+        if count > MAX_FUTURES:
+            raise ValueError(f"clip {index} has {count} possible futures (more than {MAX_FUTURES} to list): use "
+                             "fewer objects or branches, a lower max_speed or a shorter horizon")
+        return render_futures(sprites, paths, channels=self.channels, size=self.size, composite=self.composite)
+
+
+class MovingSprites(BouncingObjects):
+    """Procedural shapes bouncing on a black canvas."""
+
+    def __init__(self, *, seed: int = 0, split: str = "train", size: int = 32, channels: int = 1,
+                 frames: int = 15, objects: int = 2, sprite_min: int = 6, sprite_max: int = 10,
+                 max_speed: int = 3, bounce: str = "stochastic", branches: int = 2, context: int = 5,
+                 composite: str = "max", length: int = 10**9):
+        if not 1 <= sprite_min <= sprite_max <= size:
+            raise ValueError(f"sprite sizes [{sprite_min}, {sprite_max}] must lie in [1, {size}]")
+        super().__init__(seed=seed, split=split, size=size, channels=channels, frames=frames, objects=objects,
+                         max_speed=max_speed, bounce=bounce, branches=branches, context=context,
+                         composite=composite, length=length)
+        self.sprite_min, self.sprite_max = sprite_min, sprite_max
+
+    def sprite(self, rng: np.random.Generator) -> np.ndarray:
+        return random_sprite(rng, channels=self.channels, side_min=self.sprite_min, side_max=self.sprite_max)
 
 
 class ForkToy(ClipSource):

@@ -1,0 +1,66 @@
+"""What the file-backed sources (video folders, array files) share: their error type, cutting
+sequences into clips of `frames` frames, and fitting decoded frames to the model's canvas."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+from ..config import ConfigError
+
+
+class DataError(ConfigError):
+    """Data that cannot be used as configured: the message names the file or folder and what was expected."""
+
+
+class ClipWindows:
+    """Clips cut from sequences of known lengths: clip j of a sequence starts at frame j * stride
+    and takes `frames` frames `frame_step` apart. Maps a clip index to (sequence, first frame)."""
+
+    def __init__(self, lengths: list[int] | np.ndarray, *, frames: int, frame_step: int = 1, stride: int = 0):
+        if frames < 1 or frame_step < 1 or stride < 0:
+            raise ValueError(f"frames={frames}, frame_step={frame_step}, stride={stride}: expected positive "
+                             "frames and frame_step, stride >= 0")
+        self.frames, self.frame_step = frames, frame_step
+        self.span = (frames - 1) * frame_step + 1  # source frames one clip covers
+        self.stride = stride or self.span  # 0: clips follow each other without overlap
+        lengths = np.asarray(lengths, dtype=np.int64)
+        self.counts = np.where(lengths >= self.span, (lengths - self.span) // self.stride + 1, 0)
+        self.ends = np.cumsum(self.counts)  # clip index just past each sequence's clips
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(sequence, first source frame) of clip `index`. Indices wrap around (clip n is clip 0),
+        so code written for endless generated sources, which reads past the last training
+        index (the prior's refit after training), also runs on files."""
+        if len(self) == 0:
+            raise IndexError("there are no clips")
+        index %= len(self)
+        seq = int(np.searchsorted(self.ends, index, side="right"))
+        first = int(index - (self.ends[seq] - self.counts[seq]))
+        return seq, first * self.stride
+
+    def frame_indices(self, start: int) -> np.ndarray:
+        """The source frames of the clip starting at `start`."""
+        return start + self.frame_step * np.arange(self.frames)
+
+
+def fit_frames(video: Tensor, *, size: int, channels: int) -> Tensor:
+    """Frames `(t, c, H, W)` (uint8, or float in [0, 1]) -> float32 `(t, channels, size, size)` in
+    [0, 1]: shorter side resized to `size` (antialiased), centre crop, grayscale <-> RGB."""
+    if video.shape[1] == 3 and channels == 1:
+        video = TF.rgb_to_grayscale(video)  # ITU-R 601 luma, as PIL's convert("L")
+    elif video.shape[1] == 1 and channels == 3:
+        video = video.expand(-1, 3, -1, -1)
+    elif video.shape[1] != channels:
+        raise ValueError(f"frames with {video.shape[1]} channels cannot be turned into {channels}")
+    if video.shape[-2:] != (size, size):
+        video = TF.resize(video, size, antialias=True)  # shorter side to `size`, aspect ratio kept
+        video = TF.center_crop(video, [size, size])
+    if video.dtype == torch.uint8:
+        return video.float().div_(255.0)
+    return video.float().clamp_(0.0, 1.0)  # resizing float frames may overshoot [0, 1] slightly
