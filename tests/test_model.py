@@ -50,7 +50,7 @@ def test_conditional_prior_puts_mass_on_zero_and_samples_it(seed):
     """Half the latents exactly zero, half a code with noise 0.1: the prior learns both parts."""
     torch.manual_seed(seed)
     prior = ConditionalPrior(width=16, z_dim=4, components=2)
-    h = torch.randn(64, 16, 8, 8)
+    h = torch.randn(64, 16, 4, 4)
     code = torch.tensor([1.0, -1.0, 0.5, 2.0])
     opt = torch.optim.Adam(prior.parameters(), lr=1e-2)
     noise = torch.Generator().manual_seed(seed)
