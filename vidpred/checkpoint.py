@@ -85,7 +85,8 @@ def build_model(cfg: Config) -> VideoPredictor:
                           window=cfg.model.window, blocks=cfg.model.blocks, z_dim=cfg.latent.dim,
                           skip_frames=cfg.model.skip_frames,
                           residual=cfg.model.residual, amortized=cfg.model.encoder,
-                          prior_components=cfg.prior.components).to(memory_format=torch.channels_last)
+                          prior_components=cfg.prior.components, kind=cfg.model.kind,
+                          ).to(memory_format=torch.channels_last)
 
 
 def load_predictor(path: str | Path, device: str | torch.device = "cpu"):

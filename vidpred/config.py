@@ -52,6 +52,7 @@ class ModelConfig:
     blocks: int = 2  # residual blocks in the predictor
     residual: bool = False  # decoder output is a correction of the last frame's logits
     encoder: bool = True  # amortized latent encoder A(residual) warm-starts inference
+    kind: str = "energy"  # energy | deterministic (z = 0, no latent) | vae (SVG-LP-style baseline); see baselines.py
 
 
 @dataclass
@@ -65,6 +66,7 @@ class LatentConfig:
     steps: int = 3  # inference steps of proximal gradient descent per training sample
     step_size: float = 0.5  # length of the first step, in latent units (adapted per sample)
     encoder_weight: float = 1.0  # beta: weight of ||A(x, y) - z*||^2 in the loss
+    kl_weight: float = 1e-3  # model.kind=vae: beta of KL(q || p), in nats of KL per nat of per-pixel-mean cost
 
 
 @dataclass
@@ -94,6 +96,7 @@ class Config:
     val_clips: int = 64  # held-out clips scored at each validation
     media_every: int = 500  # sampled futures of val clips: grid, video and best-of-K metrics (0: off)
     stop_at: int = 0  # stop after this step as if interrupted, to go on later with --resume (0: run to steps)
+    max_minutes: float = 0.0  # stop after the step that passes this much training time, as stop_at does (0: no limit)
     wandb: str = "offline"  # offline | online | disabled
     wandb_project: str = "vidpred"
     resume: bool = False
@@ -122,6 +125,7 @@ CHOICES = {
     "data.layout": ("auto", "tnhw", "nthw", "nthwc", "ntchw"),
     "data.channels": (1, 3),
     "prior.kind": ("bank", "fitted", "learned"),
+    "model.kind": ("energy", "deterministic", "vae"),
     "cost": ("bce", "mse", "l1"),
     "wandb": ("offline", "online", "disabled"),
     "precision": ("fp32", "bf16"),
@@ -143,6 +147,7 @@ def validate(cfg: Config) -> Config:
     nonneg = ["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.step_size",
               "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers", "prior.fit_clips",
               "val_every", "media_every", "stop_at", "data.clip_stride"]
+    nonneg += ["latent.kl_weight", "max_minutes"]
     for key in nonneg:
         if get_key(cfg, key) < 0:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a number >= 0")

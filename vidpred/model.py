@@ -9,6 +9,10 @@ encodings (SimVP-like), so teacher-forced training predicts every future frame o
 batched pass. Also here: the amortized latent encoder `A(y - Dec(h, 0))` that sees only the
 residual (EEN), and a conditional prior p(z_k | h_k) fitted to inferred latents (SVG-LP's learned
 prior, but trained on z* instead of a posterior).
+
+The baselines (see baselines.py) share the frame encoder, predictor and decoder: `kind="deterministic"`
+has no latent encoder and no prior (its decoder always gets z = 0); `kind="vae"` replaces them by
+SVG-LP's Gaussian posterior q(z_k | x_<=k) and learned prior p(z_k | x_<k), heads on the state h_k.
 """
 
 from __future__ import annotations
@@ -178,7 +182,32 @@ class ConditionalPrior(nn.Module):
         return torch.where((comp == 0)[:, None], torch.zeros_like(z), z)
 
 
+class GaussianHead(nn.Module):
+    """A feature map (n, C_in, h, w) -> a diagonal Gaussian over z (n, d): the VAE baseline's learned
+    prior p(z_k | h_k) and posterior q(z_k | h_k, Enc(y_k)) (SVG-LP's two LSTMs, as heads on the state)."""
+
+    def __init__(self, *, width_in: int, width: int, z_dim: int):
+        super().__init__()
+        self.trunk = nn.Sequential(conv_norm_act(width_in, width // 2), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                                   nn.Linear(width // 2 * 16, 128), act())
+        self.head = nn.Linear(128, 2 * z_dim)
+
+    def params(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean (n, d) and log standard deviation (n, d), the latter in [-6, 2] so that a KL between
+        two heads stays finite."""
+        mu, log_sigma = self.head(self.trunk(x)).chunk(2, dim=1)
+        return mu, log_sigma.clamp(-6.0, 2.0)
+
+    @torch.no_grad()
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        mu, log_sigma = self.params(x)
+        return mu + log_sigma.exp() * torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+
+
 # --- the whole predictor ----------------------------------------------------------------------------
+
+
+MODEL_KINDS = ("energy", "deterministic", "vae")
 
 
 class Conditioning(NamedTuple):
@@ -197,17 +226,24 @@ class Conditioning(NamedTuple):
 class VideoPredictor(nn.Module):
     def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
                  window: int = 3, blocks: int = 2, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
-                 amortized: bool = True, prior_components: int = 4):
+                 amortized: bool = True, prior_components: int = 4, kind: str = "energy"):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"kind={kind!r}: expected one of {', '.join(MODEL_KINDS)}")
         self.channels, self.size, self.window, self.z_dim, self.residual = channels, size, window, z_dim, residual
-        self.skip_frames = skip_frames
+        self.skip_frames, self.kind = skip_frames, kind
         self.encoder = FrameEncoder(channels=channels, widths=widths)
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks)
         self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim, skip_frames=skip_frames)
-        self.latent_encoder = LatentEncoder(channels=channels, size=size, widths=widths, z_dim=z_dim) if amortized else None
-        self.prior = ConditionalPrior(width=widths[-1], z_dim=z_dim, components=prior_components)
+        self.latent_encoder = self.prior = self.posterior = None  # the deterministic baseline has neither
+        if kind == "energy":
+            self.latent_encoder = LatentEncoder(channels=channels, size=size, widths=widths, z_dim=z_dim) if amortized else None
+            self.prior = ConditionalPrior(width=widths[-1], z_dim=z_dim, components=prior_components)
+        elif kind == "vae":
+            self.prior = GaussianHead(width_in=widths[-1], width=widths[-1], z_dim=z_dim)
+            self.posterior = GaussianHead(width_in=2 * widths[-1], width=widths[-1], z_dim=z_dim)
 
     def check_video(self, video: Tensor, name: str = "video") -> None:
         if video.ndim != 5 or video.shape[2:] != (self.channels, self.size, self.size):
@@ -250,6 +286,12 @@ class VideoPredictor(nn.Module):
         with torch.no_grad():
             blur = torch.sigmoid(self.decode(cond, target.new_zeros(n, self.z_dim)))
         return self.latent_encoder(target - blur)
+
+    def posterior_params(self, cond: Conditioning, target: Tensor) -> tuple[Tensor, Tensor]:
+        """The VAE's q(z_k | x_<=k): mean and log-sigma (n, d) from the state h_k and the bottleneck
+        features of the target frame y_k (n, c, H, W), encoded by the shared frame encoder."""
+        seen = self.encoder(channels_last(target))[-1]  # (n, C, h, w)
+        return self.posterior.params(torch.cat([cond.h, seen], dim=1))
 
     def rollout(self, context: Tensor, horizon: int, draw_z) -> tuple[Tensor, Tensor]:
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).

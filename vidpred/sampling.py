@@ -2,6 +2,9 @@
 
 The deterministic prediction is the same rollout with z = 0: with latent dropout in training this
 is the model's best single guess, the blurry mean that sampled futures must beat on best-of-K.
+The baselines (baselines.py): the deterministic model's K samples are K copies of its one
+prediction; the VAE samples z from its learned Gaussian prior p(z | h), and its deterministic
+prediction decodes the prior mean.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ def latent_drawer(model: VideoPredictor, kind: str, bank: LatentBank | None, gen
     """A `draw_z(h, k)` for `VideoPredictor.rollout` that samples from the named prior."""
     if kind not in PRIOR_KINDS:
         raise ValueError(f"prior {kind!r}: expected one of {', '.join(PRIOR_KINDS)}")
+    if model.kind == "deterministic":  # no latent to draw, whatever the prior
+        return lambda h, k: h.new_zeros(h.shape[0], model.z_dim)
     if kind == "learned":
         return lambda h, k: model.prior.sample(h, generator=generator)
     if bank is None:
@@ -33,9 +38,11 @@ def sample_futures(model: VideoPredictor, context: Tensor, *, samples: int, hori
 
     Rollouts run `max_batch` at a time (clips x samples), so memory stays bounded for K = 100.
     """
+    b = context.shape[0]
+    if model.kind == "deterministic":  # all K futures are the one prediction: roll it out once
+        return deterministic_future(model, context, horizon=horizon)[:, None].repeat(1, samples, 1, 1, 1, 1)
     generator = torch.Generator(device=context.device if prior == "learned" else "cpu").manual_seed(seed)
     draw = latent_drawer(model, prior, bank, generator)
-    b = context.shape[0]
     per_chunk = max(1, max_batch // max(b, 1))
     futures = []
     for start in range(0, samples, per_chunk):
@@ -48,6 +55,9 @@ def sample_futures(model: VideoPredictor, context: Tensor, *, samples: int, hori
 
 @torch.no_grad()
 def deterministic_future(model: VideoPredictor, context: Tensor, *, horizon: int) -> Tensor:
-    """(b, C0, c, H, W) -> (b, horizon, c, H, W), the rollout with z = 0 at every step."""
+    """(b, C0, c, H, W) -> (b, horizon, c, H, W), the rollout with z = 0 at every step (the VAE:
+    with the mean of its prior p(z | h) at every step)."""
+    if model.kind == "vae":
+        return model.rollout(context, horizon, lambda h, k: model.prior.params(h)[0])[0]
     zeros = lambda h, k: h.new_zeros(h.shape[0], model.z_dim)  # noqa: E731
     return model.rollout(context, horizon, zeros)[0]

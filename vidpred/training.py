@@ -31,6 +31,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .baselines import baseline_latents, deterministic_step, latent_noise, vae_step
 from .checkpoint import build_model, config_changes, fitted_copy, load_checkpoint, save_checkpoint, training_state
 from .config import Config, to_dict
 from .data import build_source, train_loader
@@ -50,14 +51,20 @@ __all__ = ["train", "train_step", "infer_clip_latents", "learning_rate", "refit_
 
 
 def build_energy(cfg: Config, step: int | None = None) -> Energy:
-    """The configured energy; during training, its l1 and l2 weights ramp up over `latent.warmup` steps."""
+    """The configured energy; during training, its l1 and l2 weights ramp up over `latent.warmup` steps.
+    The baselines' energy is the cost alone: the VAE's regularizer is its KL, the deterministic one has none."""
+    if cfg.model.kind != "energy":
+        return Energy(cost=cfg.cost)
     ramp = 1.0 if step is None or cfg.latent.warmup == 0 else min(1.0, (step + 1) / cfg.latent.warmup)
     return Energy(cost=cfg.cost, l1=cfg.latent.l1 * ramp, l2=cfg.latent.l2 * ramp, ball=cfg.latent.ball)
 
 
 def infer_clip_latents(model: VideoPredictor, video: Tensor, *, context: int, energy: Energy, steps: int,
-                       step_size: float):
-    """Teacher-forced conditioning, target frames, z⁰ and the inference result for a batch of clips."""
+                       step_size: float, kl_weight: float = 0.0):
+    """Teacher-forced conditioning, target frames, z⁰ and the inference result for a batch of clips.
+    For a baseline, their counterparts without gradients (see `baselines.baseline_latents`)."""
+    if model.kind != "energy":
+        return baseline_latents(model, video, context=context, energy=energy, kl_weight=kl_weight)
     cond = model.teacher_forced(video, context)  # n = b * T frames to predict
     target = rearrange(video[:, context:], "b t c h w -> (b t) c h w")
     z0 = model.amortized_latent(cond, target)  # (n, d)
@@ -79,12 +86,19 @@ def latent_keep(*, seed: int, step: int, clips: range, frames: int, dropout: flo
 
 def train_step(model: VideoPredictor, video: Tensor, *, context: int, energy: Energy, steps: int, step_size: float,
                dropout: float, encoder_weight: float, generator: torch.Generator | None = None,
-               keep: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
+               keep: Tensor | None = None, kl_weight: float = 0.0,
+               noise: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
     """The loss of one batch `(b, t, c, H, W)`, its statistics, and the inferred z* (n, d).
 
     `keep` (n, 1) is the latent-dropout mask (see `latent_keep`); without it, one is drawn at rate
-    `dropout` from `generator`.
+    `dropout` from `generator`. The baselines take their own step (baselines.py): the deterministic
+    one only the cost, the VAE `kl_weight` and its reparameterization `noise` (see `latent_noise`).
     """
+    if model.kind == "deterministic":
+        return deterministic_step(model, video, context=context, energy=energy)
+    if model.kind == "vae":
+        return vae_step(model, video, context=context, energy=energy, kl_weight=kl_weight, noise=noise,
+                        generator=generator)
     cond, target, z0, inference = infer_clip_latents(model, video, context=context, energy=energy, steps=steps,
                                                      step_size=step_size)
     z_star = inference.z
@@ -132,7 +146,8 @@ def refit_prior(model: VideoPredictor, cfg: Config, device: torch.device) -> Lat
         count = min(cfg.batch_size, cfg.prior.fit_clips - start)
         video = torch.stack([source[first + start + i] for i in range(count)]).to(device)
         *_, inference = infer_clip_latents(model, video, context=cfg.context, energy=energy,
-                                           steps=cfg.latent.steps, step_size=cfg.latent.step_size)
+                                           steps=cfg.latent.steps, step_size=cfg.latent.step_size,
+                                           kl_weight=cfg.latent.kl_weight)
         bank.add(inference.z)
     bank.fit()
     model.train()
@@ -153,7 +168,8 @@ def validation_energy(model: VideoPredictor, source, indices: list[int], *, cfg:
     for start in range(0, len(indices), cfg.batch_size):
         video = torch.stack([source[i] for i in indices[start:start + cfg.batch_size]]).to(device)
         cond, target, z0, inference = infer_clip_latents(model, video, context=cfg.context, energy=energy,
-                                                         steps=cfg.latent.steps, step_size=cfg.latent.step_size)
+                                                         steps=cfg.latent.steps, step_size=cfg.latent.step_size,
+                                                         kl_weight=cfg.latent.kl_weight)
         zero = torch.zeros_like(z0)
         at_zero = energy(model.decode(cond, zero), target, zero)
         sums += torch.tensor([inference.energy_after.sum().item(), inference.energy_before.sum().item(),
@@ -269,7 +285,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
                mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
     clips, busy, wait = 0, 0.0, 0.0  # throughput of the current log window (training time only)
     best_pending = False  # the final step's validation was the best: best.pt waits for the refitted prior
-    tick = time.perf_counter()
+    tick = started = time.perf_counter()
+    out_of_time = False  # --max_minutes passed: stop as --stop_at does
     try:
         for step, video in enumerate(loader, start):
             fetched = time.perf_counter()
@@ -280,17 +297,21 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
             video = _crop(video, cfg.context + cfg.horizon, step, cfg.seed).to(device, non_blocking=True)
             keep = latent_keep(seed=cfg.seed, step=step, clips=range(ranks.rank * local, (ranks.rank + 1) * local),
                                frames=cfg.horizon, dropout=cfg.latent.dropout)
+            noise = latent_noise(seed=cfg.seed, step=step, clips=range(ranks.rank * local, (ranks.rank + 1) * local),
+                                 frames=cfg.horizon, dim=cfg.latent.dim) if cfg.model.kind == "vae" else None
             with autocast:
                 loss, stats, z_star = step_loss(video, context=cfg.context, energy=build_energy(cfg, step),
                                                 steps=cfg.latent.steps, step_size=cfg.latent.step_size,
                                                 dropout=cfg.latent.dropout, keep=keep,
-                                                encoder_weight=cfg.latent.encoder_weight)
-            # One small collective a step: the global batch's statistics, and whether any rank was
-            # signalled, so that all ranks stop (or fail) at the same step.
-            shared = sum_over_ranks(torch.tensor([*stats.values(), float(stop.signum > 0)], dtype=torch.float64),
-                                    ranks).tolist()
+                                                encoder_weight=cfg.latent.encoder_weight,
+                                                kl_weight=cfg.latent.kl_weight, noise=noise)
+            # One small collective a step: the global batch's statistics, whether any rank was
+            # signalled and whether any ran out of time, so that all ranks stop (or fail) at the same step.
+            timed_out = bool(cfg.max_minutes) and time.perf_counter() - started > 60 * cfg.max_minutes
+            shared = sum_over_ranks(torch.tensor([*stats.values(), float(stop.signum > 0), float(timed_out)],
+                                                 dtype=torch.float64), ranks).tolist()
             stats = {k: v / ranks.world for k, v in zip(stats, shared)}
-            stopping = shared[-1] > 0
+            stopping = shared[-2] > 0
             if not math.isfinite(stats["loss"]):
                 raise _not_finite("the loss", stats["loss"], step + 1, saved, last_path)
             optimizer.zero_grad(set_to_none=True)
@@ -300,7 +321,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
             stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(predictor_params, cfg.grad_clip).item()
             if not math.isfinite(stats["grad_norm"]):  # same on every rank: gradients are already averaged
                 raise _not_finite("the gradient norm", stats["grad_norm"], step + 1, saved, last_path)
-            torch.nn.utils.clip_grad_norm_(model.prior.parameters(), cfg.grad_clip)
+            if model.prior is not None:  # (the deterministic baseline has no prior)
+                torch.nn.utils.clip_grad_norm_(model.prior.parameters(), cfg.grad_clip)
             optimizer.step()
             bank.add(gather_rows(z_star.detach(), ranks))
             for k, v in stats.items():
@@ -315,9 +337,13 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
             if done % cfg.log_every == 0 or done == cfg.steps:
                 record.update({k: v / progress["count"] for k, v in progress["sums"].items()})
                 record.update(lr=lr, clips_per_s=clips / (busy + wait), data_wait=wait / (busy + wait))
-                bar.set_postfix(E=f"{record['energy_before']:.4f}>{record['energy_after']:.4f}",
-                                z_active=f"{record['latent_active']:.2f}", clips_s=f"{record['clips_per_s']:.0f}",
-                                data_wait=f"{record['data_wait']:.0%}")
+                if "energy_before" in record:
+                    bar.set_postfix(E=f"{record['energy_before']:.4f}>{record['energy_after']:.4f}",
+                                    z_active=f"{record['latent_active']:.2f}", clips_s=f"{record['clips_per_s']:.0f}",
+                                    data_wait=f"{record['data_wait']:.0%}")
+                else:  # a baseline (baselines.py): its cost, and the VAE's KL
+                    bar.set_postfix(C=f"{record['energy']:.4f}", KL=f"{record.get('kl', 0.0):.3f}",
+                                    clips_s=f"{record['clips_per_s']:.0f}", data_wait=f"{record['data_wait']:.0%}")
                 progress["sums"], progress["count"] = {}, 0
                 clips, busy, wait = 0, 0.0, 0.0
             improved = False
@@ -341,6 +367,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
                 tracker.log(done, record, images=images, videos=videos)
 
             unfinished = done < cfg.steps
+            if shared[-1] > 0 and unfinished:
+                out_of_time, end = True, done
             if main and unfinished and (done % cfg.ckpt_every == 0 or stopping or done == end or improved):
                 state = training_state(model, optimizer, bank, cfg, done, progress)
                 if done % cfg.ckpt_every == 0 or stopping or done == end:
@@ -356,6 +384,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
                 bar.close()
                 barrier(ranks)
                 raise Interrupted(signum, done, last_path)
+            if out_of_time:
+                break
             tick = time.perf_counter()
     except BaseException:
         bar.close()
@@ -364,12 +394,12 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
         raise
     bar.close()
 
-    if end < cfg.steps:  # --stop_at: the loop saved last.pt at that step
+    if end < cfg.steps:  # --stop_at or --max_minutes: the loop saved last.pt at that step
         if main:
             tracker.log_checkpoints([p for p in (last_path, best_path) if p.exists()], step=end)
             tracker.close()
-            print(f"stopped after step {end} as asked (--stop_at={cfg.stop_at}); saved {last_path}; "
-                  "go on with --resume")
+            asked = f"--max_minutes={cfg.max_minutes}" if out_of_time else f"--stop_at={cfg.stop_at}"
+            print(f"stopped after step {end} as asked ({asked}); saved {last_path}; go on with --resume")
         barrier(ranks)
         return last_path
     if main:
