@@ -1,14 +1,14 @@
 """What training and sampling cost, per model kind, and how much of the machine they use.
 
-    python bench/throughput.py [--device=auto|cpu|cuda --steps=10 --warmup=3 --samples=100 --horizon=20
+    python bench/throughput.py [--device=auto|cpu|cuda --timed_steps=10 --warmup_steps=3 --samples=100 --sample_horizon=20
                                 --threads=0 --json=runs/bench/throughput.json] [training overrides: --data.size=64 ...]
 
 For each model — the energy model with the configured inference steps and with 0 (amortized guess
 only), the deterministic and the VAE baselines — on one fixed batch of the configured data (what
 loading costs is bench/data_loading.py's subject), on the CPU and, when there is one, on the GPU:
 
-- training clips/s: the median of `steps` timed training steps (forward, latent inference,
-  backward, gradient clipping, AdamW update), after `warmup` untimed ones;
+- training clips/s: the median of `timed_steps` training steps (forward, latent inference,
+  backward, gradient clipping, AdamW update), after `warmup_steps` untimed ones;
 - the split of a step: wall time spent inside `infer_latent` (the N proximal steps on z), inside
   the amortized guess z⁰ = A(y - Dec(h, 0)), and the rest (forward at z*, backward, update);
   "inference adds" is the first divided by the step without it;
@@ -63,10 +63,10 @@ from vidpred.sampling import sample_futures  # noqa: E402
 class BenchConfig:
     device: str = "auto"  # auto: the CPU, and the GPU when there is one | cpu | cuda
     inference_steps: tuple[int, ...] = ()  # energy model variants by inference steps N (empty: 0, 1 and latent.steps)
-    steps: int = 10  # timed training steps per model
-    warmup: int = 3  # untimed steps first (oneDNN / cuDNN pick their kernels)
+    timed_steps: int = 10  # timed training steps per model
+    warmup_steps: int = 3  # untimed steps first (oneDNN / cuDNN pick their kernels)
     samples: int = 100  # K futures ...
-    horizon: int = 20  # ... of T frames, for one clip
+    sample_horizon: int = 20  # ... of T frames, for one clip
     threads: int = 0  # torch CPU threads (0: torch's default, one per core)
     matmul: int = 0  # side of the square matmuls that measure the peak (0: 2048 on CPU, 8192 on GPU)
     json: str = "runs/bench/throughput.json"
@@ -221,13 +221,13 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
     try:
         with PeakMemory(device) as train_memory:
             times, inside, guess = [], [], []
-            for i in range(bench.warmup + bench.steps):
+            for i in range(bench.warmup_steps + bench.timed_steps):
                 infer.seconds = amortized.seconds = 0.0
                 sync(device)
                 start = time.perf_counter()
                 training_step(model, optimizer, video, cfg, generator)
                 sync(device)
-                if i >= bench.warmup:
+                if i >= bench.warmup_steps:
                     times.append(time.perf_counter() - start)
                     inside.append(infer.seconds)
                     guess.append(amortized.seconds)
@@ -241,13 +241,13 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
 
     model.eval()
     context = video[:1, :cfg.context]
-    sample_futures(model, context, samples=bench.samples, horizon=bench.horizon, seed=0)  # warm-up
+    sample_futures(model, context, samples=bench.samples, horizon=bench.sample_horizon, seed=0)  # warm-up
     sampling = []
     with PeakMemory(device) as sample_memory:
         for seed in range(3):
             sync(device)
             start = time.perf_counter()
-            sample_futures(model, context, samples=bench.samples, horizon=bench.horizon, seed=seed)
+            sample_futures(model, context, samples=bench.samples, horizon=bench.sample_horizon, seed=seed)
             sync(device)
             sampling.append(time.perf_counter() - start)
     return {
@@ -258,7 +258,7 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
         "inference_adds": t_infer / (step - t_infer),
         "flops_per_step": flops, "flops_outside_inference": outside, "flops_per_inference_step": per_inference_step,
         "achieved_flops_per_s": flops / step,
-        "sample_s": statistics.median(sampling), "sample_frames_per_s": bench.samples * bench.horizon /
+        "sample_s": statistics.median(sampling), "sample_frames_per_s": bench.samples * bench.sample_horizon /
         statistics.median(sampling),
         "peak_train_mib": train_memory.mib, "peak_sample_mib": sample_memory.mib,
     }
@@ -355,7 +355,7 @@ def main(argv: list[str]) -> int:
     print(f"{report['date']}  {report['machine']['cpu']}, torch {torch.__version__}, load average "
           f"{' '.join(map(str, report['load_average_start']))}; batch {base.batch_size} clips of "
           f"{base.context} -> {base.horizon} frames, {base.data.kind} {base.data.size}x{base.data.size}; "
-          f"sampling K = {bench.samples} futures of {bench.horizon} frames for one clip")
+          f"sampling K = {bench.samples} futures of {bench.sample_horizon} frames for one clip")
     source = build_source(base.data, seed=base.seed, split="train", frames=base.context + base.horizon,
                           context=base.context)
     clips = torch.stack([source[i] for i in range(base.batch_size)])

@@ -1,0 +1,179 @@
+"""Quality at equal wall-clock budget: every model trained for the same minutes on the same data,
+scored by the same evaluation protocol, side by side.
+
+    python bench/quality.py [--minutes=9 --models=all --clips=64 --samples=100 --eval_context=5 --eval_horizon=20
+                             --warmup_steps=10 --out=runs/bench/quality --json=runs/bench/quality.json]
+                            [training overrides for every model, e.g. --batch_size=16 --horizon=10 --data.objects=2]
+
+Models (`--models=energy,vae,...` picks some):
+
+    energy          the default energy model: N = latent.steps proximal steps from the amortized guess,
+                    l1 sparsity and latent dropout as configured
+    energy_n0       the same with N = 0: the amortized guess alone (an autoencoder, EEN-like)
+    energy_l1       l1 sparsity only (no latent dropout)
+    energy_ball     z projected onto the ball of radius 1 only (GLO; no l1, no dropout)
+    energy_dropout  latent dropout only (no l1)
+    deterministic   no latent: z = 0 (baselines.py)
+    vae             SVG-LP-style VAE with a learned prior, beta = latent.kl_weight (baselines.py)
+
+The data default to the built-in sprites with discrete bounces and one object per clip
+(`--data.bounce=discrete --data.objects=1`): each bounce picks one of `data.branches` directions, so
+the true futures of a test clip can be listed and the evaluation reports mode coverage (the share of
+them that some sample matches). Over 5 -> 20 frames a test clip has a median of 17 futures.
+
+The budget: each model first trains `warmup_steps` steps in a throw-away run; its measured clips/s
+(the last log window, which excludes start-up) sets the number of steps that fill `minutes`, so
+the learning-rate schedule runs to its end; `--max_minutes=minutes` caps the real run in case the
+estimate was optimistic (the table shows planned and reached steps, and the seconds trained). The
+final prior refit, validation and previews are off or outside the budget. Every model is then scored
+by `vidpred.evaluation.evaluate` with K samples on the same test clips.
+Figures taken while other jobs load the machine are disturbed: the JSON records the load average
+before and after each model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vidpred.checkpoint import load_checkpoint  # noqa: E402
+from vidpred.config import ConfigError, parse_args, parse_overrides, set_key  # noqa: E402
+from vidpred.evaluation import EvalConfig, evaluate  # noqa: E402
+from vidpred.training import train  # noqa: E402
+
+MODELS = {
+    "energy": [],
+    "energy_n0": ["--latent.steps=0"],
+    "energy_l1": ["--latent.dropout=0"],
+    "energy_ball": ["--latent.l1=0", "--latent.dropout=0", "--latent.ball=1"],
+    "energy_dropout": ["--latent.l1=0"],
+    "deterministic": ["--model.kind=deterministic"],
+    "vae": ["--model.kind=vae"],
+}
+DATA = ["--data.bounce=discrete", "--data.objects=1"]  # enumerable futures: coverage can be measured
+QUIET = ["--wandb=disabled", "--val_every=0", "--media_every=0"]  # nothing outside the training steps
+
+
+@dataclass
+class BenchConfig:
+    minutes: float = 9.0  # training wall clock per model
+    models: tuple[str, ...] = tuple(MODELS)
+    clips: int = 64  # test clips
+    samples: int = 100  # K futures per clip
+    eval_context: int = 5  # frames given at test time ...
+    eval_horizon: int = 20  # ... and frames predicted and scored (training uses --context / --horizon)
+    seed: int = 0  # seeds training and the test clips
+    warmup_steps: int = 10  # steps of the timing run that sets each model's step count
+    out: str = "runs/bench/quality"
+    json: str = "runs/bench/quality.json"
+
+
+def load_average() -> list[float]:
+    return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def seconds_per_step(args: list[str], bench: BenchConfig, folder: Path) -> float:
+    """Step time of a short throw-away run of the same configuration, from its last log window."""
+    window = max(1, bench.warmup_steps // 2)
+    cfg = parse_args(args + [f"--out={folder}", f"--steps={2 * window}", f"--log_every={window}",
+                             "--prior.fit_clips=8"])
+    train(cfg)
+    last = json.loads((folder / "log.jsonl").read_text().splitlines()[-1])
+    return cfg.batch_size / last["clips_per_s"]
+
+
+def run_model(name: str, common: list[str], bench: BenchConfig) -> dict:
+    folder = Path(bench.out) / name
+    args = common + MODELS[name] + [f"--seed={bench.seed}"]
+    load_before = load_average()
+    step_s = seconds_per_step(args, bench, folder / "timing")
+    planned = max(1, math.floor(60 * bench.minutes / step_s))
+    cfg = parse_args(args + [f"--out={folder / 'run'}", f"--steps={planned}", f"--max_minutes={bench.minutes}",
+                             f"--log_every={max(1, planned // 20)}", f"--ckpt_every={planned}"])
+    print(f"\n== {name}: {step_s:.2f} s per step in the timing run -> {planned} steps for {bench.minutes} minutes")
+    start = time.perf_counter()
+    ckpt = train(cfg)
+    trained_s = time.perf_counter() - start  # everything train() does, start-up and prior refit included
+    records = [json.loads(line) for line in (folder / "run" / "log.jsonl").read_text().splitlines()]
+    reached = load_checkpoint(ckpt)["step"]
+    busy = sum(cfg.batch_size * (r["step"] - p) / r["clips_per_s"]
+               for p, r in zip([0] + [r["step"] for r in records], records))  # time in the logged steps
+    load_after = load_average()
+    metrics = evaluate(EvalConfig(ckpt=str(ckpt), out=str(folder / "eval"), samples=bench.samples,
+                                  context=bench.eval_context, horizon=bench.eval_horizon, clips=bench.clips, seed=bench.seed,
+                                  device=cfg.device))
+    row = {"model": name, "overrides": MODELS[name], "planned_steps": planned, "steps": reached,
+           "step_s_timing_run": step_s, "train_steps_s": busy, "train_call_s": trained_s,
+           "load_before": load_before, "load_after_training": load_after, "load_after_eval": load_average(),
+           "last_log": records[-1] if records else {}}
+    for group in ("best_of_k", "mean_of_k", "deterministic"):
+        row[group] = {k: metrics[group][k] for k in ("psnr", "psnr_ci95", "ssim", "ssim_ci95", "mse")}
+    row["diversity"], row["coverage"] = metrics["diversity"], metrics["coverage"]
+    row["floors"] = metrics.get("floors")
+    return row
+
+
+def format_table(rows: list[dict], bench: BenchConfig) -> str:
+    lines = [f"{bench.eval_context} -> {bench.eval_horizon} frames, K = {bench.samples}, {bench.clips} test clips, "
+             f"{bench.minutes:g} training minutes per model; PSNR / SSIM as mean ± 95% interval",
+             f"{'model':15}{'steps':>11}{'best-of-K PSNR':>17}{'SSIM':>16}{'mean-of-K PSNR':>17}{'SSIM':>16}"
+             f"{'z=0 PSNR':>10}{'SSIM':>8}{'divers.':>9}{'cover.':>8}"]
+    for r in rows:
+        b, m, d = r["best_of_k"], r["mean_of_k"], r["deterministic"]
+        cov = "n/a" if r["coverage"] is None else f"{r['coverage']:.3f}"
+        lines.append(f"{r['model']:15}{r['steps']:>5}/{r['planned_steps']:<5}"
+                     f"{b['psnr']:>10.2f} ± {b['psnr_ci95']:4.2f}{b['ssim']:>9.4f} ± {b['ssim_ci95']:5.4f}"
+                     f"{m['psnr']:>10.2f} ± {m['psnr_ci95']:4.2f}{m['ssim']:>9.4f} ± {m['ssim_ci95']:5.4f}"
+                     f"{d['psnr']:>10.2f}{d['ssim']:>8.4f}{r['diversity']:>9.4f}{cov:>8}")
+    floors = rows[0].get("floors") if rows else None
+    if floors:
+        lines.append("floors: " + ", ".join(f"{k} PSNR {v['psnr']:.2f} SSIM {v['ssim']:.4f}" for k, v in floors.items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    bench = BenchConfig()
+    own = {f.name for f in dataclasses.fields(BenchConfig)}
+    common = list(DATA)
+    try:
+        for key, value in parse_overrides(argv).items():
+            if key in own:
+                set_key(bench, key, value)
+            else:
+                common.append(f"--{key}={value}")  # later options win, so these override DATA
+        if bench.models == ("all",):
+            bench.models = tuple(MODELS)
+        unknown = [m for m in bench.models if m not in MODELS]
+        if unknown:
+            raise ConfigError(f"models={','.join(unknown)}: expected some of {', '.join(MODELS)} (or all)")
+        common += QUIET
+        for name in bench.models:
+            parse_args(common + MODELS[name])  # refuse a bad override before anything trains
+    except ConfigError as e:
+        print(f"quality.py: {e}", file=sys.stderr)
+        return 2
+    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "bench": dataclasses.asdict(bench),
+              "common_overrides": common, "load_average_start": load_average(), "models": []}
+    for name in bench.models:
+        report["models"].append(run_model(name, common, bench))
+        path = Path(bench.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")  # after every model: a crash keeps what was done
+    report["load_average_end"] = load_average()
+    Path(bench.json).write_text(json.dumps(report, indent=2) + "\n")
+    print("\n" + format_table(report["models"], bench))
+    print(f"load average: {report['load_average_start']} at the start, {report['load_average_end']} at the end; "
+          f"wrote {bench.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
