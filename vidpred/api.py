@@ -99,7 +99,7 @@ class TrainedPredictor:
 
     # --- inputs ---------------------------------------------------------------------------------
 
-    def clips(self, frames, name: str) -> Tensor:
+    def as_clips(self, frames, name: str) -> Tensor:
         """Array-like clips (b, t, c, H, W), or one clip (t, c, H, W), as a float tensor on the device."""
         x = torch.as_tensor(np.asarray(frames) if not isinstance(frames, Tensor) else frames)
         x = x.to(self.device, torch.float32)
@@ -130,13 +130,13 @@ class TrainedPredictor:
     def sample(self, context, k: int = 8, horizon: int | None = None, seed: int = 0,
                prior: str | None = None) -> Tensor:
         """K futures per clip: (b, C0, c, H, W) -> (b, k, horizon, c, H, W). The same seed, the same futures."""
-        logits, _ = self._draw(self.clips(context, "context"), k=k, horizon=horizon or self.horizon, seed=seed,
+        logits, _ = self._draw(self.as_clips(context, "context"), k=k, horizon=horizon or self.horizon, seed=seed,
                                prior=prior)
         return torch.sigmoid(logits)
 
     def deterministic(self, context, horizon: int | None = None) -> Tensor:
         """The z = 0 rollout (b, horizon, c, H, W): the model's single best guess."""
-        return deterministic_future(self.model, self.clips(context, "context"), horizon=horizon or self.horizon)
+        return deterministic_future(self.model, self.as_clips(context, "context"), horizon=horizon or self.horizon)
 
     def _draw(self, context: Tensor, *, k: int, horizon: int, seed: int, prior: str | None):
         prior = prior or self.cfg.prior.kind
@@ -156,7 +156,7 @@ class TrainedPredictor:
         amortized guess A(y - Dec(h, 0)) and z = 0; the lower energy is kept (inference is monotone,
         so this is never above the energy at either start).
         """
-        context, future = self.clips(context, "context"), self.clips(future, "future")
+        context, future = self.as_clips(context, "context"), self.as_clips(future, "future")
         if context.shape[0] != future.shape[0]:
             raise ValueError(f"context holds {context.shape[0]} clips but future holds {future.shape[0]}")
         if context.shape[1] < self.model.window:
@@ -194,15 +194,15 @@ class TrainedPredictor:
         pixels are ignored. A sample's energy is its masked cost plus λR of the latents it was drawn
         with. The futures are those of `sample(context, k, T, seed)`, reordered.
         """
-        context, observed = self.clips(context, "context"), self.clips(observed, "observed")
+        context, observed = self.as_clips(context, "context"), self.as_clips(observed, "observed")
         mask = self._mask(mask, observed)
         b, t = observed.shape[:2]
         logits, z = self._draw(context, k=k, horizon=t, seed=seed, prior=prior)  # (b, K, T, ...), (b, K, T, d)
         per_frame = self._rollout_energy(observed.repeat_interleave(k, dim=0),
                                          mask.repeat_interleave(k, dim=0), logits.flatten(0, 1), z.flatten(0, 1))
         energy, order = per_frame.sum(dim=1).view(b, k).sort(dim=1)
-        pick = lambda x: torch.stack([x[i, order[i]] for i in range(b)])  # noqa: E731
-        return Ranked(torch.sigmoid(pick(logits)), energy, pick(z), order)
+        rows = torch.arange(b, device=order.device)[:, None]
+        return Ranked(torch.sigmoid(logits[rows, order]), energy, z[rows, order], order)
 
     @torch.no_grad()
     def infer(self, context, observed, mask, *, steps: int = 50, starts: int = 8, seed: int = 0,
@@ -213,7 +213,7 @@ class TrainedPredictor:
         steps from `starts` points (z = 0 and `starts - 1` latent trajectories drawn from the
         prior with `seed`); each clip keeps its lowest masked energy.
         """
-        context, observed = self.clips(context, "context"), self.clips(observed, "observed")
+        context, observed = self.as_clips(context, "context"), self.as_clips(observed, "observed")
         mask = self._mask(mask, observed)
         if starts <= 0:
             raise ValueError(f"starts={starts}: expected at least 1 (z = 0)")

@@ -172,11 +172,9 @@ def write_outputs(out: Path, shown: Tensor, *, scale: int, video: str, fps: floa
     return [png, write_video(out / f"samples.{video}", clip, fps=fps)]
 
 
-def run(scfg: SampleConfig) -> dict:
-    """Sample (and score, and fill in) as configured; writes the outputs and returns the summary."""
-    from .api import load
-
-    predictor = load(scfg.ckpt, scfg.device)
+def read_input(scfg: SampleConfig, predictor) -> tuple[Tensor, Tensor | None, dict]:
+    """The context (C0, c, H, W) and, when the input holds it, its continuation (T, c, H, W), converted
+    for the model; and what was read, for the summary."""
     context_len = scfg.context or predictor.context
     horizon = scfg.horizon or predictor.horizon
     if context_len < predictor.model.window:
@@ -188,7 +186,6 @@ def run(scfg: SampleConfig) -> dict:
                          f"the context needs {context_len}")
     frames, conversion = to_model_frames(clip.frames, size=predictor.size, channels=predictor.channels)
     frames = frames.to(predictor.device)
-    context = frames[:context_len]
     truth = frames[context_len:] if len(frames) == context_len + horizon else None
     print(f"input: {clip.description}")
     print(f"converted: {conversion}")
@@ -197,35 +194,56 @@ def run(scfg: SampleConfig) -> dict:
         raise InputError(f"{' and '.join(wants_truth)} need{'s' if len(wants_truth) == 1 else ''} the input's "
                          f"continuation: {clip.description} holds {len(clip.frames)} frames, and context "
                          f"{context_len} + horizon {horizon} = {context_len + horizon} are needed")
+    return frames[:context_len], truth, {"input": clip.description, "conversion": conversion,
+                                         "input_size": list(clip.frames.shape[1:3]), "context": context_len,
+                                         "horizon": horizon}
 
-    summary = {"input": clip.description, "conversion": conversion, "checkpoint": scfg.ckpt,
-               "context": context_len, "horizon": horizon, "samples": scfg.samples, "seed": scfg.seed,
-               "prior": scfg.prior or predictor.cfg.prior.kind}
-    futures = predictor.sample(context, k=scfg.samples, horizon=horizon, seed=scfg.seed, prior=scfg.prior or None)[0]
-    rows = [] if truth is None else [truth]
+
+def fill_in(scfg: SampleConfig, predictor, context: Tensor, truth: Tensor, input_size: tuple[int, int]):
+    """Rows to show (the observation, the filled-in future), the K samples ranked against the
+    observation, and the numbers for the summary."""
+    mask = build_mask(scfg, horizon=len(truth), size=predictor.size, channels=predictor.channels,
+                      input_size=input_size).to(predictor.device)
+    prior = scfg.prior or None
+    try:
+        filled = predictor.infer(context, truth, mask, steps=scfg.steps, starts=scfg.starts, seed=scfg.seed,
+                                 prior=prior)
+        ranked = predictor.rank(context, truth, mask, k=scfg.samples, seed=scfg.seed, prior=prior)
+    except ValueError as e:
+        raise InputError(f"--mask={scfg.mask or 'all'} --mask_frames={scfg.mask_frames or 'all'}: {e}") from None
+    full = mask.expand_as(truth)
+    print(f"filled in the unobserved {1 - full.mean().item():.0%} of the continuation: masked energy "
+          f"{filled.energy.item():.4f}; samples ranked by energy against the observation, "
+          f"from {ranked.energy[0, 0].item():.4f} to {ranked.energy[0, -1].item():.4f}")
+    numbers = {"mask": scfg.mask or "all", "mask_frames": scfg.mask_frames or "all",
+               "observed_share": full.mean().item(), "energy": filled.energy.item(),
+               "energy_per_frame": filled.per_frame[0].tolist(), "steps": scfg.steps, "starts": scfg.starts,
+               "samples_energy": ranked.energy[0].tolist(), "samples_order": ranked.order[0].tolist()}
+    return [show_observed(truth, full), filled.future[0]], ranked.futures[0], numbers
+
+
+def run(scfg: SampleConfig) -> dict:
+    """Sample (and score, and fill in) as configured; writes the outputs and returns the summary."""
+    from .api import load
+
+    predictor = load(scfg.ckpt, scfg.device)
+    context, truth, summary = read_input(scfg, predictor)
+    horizon = summary["horizon"]
+    summary.update(checkpoint=scfg.ckpt, samples=scfg.samples, seed=scfg.seed,
+                   prior=scfg.prior or predictor.cfg.prior.kind)
+    rows, legend = ([], []) if truth is None else ([truth], ["input"])
     rows.append(predictor.deterministic(context, horizon=horizon)[0])
-    legend = ([] if truth is None else ["input"]) + ["z = 0"]
-
+    legend.append("z = 0")
     if scfg.mask or scfg.mask_frames:
-        mask = build_mask(scfg, horizon=horizon, size=predictor.size, channels=predictor.channels,
-                          input_size=clip.frames.shape[1:3]).to(predictor.device)
-        try:
-            filled = predictor.infer(context, truth, mask, steps=scfg.steps, starts=scfg.starts, seed=scfg.seed,
-                                     prior=scfg.prior or None)
-            ranked = predictor.rank(context, truth, mask, k=scfg.samples, seed=scfg.seed, prior=scfg.prior or None)
-        except ValueError as e:
-            raise InputError(f"--mask={scfg.mask or 'all'} --mask_frames={scfg.mask_frames or 'all'}: {e}") from None
-        full = mask.expand_as(truth)
-        rows += [show_observed(truth, full), filled.future[0]]
-        legend += ["observed (checkerboard: not observed)", "filled in"]
-        futures = ranked.futures[0]
-        summary["fill"] = {"mask": scfg.mask or "all", "mask_frames": scfg.mask_frames or "all",
-                           "observed_share": full.mean().item(), "energy": filled.energy.item(),
-                           "energy_per_frame": filled.per_frame[0].tolist(),
-                           "samples_energy": ranked.energy[0].tolist(), "samples_order": ranked.order[0].tolist()}
-        print(f"filled in the unobserved {1 - full.mean().item():.0%} of the continuation: masked energy "
-              f"{filled.energy.item():.4f}; samples ranked by energy against the observation, "
-              f"from {ranked.energy[0, 0].item():.4f} to {ranked.energy[0, -1].item():.4f}")
+        shown, futures, summary["fill"] = fill_in(scfg, predictor, context, truth, tuple(summary["input_size"]))
+        rows += shown
+        legend += ["observed (checkerboard: not observed)", "filled in", f"{scfg.samples} samples ranked by "
+                   "energy, best first"]
+    else:
+        futures = predictor.sample(context, k=scfg.samples, horizon=horizon, seed=scfg.seed,
+                                   prior=scfg.prior or None)[0]
+        legend.append(f"{scfg.samples} samples")
+    rows += list(futures)
     if scfg.score:
         score = predictor.energy(context, truth, steps=scfg.steps)
         summary["score"] = {"total": score.total.item(), "per_frame": score.per_frame[0].tolist(),
@@ -233,8 +251,6 @@ def run(scfg: SampleConfig) -> dict:
                             "steps": scfg.steps}
         per_frame = " ".join(f"{v:.4f}" for v in score.per_frame[0].tolist())
         print(f"free energy of the input's continuation: {score.total.item():.4f} (per frame: {per_frame})")
-    rows += list(futures)
-    legend.append(f"{scfg.samples} samples" + (" ranked by energy, best first" if "fill" in summary else ""))
 
     out = Path(scfg.out) if scfg.out else Path(scfg.ckpt).resolve().parent.parent / "samples" / Path(scfg.input).stem
     out.mkdir(parents=True, exist_ok=True)
