@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from vidpred.config import parse_args
-from vidpred.media import InputError, read_clip, to_model_frames
+from vidpred.data import DataError
+from vidpred.media import read_clip, to_model_frames
 from vidpred.sample import main
 from vidpred.training import train
 
@@ -59,7 +60,7 @@ def test_sample_command_on_a_video_file(ckpt, tmp_path, capsys, name, codec):
                  "--score", "--steps=5"]) == 0
     printed = capsys.readouterr().out
     assert f"frames 2-7 of {video} (40x30 RGB, 10 fps)" in printed
-    assert ("centre-cropped 40x30 to 30x30, resized 30x30 to 16x16, converted RGB to grayscale (luma) "
+    assert ("resized 40x30 (shorter side to 16) and centre-cropped to 16x16, converted RGB to grayscale (luma) "
             "for the model's 1x16x16 frames") in printed
     assert decoded_frames(out / "samples.mp4") == 3 + 3  # context + horizon
     assert np.load(out / "samples.npy").shape == (3, 3, 1, 16, 16)
@@ -112,19 +113,23 @@ def test_the_module_runs_on_a_frame_folder(ckpt, tmp_path):
 
 
 def test_array_files_in_the_moving_mnist_layout(ckpt, tmp_path):
-    clips = np.zeros((8, 4, 16, 16), dtype=np.uint8)  # (t, n, h, w) as mnist_test_seq.npy
+    clips = np.zeros((8, 10, 16, 16), dtype=np.uint8)  # (t, n, h, w) as mnist_test_seq.npy
     clips[:, 1, 4:8, 4:8] = 255
     path = tmp_path / "seq.npy"
     np.save(path, clips)
     out = tmp_path / "out"
-    args = [f"--ckpt={ckpt}", f"--input={path}", f"--out={out}", "--samples=2"]
-    with pytest.raises(InputError, match=r"could be \(t, n, h, w\) clips.*--layout=tnhw"):
-        read_clip(path, count=6)
-    assert main([*args, "--layout=tnhw", "--clip=1", "--save_array"]) == 0
+    assert main([f"--ckpt={ckpt}", f"--input={path}", f"--out={out}", "--samples=2", "--clip=1", "--save_array"]) == 0
     assert np.load(out / "samples.npy").shape == (2, 3, 1, 16, 16)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["input"] == f"frames 0-5 of clip 1 of {path} (16x16 grayscale, array uint8 read as tnhw)"
     assert summary["conversion"] == "already the model's 1x16x16 frames; used as they are"
+    assert read_clip(path, count=6, clip=1).frames[0, 5, 5, 0] == 1.0  # the square of sequence 1
+    with pytest.raises(DataError, match=r"shape \(8, 10, 16, 16\) cannot be read as ntchw"):
+        read_clip(path, count=6, layout="ntchw")
+    one = tmp_path / "one.npy"  # a single clip (t, h, w, c)
+    np.save(one, np.zeros((7, 16, 16, 3), dtype=np.float32))
+    assert read_clip(one, count=6, start=1).description == (f"frames 1-6 of {one} (16x16 RGB, array float32 read "
+                                                            "as nthwc)")
 
 
 def test_conversion_to_the_model_frames():
@@ -132,7 +137,7 @@ def test_conversion_to_the_model_frames():
     rgb[..., 1] = 1.0  # pure green
     frames, note = to_model_frames(rgb, size=5, channels=1)
     assert frames.shape == (2, 1, 5, 5) and np.allclose(frames.numpy(), 0.587, atol=1e-5)
-    assert note == ("centre-cropped 10x20 to 10x10, resized 10x10 to 5x5, converted RGB to grayscale (luma) "
+    assert note == ("resized 10x20 (shorter side to 5) and centre-cropped to 5x5, converted RGB to grayscale (luma) "
                     "for the model's 1x5x5 frames")
     gray, _ = to_model_frames(np.full((1, 4, 4, 1), 0.25, dtype=np.float32), size=4, channels=3)
     assert gray.shape == (1, 3, 4, 4) and float(gray.min()) == float(gray.max()) == 0.25

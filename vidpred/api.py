@@ -40,7 +40,8 @@ from .inference import infer_latent
 from .model import VideoPredictor
 from .prior import LatentBank
 from .sampling import PRIOR_KINDS, deterministic_future, draw_futures
-from .training import build_energy, resolve_device
+from .distributed import resolve_device
+from .training import build_energy
 
 
 class Score(NamedTuple):

@@ -31,7 +31,8 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from .config import ConfigError, describe, parse_overrides, set_key
-from .media import InputError, read_clip, to_model_frames, write_video
+from .data.clips import DataError
+from .media import read_clip, to_model_frames, write_video
 
 
 @dataclass
@@ -109,12 +110,12 @@ def load_mask_file(path: Path, *, size: int, input_size: tuple[int, int]) -> Ten
     """A mask image (nonzero = observed) or .npy array of shape (H, W), (T, H, W) or (T, c, H, W), at
     the model's size or the input frames' size (then cropped and resized as the frames were)."""
     if not path.is_file():
-        raise InputError(f"mask {path}: no such file")
+        raise DataError(f"mask {path}: no such file")
     if path.suffix.lower() == ".npy":
         try:
             a = np.load(path, allow_pickle=False).astype(np.float32)
         except (OSError, ValueError) as e:
-            raise InputError(f"mask {path}: could not be read as a NumPy array ({e})") from None
+            raise DataError(f"mask {path}: could not be read as a NumPy array ({e})") from None
     else:
         from PIL import Image
 
@@ -122,9 +123,9 @@ def load_mask_file(path: Path, *, size: int, input_size: tuple[int, int]) -> Ten
             with Image.open(path) as im:
                 a = (np.asarray(im.convert("L")) > 127).astype(np.float32)
         except OSError as e:
-            raise InputError(f"mask {path}: could not be read as an image ({e})") from None
+            raise DataError(f"mask {path}: could not be read as an image ({e})") from None
     if a.ndim not in (2, 3, 4):
-        raise InputError(f"mask {path} has shape {a.shape}; expected (H, W), (T, H, W) or (T, c, H, W)")
+        raise DataError(f"mask {path} has shape {a.shape}; expected (H, W), (T, H, W) or (T, c, H, W)")
     if a.ndim == 2:
         a = a[None, None]  # one mask for every frame
     elif a.ndim == 3:
@@ -133,8 +134,8 @@ def load_mask_file(path: Path, *, size: int, input_size: tuple[int, int]) -> Ten
     if hw == (size, size):
         return torch.from_numpy(a)
     if hw != input_size:
-        raise InputError(f"mask {path} is {hw[1]}x{hw[0]} pixels; expected the model's {size}x{size} "
-                         f"or the input frames' {input_size[1]}x{input_size[0]}")
+        raise DataError(f"mask {path} is {hw[1]}x{hw[0]} pixels; expected the model's {size}x{size} "
+                        f"or the input frames' {input_size[1]}x{input_size[0]}")
     t, c = a.shape[:2]
     flat = a.reshape(t * c, *hw)[..., None]  # each mask plane as a grayscale frame
     resized, _ = to_model_frames(flat, size=size, channels=1)
@@ -182,8 +183,8 @@ def read_input(scfg: SampleConfig, predictor) -> tuple[Tensor, Tensor | None, di
     clip = read_clip(scfg.input, count=context_len + horizon, start=scfg.start, start_time=scfg.start_time,
                      clip=scfg.clip, layout=scfg.layout)
     if len(clip.frames) < context_len:
-        raise InputError(f"input {scfg.input}: {clip.description} holds {len(clip.frames)} frames; "
-                         f"the context needs {context_len}")
+        raise DataError(f"input {scfg.input}: {clip.description} holds {len(clip.frames)} frames; "
+                        f"the context needs {context_len}")
     frames, conversion = to_model_frames(clip.frames, size=predictor.size, channels=predictor.channels)
     frames = frames.to(predictor.device)
     truth = frames[context_len:] if len(frames) == context_len + horizon else None
@@ -191,9 +192,9 @@ def read_input(scfg: SampleConfig, predictor) -> tuple[Tensor, Tensor | None, di
     print(f"converted: {conversion}")
     wants_truth = [flag for flag, on in (("--score", scfg.score), ("--mask", scfg.mask or scfg.mask_frames)) if on]
     if truth is None and wants_truth:
-        raise InputError(f"{' and '.join(wants_truth)} need{'s' if len(wants_truth) == 1 else ''} the input's "
-                         f"continuation: {clip.description} holds {len(clip.frames)} frames, and context "
-                         f"{context_len} + horizon {horizon} = {context_len + horizon} are needed")
+        raise DataError(f"{' and '.join(wants_truth)} need{'s' if len(wants_truth) == 1 else ''} the input's "
+                        f"continuation: {clip.description} holds {len(clip.frames)} frames, and context "
+                        f"{context_len} + horizon {horizon} = {context_len + horizon} are needed")
     return frames[:context_len], truth, {"input": clip.description, "conversion": conversion,
                                          "input_size": list(clip.frames.shape[1:3]), "context": context_len,
                                          "horizon": horizon}
@@ -210,7 +211,7 @@ def fill_in(scfg: SampleConfig, predictor, context: Tensor, truth: Tensor, input
                                  prior=prior)
         ranked = predictor.rank(context, truth, mask, k=scfg.samples, seed=scfg.seed, prior=prior)
     except ValueError as e:
-        raise InputError(f"--mask={scfg.mask or 'all'} --mask_frames={scfg.mask_frames or 'all'}: {e}") from None
+        raise DataError(f"--mask={scfg.mask or 'all'} --mask_frames={scfg.mask_frames or 'all'}: {e}") from None
     full = mask.expand_as(truth)
     print(f"filled in the unobserved {1 - full.mean().item():.0%} of the continuation: masked energy "
           f"{filled.energy.item():.4f}; samples ranked by energy against the observation, "
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run(parse_sample_args(argv))
-    except (ConfigError, CheckpointError, InputError) as e:
+    except (ConfigError, CheckpointError, DataError) as e:
         print(f"vidpred-sample: {e}", file=sys.stderr)
         return 2
     return 0
