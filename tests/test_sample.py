@@ -96,6 +96,20 @@ def test_fill_in_from_the_command_ranks_the_samples(ckpt, tmp_path):
     assert decoded_frames(out / "samples.gif") == 6
 
 
+def test_a_mask_image_drawn_on_the_input_frames_is_fitted_like_them(ckpt, tmp_path, capsys):
+    video = write_with_pyav(tmp_path / "clip.mp4", moving_square(6), codec="libx264")
+    drawn = np.zeros((30, 40), dtype=np.uint8)  # the input's size, not the model's 16x16
+    drawn[15:] = 255  # the bottom half is observed
+    Image.fromarray(drawn).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    assert main([f"--ckpt={ckpt}", f"--input={video}", f"--out={out}", "--samples=2", f"--mask={tmp_path / 'mask.png'}",
+                 "--steps=2", "--starts=1"]) == 0
+    assert json.loads((out / "summary.json").read_text())["fill"]["observed_share"] == pytest.approx(0.5, abs=0.02)
+    np.save(tmp_path / "odd.npy", np.ones((20, 20)))
+    assert main([f"--ckpt={ckpt}", f"--input={video}", f"--out={out}", f"--mask={tmp_path / 'odd.npy'}"]) == 2
+    assert "odd.npy is 20x20 pixels; expected the model's 16x16 or the input frames' 40x30" in capsys.readouterr().err
+
+
 def test_the_module_runs_on_a_frame_folder(ckpt, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
