@@ -33,7 +33,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
-from .checkpoint import load_predictor
+from .checkpoint import load_predictor, trained_l1
 from .config import Config
 from .energy import Energy
 from .inference import infer_latent
@@ -75,10 +75,11 @@ class Ranked(NamedTuple):
 class TrainedPredictor:
     """A trained model with its energy and latent prior, frozen, on one device."""
 
-    def __init__(self, model: VideoPredictor, cfg: Config, bank: LatentBank, *, device: torch.device):
+    def __init__(self, model: VideoPredictor, cfg: Config, bank: LatentBank, *, device: torch.device,
+                 l1: float | None = None):
         self.model, self.cfg, self.bank, self.device = model.eval(), cfg, bank, device
         self.model.requires_grad_(False)  # inference moves z only; no weight gradients are ever needed
-        self.energy_fn: Energy = build_energy(cfg)  # the full regularizer, as at the end of training
+        self.energy_fn: Energy = build_energy(cfg, l1=l1)  # the full regularizer, as at the end of training
 
     @property
     def channels(self) -> int:
@@ -240,8 +241,8 @@ class TrainedPredictor:
 def load(ckpt: str | Path, device: str = "auto") -> TrainedPredictor:
     """The predictor saved in checkpoint `ckpt`, on `device` (auto: the GPU if there is one)."""
     target = resolve_device(device)
-    model, cfg, bank, _ = load_predictor(ckpt, target)
-    return TrainedPredictor(model, cfg, bank, device=target)
+    model, cfg, bank, state = load_predictor(ckpt, target)
+    return TrainedPredictor(model, cfg, bank, device=target, l1=trained_l1(state, cfg))
 
 
 def future_mask(*, horizon: int, size: int, channels: int = 1, region: str = "all",
