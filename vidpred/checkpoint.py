@@ -57,6 +57,11 @@ def training_state(model, optimizer, bank: LatentBank, cfg: Config, step: int, p
             "rng": {"torch": torch.get_rng_state()}, "progress": dict(progress)}
 
 
+def trained_l1(state: dict, cfg: Config) -> float:
+    """The sparsity weight the model ended training with (steered when latent.target_active is set)."""
+    return float(state.get("progress", {}).get("l1", cfg.latent.l1))
+
+
 def config_changes(saved: dict, cfg: Config) -> list[str]:
     """`key old -> new` for each setting a resumed run changes from the checkpoint's config."""
     before, now = _flatten(saved), _flatten(to_dict(cfg))

@@ -299,23 +299,34 @@ class VideoPredictor(nn.Module):
         `draw_z(h, k)` gives the latent (b, d) of step k from the state h (b, C, h, w); each
         predicted frame is encoded and fed back as the newest frame of the window.
         """
+        logits, zs = self.rollout_logits(context, horizon, draw_z)
+        return torch.sigmoid(logits), zs
+
+    def rollout_logits(self, context: Tensor, horizon: int, draw_z) -> tuple[Tensor, Tensor]:
+        """`rollout`, returning the logits (b, horizon, c, H, W) of the frames instead of pixels.
+
+        The energy's BCE cost is computed on logits (exact where the sigmoid saturates), and the
+        rollout is differentiable: when `draw_z` returns slices `z[:, k]` of a tensor that requires
+        grad, the energy of the whole future can be minimized over z (fill-in-the-blank inference).
+        """
         self.check_video(context, "context")
         if context.shape[1] < self.window:
             raise ValueError(f"context has {context.shape[1]} frames; the predictor needs at least {self.window}")
         feats = self.encode(context[:, -self.window:])
         history = [[f[:, i] for i in range(self.window)] for f in feats]  # per level, per frame (b, C, h, w)
         last = context[:, -1]
-        frames, zs = [], []
+        logits, zs = [], []
         for k in range(horizon):
             h = self.predictor(torch.stack(history[-1][-self.window:], dim=1))
             z = draw_z(h, k)
             skips = [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
-            frame = torch.sigmoid(self.decode(Conditioning(h, skips, last), z))
+            out = self.decode(Conditioning(h, skips, last), z)
+            frame = torch.sigmoid(out)
             new = self.encoder(channels_last(frame))
             for level, f in zip(history, new):
                 level.append(f)
                 del level[0]  # keep only the window
-            frames.append(frame)
+            logits.append(out)
             zs.append(z)
             last = frame
-        return torch.stack(frames, dim=1), torch.stack(zs, dim=1)
+        return torch.stack(logits, dim=1), torch.stack(zs, dim=1)

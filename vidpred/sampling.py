@@ -38,19 +38,31 @@ def sample_futures(model: VideoPredictor, context: Tensor, *, samples: int, hori
 
     Rollouts run `max_batch` at a time (clips x samples), so memory stays bounded for K = 100.
     """
+    logits, _ = draw_futures(model, context, samples=samples, horizon=horizon, prior=prior, bank=bank, seed=seed,
+                             max_batch=max_batch)
+    return torch.sigmoid(logits)
+
+
+@torch.no_grad()
+def draw_futures(model: VideoPredictor, context: Tensor, *, samples: int, horizon: int, prior: str = "learned",
+                 bank: LatentBank | None = None, seed: int = 0, max_batch: int = 1024) -> tuple[Tensor, Tensor]:
+    """`sample_futures` as logits (b, samples, horizon, c, H, W), with the latents drawn (b, samples, horizon, d),
+    so that each future can be scored by the energy (ranking samples against a partial observation)."""
     b = context.shape[0]
     if model.kind == "deterministic":  # all K futures are the one prediction: roll it out once
-        return deterministic_future(model, context, horizon=horizon)[:, None].repeat(1, samples, 1, 1, 1, 1)
+        logits, z = model.rollout_logits(context, horizon, latent_drawer(model, prior, bank, None))
+        return logits[:, None].repeat(1, samples, 1, 1, 1, 1), z[:, None].repeat(1, samples, 1, 1)
     generator = torch.Generator(device=context.device if prior == "learned" else "cpu").manual_seed(seed)
     draw = latent_drawer(model, prior, bank, generator)
     per_chunk = max(1, max_batch // max(b, 1))
-    futures = []
+    logits, latents = [], []
     for start in range(0, samples, per_chunk):
         k = min(per_chunk, samples - start)
         ctx = context.repeat_interleave(k, dim=0)  # (b k, C0, ...), clip-major
-        frames, _ = model.rollout(ctx, horizon, draw)
-        futures.append(frames.view(b, k, *frames.shape[1:]))
-    return torch.cat(futures, dim=1)
+        out, z = model.rollout_logits(ctx, horizon, draw)
+        logits.append(out.view(b, k, *out.shape[1:]))
+        latents.append(z.view(b, k, *z.shape[1:]))
+    return torch.cat(logits, dim=1), torch.cat(latents, dim=1)
 
 
 @torch.no_grad()

@@ -46,17 +46,32 @@ from .tracking import Tracker
 
 PREVIEW_CLIPS = 16  # val clips whose sampled futures are scored (and the first few drawn) at each preview
 
-__all__ = ["train", "train_step", "infer_clip_latents", "learning_rate", "refit_prior", "latent_keep",
+__all__ = ["train", "train_step", "infer_clip_latents", "learning_rate", "refit_prior", "latent_keep", "steer_sparsity",
            "validation_energy", "build_energy", "resolve_device", "Interrupted"]
 
 
-def build_energy(cfg: Config, step: int | None = None) -> Energy:
-    """The configured energy; during training, its l1 and l2 weights ramp up over `latent.warmup` steps.
-    The baselines' energy is the cost alone: the VAE's regularizer is its KL, the deterministic one has none."""
+def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) -> Energy:
+    """The configured energy, with sparsity weight `l1` (default: the configured one); during
+    training its l1 and l2 weights ramp up over `latent.warmup` steps. The baselines' energy is the
+    cost alone: the VAE's regularizer is its KL, the deterministic one has none."""
     if cfg.model.kind != "energy":
         return Energy(cost=cfg.cost)
     ramp = 1.0 if step is None or cfg.latent.warmup == 0 else min(1.0, (step + 1) / cfg.latent.warmup)
-    return Energy(cost=cfg.cost, l1=cfg.latent.l1 * ramp, l2=cfg.latent.l2 * ramp, ball=cfg.latent.ball)
+    l1 = cfg.latent.l1 if l1 is None else l1
+    return Energy(cost=cfg.cost, l1=l1 * ramp, l2=cfg.latent.l2 * ramp, ball=cfg.latent.ball)
+
+
+def steer_sparsity(l1: float, active: float, target: float) -> float:
+    """The next l1 weight, treating it as the Lagrange multiplier of the constraint "share of nonzero
+    latent entries = target": up when z is denser than the target, down when sparser, by at most 10%
+    a step (proportional to the relative error).
+
+    A fixed l1 can kill z for good: z = 0 is the exact ISTA solution whenever |dC/dz| <= l1, and once
+    z is zero the decoder's z-weights get no gradient, so |dC/dz| never grows back. Steered, l1
+    drops until z is used again, and then holds z at the capacity the target sets.
+    """
+    change = max(-0.1, min(0.1, 0.1 * (active - target) / target))
+    return min(max(l1 * math.exp(change), 1e-6), 10.0)
 
 
 def infer_clip_latents(model: VideoPredictor, video: Tensor, *, context: int, energy: Energy, steps: int,
@@ -134,13 +149,14 @@ def learning_rate(step: int, *, lr: float, warmup: int, steps: int) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def refit_prior(model: VideoPredictor, cfg: Config, device: torch.device) -> LatentBank:
-    """A fresh bank of z* inferred by the final model on unseen training clips, with its fit."""
+def refit_prior(model: VideoPredictor, cfg: Config, device: torch.device, l1: float | None = None) -> LatentBank:
+    """A fresh bank of z* inferred by the final model (with the final sparsity weight `l1`) on unseen
+    training clips, with its fit."""
     source = build_source(cfg.data, seed=cfg.seed, split="train", frames=cfg.context + cfg.horizon,
                           context=cfg.context)
     bank = LatentBank(cfg.latent.dim, cfg.prior.bank)
     first = cfg.steps * cfg.batch_size  # indices after the last training clip
-    energy = build_energy(cfg)
+    energy = build_energy(cfg, l1=l1)
     model.eval()
     for start in range(0, cfg.prior.fit_clips, cfg.batch_size):
         count = min(cfg.batch_size, cfg.prior.fit_clips - start)
@@ -231,7 +247,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
     predictor_params = [p for name, p in model.named_parameters() if not name.startswith("prior.")]
     bank = LatentBank(cfg.latent.dim, cfg.prior.bank)
     # what a checkpoint holds besides weights: the partial log window, the best validation, the wandb run
-    progress = {"sums": {}, "count": 0, "best_energy": math.inf, "best_step": 0, "wandb_id": None}
+    progress = {"sums": {}, "count": 0, "best_energy": math.inf, "best_step": 0, "wandb_id": None,
+                "l1": cfg.latent.l1}  # l1 is steered toward latent.target_active when that is set
     start = 0
     if cfg.resume:
         state = load_checkpoint(last_path, map_location=device)
@@ -300,7 +317,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
             noise = latent_noise(seed=cfg.seed, step=step, clips=range(ranks.rank * local, (ranks.rank + 1) * local),
                                  frames=cfg.horizon, dim=cfg.latent.dim) if cfg.model.kind == "vae" else None
             with autocast:
-                loss, stats, z_star = step_loss(video, context=cfg.context, energy=build_energy(cfg, step),
+                loss, stats, z_star = step_loss(video, context=cfg.context,
+                                                energy=build_energy(cfg, step, l1=progress["l1"]),
                                                 steps=cfg.latent.steps, step_size=cfg.latent.step_size,
                                                 dropout=cfg.latent.dropout, keep=keep,
                                                 encoder_weight=cfg.latent.encoder_weight,
@@ -311,6 +329,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
             shared = sum_over_ranks(torch.tensor([*stats.values(), float(stop.signum > 0), float(timed_out)],
                                                  dtype=torch.float64), ranks).tolist()
             stats = {k: v / ranks.world for k, v in zip(stats, shared)}
+            if cfg.model.kind == "energy":
+                stats["l1"] = progress["l1"]
             stopping = shared[-2] > 0
             if not math.isfinite(stats["loss"]):
                 raise _not_finite("the loss", stats["loss"], step + 1, saved, last_path)
@@ -325,6 +345,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
                 torch.nn.utils.clip_grad_norm_(model.prior.parameters(), cfg.grad_clip)
             optimizer.step()
             bank.add(gather_rows(z_star.detach(), ranks))
+            if cfg.model.kind == "energy" and cfg.latent.target_active > 0 and cfg.latent.l1 > 0:  # same on all ranks
+                progress["l1"] = steer_sparsity(progress["l1"], stats["latent_active"], cfg.latent.target_active)
             for k, v in stats.items():
                 progress["sums"][k] = progress["sums"].get(k, 0.0) + v
             progress["count"] += 1
@@ -403,7 +425,7 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
         barrier(ranks)
         return last_path
     if main:
-        bank = refit_prior(model, cfg, device)
+        bank = refit_prior(model, cfg, device, l1=progress["l1"])
         state = training_state(model, optimizer, bank, cfg, cfg.steps, progress)
         _save(last_path, state, model, cfg.steps, saved)
         if best_pending:

@@ -55,7 +55,7 @@ def fit_frames(video: Tensor, *, size: int, channels: int) -> Tensor:
     if video.shape[1] == 3 and channels == 1:
         video = TF.rgb_to_grayscale(video)  # ITU-R 601 luma, as PIL's convert("L")
     elif video.shape[1] == 1 and channels == 3:
-        video = video.expand(-1, 3, -1, -1)
+        video = video.repeat(1, 3, 1, 1)  # a copy: the in-place clamp below cannot write to an expanded view
     elif video.shape[1] != channels:
         raise ValueError(f"frames with {video.shape[1]} channels cannot be turned into {channels}")
     if video.shape[-2:] != (size, size):

@@ -91,6 +91,34 @@ def probe_video(path: Path) -> dict:
                 "width": stream.codec_context.width, "height": stream.codec_context.height}
 
 
+def read_frames(path: Path, wanted: np.ndarray, *, fps: float, start: float, channels: int) -> np.ndarray:
+    """Frames `wanted` (increasing stream positions) of a file's first video stream, uint8
+    `(len(wanted), H, W)` in grayscale (channels 1) or `(len(wanted), H, W, 3)`; `fps` and `start`
+    are the stream's, as `probe_video` gives them. Seeks to the keyframe before the first wanted
+    frame and decodes from there, never the whole file."""
+    fmt = "gray" if channels == 1 else "rgb24"
+    # One converter for the clip: frame.to_ndarray(format=...) builds one per frame, 15x slower.
+    convert = VideoReformatter()
+    out: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        # Half a frame early, so a timestamp rounded down still lands before the first frame;
+        # if the keyframe found still lies past it (bad seek index), decode from the start.
+        for seek_to in (start + (wanted[0] - 0.5) / fps, start):
+            _seek(container, stream, seek_to)
+            for frame in container.decode(stream):
+                i = _frame_index(frame, start, fps)
+                if not out and i > wanted[0]:
+                    break
+                if i >= wanted[len(out)]:
+                    out.append(convert.reformat(frame, format=fmt).to_ndarray())
+                    if len(out) == len(wanted):
+                        return np.stack(out)
+            if out:
+                break
+    raise DataError(f"{path}: decoding stops after {len(out)} of the {len(wanted)} frames from frame {wanted[0]}")
+
+
 def index_file(root: Path) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vidpred"
     return cache / f"video-index-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]}.json"
@@ -187,30 +215,9 @@ class VideoFolder(ClipSource):
     def read(self, index: int) -> np.ndarray:
         """The decoded frames of clip `index`, uint8 `(frames, H, W)` or `(frames, H, W, 3)`."""
         seq, start = self.windows.locate(index)
-        meta, path = self.meta[seq], self.root / self.files[seq]
-        wanted = self.windows.frame_indices(start)
-        fps, t0 = meta["fps"], meta["start"]
-        fmt = "gray" if self.channels == 1 else "rgb24"
-        # One converter for the clip: frame.to_ndarray(format=...) builds one per frame, 15x slower.
-        convert = VideoReformatter()
-        out: list[np.ndarray] = []
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            # Half a frame early, so a timestamp rounded down still lands before the first frame;
-            # if the keyframe found still lies past it (bad seek index), decode from the start.
-            for seek_to in (t0 + (wanted[0] - 0.5) / fps, t0):
-                _seek(container, stream, seek_to)
-                for frame in container.decode(stream):
-                    i = _frame_index(frame, t0, fps)
-                    if not out and i > wanted[0]:
-                        break
-                    if i >= wanted[len(out)]:
-                        out.append(convert.reformat(frame, format=fmt).to_ndarray())
-                        if len(out) == len(wanted):
-                            return np.stack(out)
-                if out:
-                    break
-        raise DataError(f"{path}: decoding stops after {len(out)} of the {len(wanted)} frames from frame {wanted[0]}")
+        meta = self.meta[seq]
+        return read_frames(self.root / self.files[seq], self.windows.frame_indices(start), fps=meta["fps"],
+                           start=meta["start"], channels=self.channels)
 
     def clip(self, index: int) -> np.ndarray:
         index %= len(self)  # indices wrap around, as in ClipWindows.locate
