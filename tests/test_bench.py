@@ -1,0 +1,64 @@
+"""The measuring instruments of bench/: FLOP counts, peak memory, and the quality table's JSON."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from conftest import tiny_args
+from vidpred.config import parse_args
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import quality  # noqa: E402
+import throughput  # noqa: E402
+
+
+def _tiny_batch(cfg):
+    return torch.rand(2, cfg.context + cfg.horizon, 1, cfg.data.size, cfg.data.size)
+
+
+def test_flop_counter_agrees_with_the_layer_shapes(tmp_path):
+    cfg = parse_args(tiny_args(tmp_path))
+    check = throughput.flop_check(cfg, torch.device("cpu"), _tiny_batch(cfg))
+    assert check["decoder_forward_counted"] == check["decoder_forward_analytic"] > 0
+    assert check["layer_counted"] == check["layer_analytic"] > 0
+
+
+def test_an_inference_step_costs_a_decoder_forward_and_a_backward_to_z_only(tmp_path):
+    """Input gradients cost what the forward costs, weight gradients are not computed, and the 1x1
+    skip fusions need no input gradient (skips are detached): between 1x and 2x the forward."""
+    cfg = parse_args(tiny_args(tmp_path, "--latent.steps=2"))
+    video = _tiny_batch(cfg)
+    model = throughput.build_model(cfg)
+    outside, per_step = throughput.step_flops(cfg, model, video)
+    forward = throughput.flop_check(cfg, torch.device("cpu"), video)["decoder_forward_counted"]
+    assert forward < per_step < 2 * forward
+    assert outside > 3 * forward  # a whole step: encoder, decoder, amortized encoder, backward with weights
+    no_latent = parse_args(tiny_args(tmp_path, "--model.kind=deterministic"))
+    assert throughput.step_flops(no_latent, throughput.build_model(no_latent), video)[1] == 0
+
+
+def test_peak_memory_sees_a_temporary_allocation():
+    with throughput.PeakMemory(torch.device("cpu")) as peak:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del block
+    assert 60 < peak.mib < 200
+
+
+def test_quality_bench_trains_evaluates_and_writes_its_table(tmp_path, capsys):
+    out, table = tmp_path / "q", tmp_path / "q.json"
+    model_args = [a for a in tiny_args(tmp_path) if not a.startswith(("--out=", "--steps=", "--log_every=",
+                                                                       "--ckpt_every=", "--wandb="))]
+    code = quality.main(["--models=deterministic", "--minutes=0.01", "--clips=3", "--samples=4", "--eval_horizon=4",
+                         "--warmup_steps=2", f"--out={out}", f"--json={table}", *model_args])
+    assert code == 0
+    report = json.loads(table.read_text())
+    (row,) = report["models"]
+    assert row["model"] == "deterministic" and 1 <= row["steps"] <= row["planned_steps"]
+    assert row["diversity"] == 0.0 and 0.0 <= row["coverage"] <= 1.0  # discrete bounces: futures are listed
+    assert set(row["best_of_k"]) == {"psnr", "psnr_ci95", "ssim", "ssim_ci95", "mse"}
+    assert (out / "deterministic" / "eval" / "metrics.json").is_file()
+    assert "deterministic" in capsys.readouterr().out
+    assert quality.main(["--models=gan"]) == 2
