@@ -243,28 +243,35 @@ class VideoPredictor(nn.Module):
             blur = torch.sigmoid(self.decode(cond, target.new_zeros(n, self.z_dim)))
         return self.latent_encoder(target - blur)
 
-    def rollout(self, context: Tensor, horizon: int, draw_z) -> tuple[Tensor, Tensor]:
+    def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
 
         `draw_z(h, k)` gives the latent (b, d) of step k from the state h (b, C, h, w); each
-        predicted frame is encoded and fed back as the newest frame of the window.
+        predicted frame is encoded and fed back as the newest frame of the window. With `repeats`
+        (b,) the rollout runs repeats[i] futures of context i in a row (n = repeats.sum() rows
+        instead of b), encoding each context once.
         """
         self.check_video(context, "context")
         if context.shape[1] < self.window:
             raise ValueError(f"context has {context.shape[1]} frames; the predictor needs at least {self.window}")
         feats = self.encode(context[:, -self.window:])
-        history = [[f[:, i] for i in range(self.window)] for f in feats]  # per level, per frame (b, C, h, w)
         last = context[:, -1]
+        if repeats is not None:
+            feats = [f.repeat_interleave(repeats, dim=0) for f in feats]
+            last = last.repeat_interleave(repeats, dim=0)
+        history = [[f[:, i] for i in range(self.window)] for f in feats]  # per level, per frame (n, C, h, w)
         frames, zs = [], []
         for k in range(horizon):
             h = self.predictor(torch.stack(history[-1][-self.window:], dim=1))
             z = draw_z(h, k)
             frame = torch.sigmoid(self.decode(Conditioning(h, [lv[-1] for lv in history], last), z))
+            frames.append(frame)
+            zs.append(z)
+            last = frame
+            if k + 1 == horizon:
+                break  # the last frame is never fed back: skip encoding it
             new = self.encoder(channels_last(frame))
             for level, f in zip(history, new):
                 level.append(f)
                 del level[0]  # keep only the window
-            frames.append(frame)
-            zs.append(z)
-            last = frame
         return torch.stack(frames, dim=1), torch.stack(zs, dim=1)
