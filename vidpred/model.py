@@ -265,13 +265,11 @@ class VideoPredictor(nn.Module):
             h = self.predictor(torch.stack(history[-1][-self.window:], dim=1))
             z = draw_z(h, k)
             frame = torch.sigmoid(self.decode(Conditioning(h, [lv[-1] for lv in history], last), z))
-            frames.append(frame)
-            zs.append(z)
-            last = frame
-            if k + 1 == horizon:
-                break  # the last frame is never fed back: skip encoding it
             new = self.encoder(channels_last(frame))
             for level, f in zip(history, new):
                 level.append(f)
                 del level[0]  # keep only the window
+            frames.append(frame)
+            zs.append(z)
+            last = frame
         return torch.stack(frames, dim=1), torch.stack(zs, dim=1)
