@@ -160,10 +160,11 @@ def test_sample_futures_rolls_out_whole_blocks_within_the_budget(checkpoints, mo
     rows = []
     rollout = model.rollout
     monkeypatch.setattr(model, "rollout", lambda *a, **kw: rows.append(int(kw["repeats"].sum())) or rollout(*a, **kw))
-    samples = SAMPLE_BLOCK + 20
-    together = sample_futures(model, context, samples=samples, horizon=2, prior="learned", seed=1, max_batch=250)
-    assert rows == [240, 120]  # blocks 100, 20, 100, 20 | 100, 20: whole blocks, at most 250 futures
-    alone = sample_futures(model, context[2:], samples=samples, horizon=2, prior="learned", seed=1, clip_ids=[2])
+    b = SAMPLE_BLOCK
+    together = sample_futures(model, context, samples=b + 20, horizon=2, prior="learned", seed=1,
+                              max_batch=2 * b + 20)
+    assert rows == [2 * b + 20, b + 40]  # blocks (b, 20, b | 20, b, 20): whole blocks within max_batch
+    alone = sample_futures(model, context[2:], samples=b + 20, horizon=2, prior="learned", seed=1, clip_ids=[2])
     assert torch.equal(together[2], alone[0])
 
 

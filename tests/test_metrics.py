@@ -70,7 +70,7 @@ def test_ssim_refuses_frames_smaller_than_its_window():
 def test_frame_scores_in_slices_equal_one_pass(monkeypatch):
     futures, truth = torch.rand(2, 3, 4, 1, 16, 16), torch.rand(2, 4, 1, 16, 16)
     whole = frame_scores(futures, truth)
-    monkeypatch.setattr("vidpred.metrics.SCORE_CHUNK_PIXELS", 3 * 256)  # 3 frames per slice
+    monkeypatch.setattr("vidpred.metrics.SCORE_CHUNK_PIXELS", 2 * 4 * 256)  # 2 samples of 4 frames per slice
     sliced = frame_scores(futures, truth)
     for name in FRAME_METRICS:
         assert whole[name].shape == (2, 3, 4)

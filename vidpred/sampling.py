@@ -29,7 +29,7 @@ def latent_drawer(model: VideoPredictor, kind: str, bank: LatentBank | None, gen
     return lambda h, k: bank.sample(h.shape[0], kind, generator=generator).to(h.device, h.dtype)
 
 
-SAMPLE_BLOCK = 100  # futures of one clip that draw their latents from one random stream
+SAMPLE_BLOCK = 25  # futures of one clip that draw their latents from one random stream
 
 
 def block_seed(seed: int, clip: int, block: int) -> int:
