@@ -43,20 +43,19 @@ def _gaussian_band(n: int, device) -> Tensor:
     radius = SSIM_WINDOW // 2
     x = torch.arange(-radius, radius + 1, device=device, dtype=torch.float64)
     taps = torch.exp(-0.5 * (x / SSIM_SIGMA) ** 2)
-    taps = (taps / taps.sum()).float()
-    band = torch.zeros(n - 2 * radius, n, device=device)
-    for i in range(n - 2 * radius):
-        band[i, i:i + SSIM_WINDOW] = taps
-    return band
+    taps = (taps / taps.sum()).float().expand(n - 2 * radius, -1)
+    columns = torch.arange(n - 2 * radius, device=device)[:, None] + torch.arange(SSIM_WINDOW, device=device)
+    return torch.zeros(n - 2 * radius, n, device=device).scatter_(1, columns, taps)
 
 
 def ssim(pred: Tensor, target: Tensor) -> Tensor:
     """Mean SSIM per frame: (..., c, H, W) -> (...). Frames must be at least 11 x 11.
 
-    The separable Gaussian filter is two matrix products with banded matrices (5-6x faster on a
-    CPU than a grouped convolution). It runs in float32 on frames shifted by -0.5: variances are
-    shift-invariant, and centring halves the values whose squares cancel in E[x²] - E[x]², which
-    keeps float32 within 2e-5 of scikit-image's float64 even on nearly flat frames (tested).
+    The separable Gaussian filter is two matrix products with banded matrices (measured on a CPU:
+    5-6x faster than a grouped convolution, and float32 another 2-3x). It runs in float32 on
+    frames shifted by -0.5: variances are shift-invariant, and centring halves the values whose
+    squares cancel in E[x²] - E[x]². Over 200 nearly flat random pairs, the hardest case, it stayed
+    within 1.1e-5 of scikit-image's float64 (4.5e-5 without the shift); the tests hold it to 1e-4.
     """
     lead, (c, h, w) = pred.shape[:-3], pred.shape[-3:]
     if h < SSIM_WINDOW or w < SSIM_WINDOW:

@@ -21,7 +21,6 @@ import torch  # noqa: E402
 from einops import rearrange  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from torch import Tensor  # noqa: E402
-from torchvision.utils import make_grid, save_image  # noqa: E402
 
 GROUP_LABELS = {"best_of_k": "best of K (per metric)", "best_of_k_svg": "best of K (SVG: by SSIM)",
                 "mean_of_k": "mean of K", "deterministic": "deterministic (z = 0)"}
@@ -85,15 +84,47 @@ def _columns(truth: Tensor, det: Tensor, best: Tensor, samples: Tensor) -> tuple
     return labels, torch.cat([truth[:, None], det[:, None], best[:, None], samples], dim=1)
 
 
+class _Sheet:
+    """A white RGB canvas laid out in cells of enlarged frames, each framed by a coloured border."""
+
+    border, gap = 3, 4
+
+    def __init__(self, *, rows: int, cols: int, size: int, cell: int, left: int = 0, top: int = 0):
+        self.scale = max(1, math.ceil(cell / size))
+        self.pitch = size * self.scale + 2 * self.border + self.gap  # distance between cells
+        self.left, self.top = left + self.gap, top + self.gap
+        width, height = self.left + cols * self.pitch, self.top + rows * self.pitch
+        self.image = Image.new("RGB", (width + width % 2, height + height % 2), (255, 255, 255))  # yuv420p: even
+        self.draw = ImageDraw.Draw(self.image)
+        self.font = ImageFont.load_default()
+
+    def cell(self, row: int, col: int, frame: Tensor, *, real: bool) -> None:
+        x0, y0 = self.left + col * self.pitch, self.top + row * self.pitch
+        side = self.pitch - self.gap
+        self.draw.rectangle([x0, y0, x0 + side - 1, y0 + side - 1], fill=REAL if real else PREDICTED)
+        self.image.paste(_to_image(frame, self.scale), (x0 + self.border, y0 + self.border))
+
+    def text(self, x: int, y: int, text: str) -> None:
+        self.draw.text((x, y), text, fill=(0, 0, 0), font=self.font)
+
+
 def save_samples_png(path: Path, context: Tensor, truth: Tensor, det: Tensor, best: Tensor,
-                     samples: Tensor) -> None:
-    """One block per clip, one row per column of the video (truth, z = 0, best by SSIM, samples);
-    each row shows the context frames followed by the predicted ones."""
-    _, futures = _columns(truth, det, best, samples)  # (n, rows, T, c, H, W)
-    rows = torch.cat([context[:, None].expand(-1, futures.shape[1], -1, -1, -1, -1), futures], dim=2)
-    grid = make_grid(rearrange(rows, "n r t c h w -> (n r t) c h w").float().cpu(), nrow=rows.shape[2],
-                     padding=1, pad_value=0.5)
-    save_image(grid, path)
+                     samples: Tensor, *, cell: int = 48) -> None:
+    """One block of rows per clip — truth, z = 0, the best sample by SSIM, sampled futures — each
+    row the context frames (green) followed by the predicted ones (red; the truth stays green)."""
+    labels, futures = _columns(truth, det, best, samples)  # (n, rows, T, c, H, W)
+    n, rows, horizon = futures.shape[:3]
+    c0 = context.shape[1]
+    sheet = _Sheet(rows=n * (rows + 1) - 1, cols=c0 + horizon, size=context.shape[-1], cell=cell, left=80, top=14)
+    sheet.text(sheet.left, 2, f"{c0} context frames, then {horizon} predicted")
+    for i in range(n):
+        for r, label in enumerate(labels):
+            row = i * (rows + 1) + r  # an empty row between clips
+            sheet.text(4, sheet.top + row * sheet.pitch + sheet.pitch // 2 - 6, label)
+            for t in range(c0 + horizon):
+                real = t < c0 or r == 0
+                sheet.cell(row, t, context[i, t] if t < c0 else futures[i, r, t - c0], real=real)
+    sheet.image.save(path)
 
 
 def video_frames(context: Tensor, truth: Tensor, det: Tensor, best: Tensor, samples: Tensor,
@@ -103,31 +134,17 @@ def video_frames(context: Tensor, truth: Tensor, det: Tensor, best: Tensor, samp
     labels, futures = _columns(truth, det, best, samples)
     n, cols, horizon = futures.shape[:3]
     c0 = context.shape[1]
-    size = context.shape[-1]
-    scale = max(1, math.ceil(cell / size))
-    side, border, gap, header = size * scale, 3, 4, 28
-    width = cols * (side + 2 * border + gap) + gap
-    height = header + n * (side + 2 * border + gap) + gap
-    width, height = width + width % 2, height + height % 2  # yuv420p needs even sides
-    font = ImageFont.load_default()
     frames = []
     for t in range(c0 + horizon):
-        canvas = Image.new("RGB", (width, height), (255, 255, 255))
-        draw = ImageDraw.Draw(canvas)
+        sheet = _Sheet(rows=n, cols=cols, size=context.shape[-1], cell=cell, top=26)
         phase = f"context {t + 1}/{c0}" if t < c0 else f"predicted {t - c0 + 1}/{horizon}"
-        draw.text((gap, 2), f"frame {t + 1}: {phase}", fill=(0, 0, 0), font=font)
+        sheet.text(sheet.gap, 2, f"frame {t + 1}: {phase}")
         for j, label in enumerate(labels):
-            draw.text((gap + j * (side + 2 * border + gap), 15), label, fill=(0, 0, 0), font=font)
+            sheet.text(sheet.left + j * sheet.pitch, 14, label)
         for i in range(n):
             for j in range(cols):
-                img = context[i, t] if t < c0 else futures[i, j, t - c0]
-                real = t < c0 or j == 0
-                x0 = gap + j * (side + 2 * border + gap)
-                y0 = header + gap + i * (side + 2 * border + gap)
-                draw.rectangle([x0, y0, x0 + side + 2 * border - 1, y0 + side + 2 * border - 1],
-                               fill=REAL if real else PREDICTED)
-                canvas.paste(_to_image(img, scale), (x0 + border, y0 + border))
-        frames.append(np.asarray(canvas))
+                sheet.cell(i, j, context[i, t] if t < c0 else futures[i, j, t - c0], real=t < c0 or j == 0)
+        frames.append(np.asarray(sheet.image))
     return frames
 
 
