@@ -221,8 +221,8 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
                 truths = [torch.from_numpy(source.futures(i))[:, ecfg.context:frames].to(device) for i in idx]
                 covered.append(coverage(futures, truths).cpu())
             for i in range(min(len(idx), ecfg.show - len(shown))):  # copies: a view would keep the whole batch
-                parts = (context[i], truth[i], det[i], futures[i, svg_pick[i]], futures[i, :ecfg.show_samples])
-                shown.append([p.clone() for p in parts])
+                shown.append([part.clone() for part in (context[i], truth[i], det[i], futures[i, svg_pick[i]],
+                                                        futures[i, :ecfg.show_samples])])
             del futures, det  # before the next batch allocates its own: one batch of futures at a time
             bar.update(len(idx))
     bar.close()
