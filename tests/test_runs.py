@@ -132,7 +132,9 @@ def test_offline_wandb_folder_holds_history_media_config_and_checkpoint(tmp_path
         with av.open(str(run_dir / "files" / video["path"])) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
         assert len(frames) == 3 + 3  # context + horizon
-        assert frames[0].shape[:2] == (4 * 18 * 4, 6 * 18 * 4)  # 4 clips x 6 columns of 16 px + border, x4
+        # evaluate.py's video layout: 4 clips x 6 columns (truth, z = 0, best, 3 samples) of 16-px frames
+        # enlarged 6x in cells of 16 * 6 + 2 * 3 (border) + 4 (gap) = 106 px, after a 30-px title band
+        assert frames[0].shape[:2] == (30 + 4 * 106, 4 + 6 * 106)
 
     kinds = {}
     for record in wandb_records(run_dir):

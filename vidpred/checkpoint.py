@@ -58,7 +58,7 @@ def training_state(model, optimizer, bank: LatentBank, cfg: Config, step: int, p
 
 
 def trained_l1(state: dict, cfg: Config) -> float:
-    """The sparsity weight the model ended training with (steered when latent.target_active is set)."""
+    """The sparsity weight the model ended training with (lowered by steering while too few latents are active: latent.min_active)."""
     return float(state.get("progress", {}).get("l1", cfg.latent.l1))
 
 

@@ -58,8 +58,8 @@ class ModelConfig:
 @dataclass
 class LatentConfig:
     dim: int = 8  # dimension of z per predicted frame
-    l1: float = 0.01  # sparsity weight: proximal soft-threshold steps (ISTA); the start value when controlled
-    target_active: float = 0.1  # share of nonzero latent entries that l1 is steered to (0: l1 stays fixed)
+    l1: float = 0.01  # sparsity weight: proximal soft-threshold steps (ISTA)
+    min_active: float = 0.02  # while fewer latent entries than this share are nonzero, l1 is lowered (0: never)
     warmup: int = 300  # steps over which l1 and l2 ramp up from 0 (z must be used before it is sparse)
     l2: float = 0.0  # norm penalty weight
     ball: float = 0.0  # radius of the ball z is projected onto (0: no projection)
@@ -152,8 +152,8 @@ def validate(cfg: Config) -> Config:
     for key in nonneg:
         if get_key(cfg, key) < 0:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a number >= 0")
-    if not 0.0 <= cfg.latent.target_active < 1.0:
-        raise ConfigError(f"latent.target_active={cfg.latent.target_active}: expected a share in [0, 1) (0: fixed l1)")
+    if not 0.0 <= cfg.latent.min_active < 1.0:
+        raise ConfigError(f"latent.min_active={cfg.latent.min_active}: expected a share in [0, 1) (0: l1 stays fixed)")
     if not 0.0 <= cfg.latent.dropout < 1.0:
         raise ConfigError(f"latent.dropout={cfg.latent.dropout}: expected a probability in [0, 1)")
     if cfg.context + cfg.horizon > cfg.data.frames:

@@ -1,30 +1,43 @@
 """The evaluation protocol: K sampled futures per test clip, scored frame by frame against the truth.
 
-Reports (DESIGN sections 5 and 6): best of K per metric, mean of K, the deterministic prediction
-(z = 0), each as a mean over clips with a 95% interval and per-frame curves; the diversity of the
-K futures; mode coverage where the data can enumerate its true futures; and the trivial floors
-(a blank frame, a copy of the last context frame) that any model must beat to mean something.
+Reports (DESIGN sections 5 and 6): best of K per metric (SRVP/SAVP) and SVG's variant (one sample
+chosen by SSIM, every metric read from it), mean of K, the deterministic prediction (z = 0), each
+as a mean over clips with a 95% interval and per-frame curves; the diversity of the K futures;
+mode coverage where the data can enumerate its true futures; and the trivial floors (a blank
+frame, a copy of the last context frame) that any model must beat to mean something.
+
+Clips are processed `batch` at a time and only per-frame scores are kept, so memory is bounded
+by one batch of futures and one chunk of rollouts whatever the number of clips. The latents of a
+clip's futures depend only on (seed, clip index), so `batch` and `rollout_batch` draw the same
+futures (equal to float rounding: convolutions may pick other algorithms for other batch shapes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 from .checkpoint import load_predictor
 from .config import ConfigError, DataConfig, parse_overrides, set_key, to_dict
 from .data import build_source
-from .metrics import FRAME_METRICS, best_of_k, coverage, frame_scores, mean_ci95, pairwise_diversity
-from .sampling import PRIOR_KINDS, deterministic_future, sample_futures
+from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage,
+                      frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
+from .report import VIDEO_FORMATS, format_table, save_per_frame_plot, save_samples_png, save_video, video_frames
+from .sampling import PRIOR_KINDS, SAMPLE_BLOCK, deterministic_future, sample_futures
 from .training import resolve_device
+
+GROUPS = ("best_of_k", "best_of_k_svg", "mean_of_k", "deterministic")
+FLOORS = ("blank", "copy_last")
+FUTURES_BUDGET_BYTES = 256 * 2**20  # the futures of one batch of clips, when --batch=0 picks the batch
 
 
 @dataclass
@@ -37,8 +50,11 @@ class EvalConfig:
     clips: int = 256  # test clips
     seed: int = 0  # seeds the test clips and the sampled latents
     prior: str = ""  # bank | fitted | learned; empty: what the checkpoint was trained to use
-    batch: int = 8  # clips rolled out together (each with K futures)
-    show: int = 4  # clips drawn in samples.png
+    batch: int = 0  # clips whose K futures are held at once; 0: as many as fit in 256 MB
+    rollout_batch: int = 0  # futures rolled out together (bounds memory); 0: 100 at 32x32 on a CPU, 25 at 64x64
+    show: int = 4  # clips drawn in samples.png and samples.mp4
+    show_samples: int = 4  # sampled futures drawn per clip, besides the truth, z = 0 and the best
+    video: str = "mp4"  # mp4 | gif | none: the side-by-side video of the shown clips
     device: str = "auto"
 
 
@@ -58,133 +74,177 @@ def parse_eval_args(argv: list[str]) -> tuple[EvalConfig, dict[str, str]]:
             set_key(DataConfig(), key, value)
         except ConfigError as e:
             raise ConfigError(f"data.{e}") from None
-    for key in ("samples", "context", "horizon", "clips", "batch"):
+    for key in ("samples", "context", "horizon", "clips"):
         if getattr(ecfg, key) <= 0:
             raise ConfigError(f"{key}={getattr(ecfg, key)}: expected a positive number")
+    for key in ("batch", "rollout_batch", "show", "show_samples"):
+        if getattr(ecfg, key) < 0:
+            raise ConfigError(f"{key}={getattr(ecfg, key)}: expected a number >= 0")
+    if ecfg.video not in VIDEO_FORMATS:
+        raise ConfigError(f"video={ecfg.video!r}: expected one of {', '.join(VIDEO_FORMATS)}")
     if ecfg.prior and ecfg.prior not in PRIOR_KINDS:
         raise ConfigError(f"prior={ecfg.prior!r}: expected one of {', '.join(PRIOR_KINDS)}")
     return ecfg, data_overrides
 
 
-def _summarize(per_clip_frames: Tensor) -> dict:
-    """(n, T) scores -> mean over clips of the time average, its 95% interval, per-frame means."""
-    mean, ci = mean_ci95(per_clip_frames.mean(dim=1))
-    return {"mean": mean, "ci95": ci, "per_frame": per_clip_frames.mean(dim=0).tolist()}
+def score_clips(futures: Tensor, det: Tensor, context: Tensor, truth: Tensor) -> tuple[dict, Tensor]:
+    """Per-frame scores of every group for a batch of clips, and SVG's pick (the sample with the
+    best mean SSIM) per clip.
+
+    futures (n, K, T, c, H, W), det and truth (n, T, c, H, W), context (n, C0, c, H, W)
+    -> {group: {metric: (n, T)}}, (n,).
+    """
+    scores = frame_scores(futures, truth)  # {metric: (n, K, T)}
+    svg_pick = pick_best(scores["ssim"], higher_is_better=True)
+    out = {
+        "best_of_k": {m: best_of_k(s, FRAME_METRICS[m][1]) for m, s in scores.items()},
+        "best_of_k_svg": {m: take(s, svg_pick) for m, s in scores.items()},
+        "mean_of_k": {m: s.mean(dim=1) for m, s in scores.items()},
+    }
+    single = {"deterministic": det, "blank": torch.zeros_like(truth), "copy_last": context[:, -1:].expand_as(truth)}
+    for group, prediction in single.items():
+        out[group] = {m: s[:, 0] for m, s in frame_scores(prediction[:, None], truth).items()}
+    return out, svg_pick
 
 
-def _group(per_metric: dict[str, Tensor]) -> dict:
+def _interval(values: Tensor) -> tuple:
+    """mean_ci95 with NaN half-widths (fewer than 2 clips) as None, which JSON can hold."""
+    mean, half = mean_ci95(values)
+    clean = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # noqa: E731
+    return mean, [clean(v) for v in half] if isinstance(half, list) else clean(half)
+
+
+def summarize(per_metric: dict[str, Tensor]) -> dict:
+    """{metric: (n, T) per-frame scores} -> for each metric: the mean over clips of the time
+    average, its 95% half-width, and the per-frame means with their half-widths."""
     out = {}
     for name, frames in per_metric.items():
-        s = _summarize(frames)
-        out[name] = s["mean"]
-        out[f"{name}_ci95"] = s["ci95"]
-        out[f"{name}_per_frame"] = s["per_frame"]
+        out[name], out[f"{name}_ci95"] = _interval(frames.mean(dim=1))
+        out[f"{name}_per_frame"], out[f"{name}_per_frame_ci95"] = _interval(frames)
     return out
 
 
-def _row(context: Tensor, future: Tensor) -> Tensor:
-    return torch.cat([context, future], dim=0)  # (C0 + T, c, H, W)
+def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, clips: int, step: int) -> dict:
+    """The protocol block of metrics.json: the numbers that define it and what each group means."""
+    return {
+        "name": f"best of K = {ecfg.samples}, {ecfg.context} -> {ecfg.horizon} frames (SRVP/SAVP; SVG variant "
+                f"beside it)",
+        "context": ecfg.context, "horizon": ecfg.horizon, "samples": ecfg.samples, "clips": clips,
+        "data": to_dict(data), "split": "test", "seed": ecfg.seed, "prior": prior,
+        "checkpoint": str(ecfg.ckpt), "checkpoint_step": step,
+        "metrics": {
+            "psnr": f"per frame, data_range 1, 10 log10(1 / MSE), capped at {PSNR_CAP_DB:g} dB",
+            "ssim": f"per frame, Gaussian window {SSIM_WINDOW} (sigma 1.5), data_range 1, population "
+                    "covariance, mean over the valid region and channels (scikit-image's structural_similarity)",
+            "mse": "per frame, mean over pixels and channels",
+        },
+        "groups": {
+            "best_of_k": "per clip and per metric, the sample with the best time-averaged score (SRVP, SAVP)",
+            "best_of_k_svg": "per clip, the one sample with the best time-averaged SSIM; every metric read "
+                             "from it (SVG, Denton & Fergus 2018)",
+            "mean_of_k": "per clip, the average score of the K samples",
+            "deterministic": "the rollout with z = 0 at every step",
+            "floors": "blank: an all-zero frame; copy_last: the last context frame repeated",
+        },
+        "summary": "mean over clips of each clip's time-averaged score; *_ci95: 1.96 standard errors of "
+                   "that mean (null with one clip); *_per_frame: the mean over clips at each predicted frame",
+        "diversity": "mean pairwise per-pixel L1 distance between the K futures of a clip, averaged over clips",
+        "coverage": f"share of a clip's true continuations matched by some sample (MSE below "
+                    f"{COVERAGE_TOLERANCE:g} x the MSE between that continuation and its nearest other one); "
+                    "null when the data cannot list its futures",
+    }
 
 
-def save_samples_png(path: Path, context: Tensor, truth: Tensor, det: Tensor, futures: Tensor,
-                     best: Tensor, rows: int = 4) -> None:
-    """One block per clip: ground truth, deterministic, the best-of-K sample, then sampled futures;
-    each row shows the context frames followed by the predicted ones."""
-    blocks = []
-    for i in range(context.shape[0]):
-        lines = [_row(context[i], truth[i]), _row(context[i], det[i]), _row(context[i], futures[i, best[i]])]
-        lines += [_row(context[i], futures[i, k]) for k in range(min(rows, futures.shape[1]))]
-        blocks.append(torch.stack(lines))
-    frames = torch.cat(blocks).flatten(0, 1).float().cpu()
-    grid = make_grid(frames, nrow=context.shape[1] + truth.shape[1], padding=1, pad_value=0.5)
-    save_image(grid, path)
+def _auto_batch(ecfg: EvalConfig, channels: int, size: int) -> int:
+    per_clip = ecfg.samples * ecfg.horizon * channels * size * size * 4  # float32 futures of one clip
+    return max(1, FUTURES_BUDGET_BYTES // per_clip)
+
+
+def auto_rollout_batch(device: torch.device, size: int) -> int:
+    """Futures rolled out together: ~10^5 pixels per frame on a CPU (100 futures at 32x32, 25 at
+    64x64: larger chunks measured no faster there, and cost ~4.5 MB each at 64x64), 16x more on a GPU."""
+    rows = 100 * 32 * 32 // (size * size) * (16 if device.type == "cuda" else 1)
+    return max(SAMPLE_BLOCK, rows // SAMPLE_BLOCK * SAMPLE_BLOCK)
 
 
 def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> dict:
     """Evaluate `ecfg.ckpt` on the checkpoint's data (with `data_overrides`); writes and returns metrics."""
+    began = time.perf_counter()
     device = resolve_device(ecfg.device)
-    model, cfg, bank, _ = load_predictor(ecfg.ckpt, device)
+    model, cfg, bank, state = load_predictor(ecfg.ckpt, device)
     data = dataclasses.replace(cfg.data)
     for key, value in (data_overrides or {}).items():
         set_key(data, key, value)
     if (data.size, data.channels) != (cfg.data.size, cfg.data.channels):
         raise ConfigError(f"the model was trained on {cfg.data.channels}x{cfg.data.size}x{cfg.data.size} frames; "
                           f"data.size/data.channels must match it")
+    if data.size < SSIM_WINDOW:
+        raise ConfigError(f"data.size={data.size}: SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels")
     if ecfg.context < model.window:
         raise ConfigError(f"context={ecfg.context}: this model's predictor needs at least {model.window} frames")
     prior = ecfg.prior or cfg.prior.kind
     frames = ecfg.context + ecfg.horizon
-    source = build_source(data, seed=ecfg.seed, split="test", frames=frames, context=ecfg.context)
+    try:
+        source = build_source(data, seed=ecfg.seed, split="test", frames=frames, context=ecfg.context)
+    except ValueError as e:  # a data section that cannot make these clips
+        raise ConfigError(f"data: {e}") from None
     if source.frames < frames:
         raise ConfigError(f"context + horizon = {frames} frames, but the test clips of {data.kind} have "
                           f"{source.frames}; shorten --context/--horizon")
+    if len(source) < ecfg.clips:
+        raise ConfigError(f"clips={ecfg.clips}, but the test split of {data.kind} has {len(source)} clips; "
+                          f"pass --clips={len(source)} or fewer")
     out = Path(ecfg.out) if ecfg.out else Path(ecfg.ckpt).resolve().parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
+    batch = ecfg.batch or _auto_batch(ecfg, data.channels, data.size)
+    rollout_batch = ecfg.rollout_batch or auto_rollout_batch(device, data.size)
 
-    groups = {g: {m: [] for m in FRAME_METRICS} for g in ("best_of_k", "mean_of_k", "deterministic",
-                                                          "blank", "copy_last")}
-    diversity, covered, shown = [], [], None
+    per_frame = {g: {m: [] for m in FRAME_METRICS} for g in GROUPS + FLOORS}
+    diversity, covered, shown = [], [], []
     enumerable = hasattr(source, "futures")
-    n_clips = min(ecfg.clips, len(source))
-    bar = tqdm(total=n_clips, desc="evaluate", unit="clip", dynamic_ncols=True,
+    bar = tqdm(total=ecfg.clips, desc="evaluate", unit="clip", dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
-    for start in range(0, n_clips, ecfg.batch):
-        idx = range(start, min(start + ecfg.batch, n_clips))
-        video = torch.stack([source[i][:frames] for i in idx]).to(device)
-        context, truth = video[:, :ecfg.context], video[:, ecfg.context:]
-        futures = sample_futures(model, context, samples=ecfg.samples, horizon=ecfg.horizon, prior=prior,
-                                 bank=bank, seed=ecfg.seed * 1_000_003 + start)  # (n, K, T, c, H, W)
-        det = deterministic_future(model, context, horizon=ecfg.horizon)
-        scores = frame_scores(futures, truth)
-        det_scores = frame_scores(det[:, None], truth)
-        blank = frame_scores(torch.zeros_like(truth)[:, None], truth)
-        copy = frame_scores(context[:, -1:].expand_as(truth)[:, None], truth)
-        for name, (_, higher) in FRAME_METRICS.items():
-            groups["best_of_k"][name].append(best_of_k(scores[name], higher).cpu())
-            groups["mean_of_k"][name].append(scores[name].mean(dim=1).cpu())
-            groups["deterministic"][name].append(det_scores[name][:, 0].cpu())
-            groups["blank"][name].append(blank[name][:, 0].cpu())
-            groups["copy_last"][name].append(copy[name][:, 0].cpu())
-        diversity.append(pairwise_diversity(futures).cpu())
-        if enumerable:
-            truths = [torch.from_numpy(source.futures(i))[:, ecfg.context:frames].to(device) for i in idx]
-            covered.append(coverage(futures, truths).cpu())
-        if shown is None:
-            best = scores["ssim"].mean(dim=2).argmax(dim=1)
-            shown = (context[:ecfg.show], truth[:ecfg.show], det[:ecfg.show], futures[:ecfg.show], best[:ecfg.show])
-        bar.update(len(idx))
+    with torch.inference_mode():
+        for start in range(0, ecfg.clips, batch):
+            idx = list(range(start, min(start + batch, ecfg.clips)))
+            video = torch.stack([source[i][:frames] for i in idx]).to(device)
+            context, truth = video[:, :ecfg.context], video[:, ecfg.context:]
+            futures = sample_futures(model, context, samples=ecfg.samples, horizon=ecfg.horizon, prior=prior,
+                                     bank=bank, seed=ecfg.seed, clip_ids=idx, max_batch=rollout_batch)
+            det = deterministic_future(model, context, horizon=ecfg.horizon)  # (n, T, c, H, W)
+            scores, svg_pick = score_clips(futures, det, context, truth)
+            for group, per_metric in scores.items():
+                for name, values in per_metric.items():
+                    per_frame[group][name].append(values.cpu())
+            diversity.append(pairwise_diversity(futures).cpu())
+            if enumerable:
+                truths = [torch.from_numpy(source.futures(i))[:, ecfg.context:frames].to(device) for i in idx]
+                covered.append(coverage(futures, truths).cpu())
+            for i in range(min(len(idx), ecfg.show - len(shown))):  # copies: a view would keep the whole batch
+                shown.append([part.clone() for part in (context[i], truth[i], det[i], futures[i, svg_pick[i]],
+                                                        futures[i, :ecfg.show_samples])])
+            del futures, det  # before the next batch allocates its own: one batch of futures at a time
+            bar.update(len(idx))
     bar.close()
 
-    merged = {g: {m: torch.cat(v) for m, v in per.items()} for g, per in groups.items()}
+    merged = {g: {m: torch.cat(v) for m, v in per.items()} for g, per in per_frame.items()}
     metrics = {
-        "protocol": {"context": ecfg.context, "horizon": ecfg.horizon, "samples": ecfg.samples, "clips": n_clips,
-                     "data": to_dict(data), "seed": ecfg.seed, "prior": prior, "checkpoint": str(ecfg.ckpt),
-                     "best_of_k": "per clip, the sample with the best time-averaged score, chosen per metric",
-                     "psnr": "data_range 1, capped at 100 dB", "ssim": "gaussian window 11, sigma 1.5, data_range 1"},
-        **{g: _group(merged[g]) for g in ("best_of_k", "mean_of_k", "deterministic")},
-        "floors": {g: {m: merged[g][m].mean().item() for m in FRAME_METRICS} for g in ("blank", "copy_last")},
-        "diversity": mean_ci95(torch.cat(diversity))[0],
-        "diversity_metric": "mean pairwise per-pixel L1 distance between the K futures of a clip",
-        "coverage": mean_ci95(torch.cat(covered))[0] if covered else None,
+        "protocol": describe_protocol(ecfg, data, prior, ecfg.clips, int(state["step"])),
+        **{g: summarize(merged[g]) for g in GROUPS},
+        "floors": {g: summarize(merged[g]) for g in FLOORS},
     }
+    metrics["diversity"], metrics["diversity_ci95"] = _interval(torch.cat(diversity))
+    metrics["coverage"], metrics["coverage_ci95"] = _interval(torch.cat(covered)) if covered else (None, None)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    save_samples_png(out / "samples.png", *shown)
+    save_per_frame_plot(out / "per_frame.png", metrics)
+    written = [out / "metrics.json", out / "per_frame.png"]
+    if shown:
+        pictures = [torch.stack(parts).cpu() for parts in zip(*shown)]  # context, truth, det, best, samples
+        save_samples_png(out / "samples.png", *pictures)
+        written.append(out / "samples.png")
+        if ecfg.video != "none":
+            save_video(out / f"samples.{ecfg.video}", video_frames(*pictures))
+            written.append(out / f"samples.{ecfg.video}")
     print(format_table(metrics))
-    print(f"wrote {out / 'metrics.json'} and {out / 'samples.png'}")
+    print(f"evaluated in {time.perf_counter() - began:.0f} s; wrote " + ", ".join(str(p) for p in written))
     return metrics
-
-
-def format_table(metrics: dict) -> str:
-    p = metrics["protocol"]
-    lines = [f"{p['context']} -> {p['horizon']} frames, K = {p['samples']}, {p['clips']} clips, "
-             f"prior {p['prior']}, data {p['data']['kind']}",
-             f"{'':16}{'PSNR':>16}{'SSIM':>18}{'MSE':>10}"]
-    for g in ("best_of_k", "mean_of_k", "deterministic"):
-        m = metrics[g]
-        lines.append(f"{g:16}{m['psnr']:9.2f} ± {m['psnr_ci95']:4.2f}{m['ssim']:11.4f} ± {m['ssim_ci95']:5.4f}"
-                     f"{m['mse']:10.5f}")
-    for g, m in metrics["floors"].items():
-        lines.append(f"{g + ' (floor)':16}{m['psnr']:9.2f}{'':7}{m['ssim']:11.4f}{'':8}{m['mse']:10.5f}")
-    cov = metrics["coverage"]
-    lines.append(f"diversity {metrics['diversity']:.4f}   coverage {'n/a' if cov is None else f'{cov:.3f}'}")
-    return "\n".join(lines)

@@ -95,14 +95,15 @@ def read_video(path: Path, *, start: int = 0, start_time: float | None = None, c
 
 
 def write_video(path: str | Path, frames: np.ndarray, *, fps: float) -> Path:
-    """Frames (t, H, W, c) in [0, 1] as an MP4 (H.264) or, for a .gif path, a GIF; both via PyAV.
+    """Frames (t, H, W, c), float in [0, 1] or uint8, as an MP4 (H.264; MPEG-4 part 2 where this
+    FFmpeg lacks libx264) or, for a .gif path, a GIF; both via PyAV. The one video writer of vidpred.
 
     MP4 needs even sides (4:2:0 chroma), so odd sides get one black row or column.
     """
     import av
 
     path = Path(path)
-    pixels = (np.clip(frames, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    pixels = frames if frames.dtype == np.uint8 else (np.clip(frames, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     gif = path.suffix.lower() == ".gif"
     if not gif:
         pixels = np.pad(pixels, ((0, 0), (0, pixels.shape[1] % 2), (0, pixels.shape[2] % 2), (0, 0)))
@@ -110,11 +111,14 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: float) -> Path:
     if gray and not gif:
         pixels = pixels.repeat(3, axis=-1)
     rate = Fraction(fps).limit_denominator(1001)
+    codec = "gif" if gif else "libx264" if "libx264" in av.codecs_available else "mpeg4"
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("gif" if gif else "libx264", rate=rate)
+        stream = container.add_stream(codec, rate=rate)
         stream.height, stream.width = pixels.shape[1:3]
         # GIF: exact grays, or the fixed 3-3-2 palette for colour; MP4: the 4:2:0 every player reads
         stream.pix_fmt = ("gray" if gray else "rgb8") if gif else "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "18"}  # near-lossless: the frames are small and sharp
         for image in pixels:
             frame = av.VideoFrame.from_ndarray(image[..., 0] if gray and gif else image,
                                                format="gray" if gray and gif else "rgb24")

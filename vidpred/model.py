@@ -293,17 +293,20 @@ class VideoPredictor(nn.Module):
         seen = self.encoder(channels_last(target))[-1]  # (n, C, h, w)
         return self.posterior.params(torch.cat([cond.h, seen], dim=1))
 
-    def rollout(self, context: Tensor, horizon: int, draw_z) -> tuple[Tensor, Tensor]:
+    def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
 
         `draw_z(h, k)` gives the latent (b, d) of step k from the state h (b, C, h, w); each
-        predicted frame is encoded and fed back as the newest frame of the window.
+        predicted frame is encoded and fed back as the newest frame of the window. With `repeats`
+        (b,) the rollout runs repeats[i] futures of context i in a row (n = repeats.sum() rows
+        instead of b), encoding each context once.
         """
-        logits, zs = self.rollout_logits(context, horizon, draw_z)
+        logits, zs = self.rollout_logits(context, horizon, draw_z, repeats=repeats)
         return torch.sigmoid(logits), zs
 
-    def rollout_logits(self, context: Tensor, horizon: int, draw_z) -> tuple[Tensor, Tensor]:
-        """`rollout`, returning the logits (b, horizon, c, H, W) of the frames instead of pixels.
+    def rollout_logits(self, context: Tensor, horizon: int, draw_z, *,
+                       repeats: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """`rollout`, returning the logits (n, horizon, c, H, W) of the frames instead of pixels.
 
         The energy's BCE cost is computed on logits (exact where the sigmoid saturates), and the
         rollout is differentiable: when `draw_z` returns slices `z[:, k]` of a tensor that requires
@@ -313,8 +316,11 @@ class VideoPredictor(nn.Module):
         if context.shape[1] < self.window:
             raise ValueError(f"context has {context.shape[1]} frames; the predictor needs at least {self.window}")
         feats = self.encode(context[:, -self.window:])
-        history = [[f[:, i] for i in range(self.window)] for f in feats]  # per level, per frame (b, C, h, w)
         last = context[:, -1]
+        if repeats is not None:
+            feats = [f.repeat_interleave(repeats, dim=0) for f in feats]
+            last = last.repeat_interleave(repeats, dim=0)
+        history = [[f[:, i] for i in range(self.window)] for f in feats]  # per level, per frame (n, C, h, w)
         logits, zs = [], []
         for k in range(horizon):
             h = self.predictor(torch.stack(history[-1][-self.window:], dim=1))

@@ -9,6 +9,9 @@ prediction decodes the prior mean.
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,38 +34,64 @@ def latent_drawer(model: VideoPredictor, kind: str, bank: LatentBank | None, gen
     return lambda h, k: bank.sample(h.shape[0], kind, generator=generator).to(h.device, h.dtype)
 
 
+SAMPLE_BLOCK = 25  # futures of one clip that draw their latents from one random stream
+
+
+def block_seed(seed: int, clip: int, block: int) -> int:
+    """The seed of samples block * SAMPLE_BLOCK ... of clip `clip`: independent streams per triple."""
+    return int(np.random.SeedSequence([seed, clip, block]).generate_state(1)[0])
+
+
 @torch.no_grad()
 def sample_futures(model: VideoPredictor, context: Tensor, *, samples: int, horizon: int, prior: str = "learned",
-                   bank: LatentBank | None = None, seed: int = 0, max_batch: int = 1024) -> Tensor:
-    """(b, C0, c, H, W) -> (b, samples, horizon, c, H, W). The same seed gives the same futures.
+                   bank: LatentBank | None = None, seed: int = 0, clip_ids: Sequence[int] | None = None,
+                   max_batch: int = 1024) -> Tensor:
+    """(b, C0, c, H, W) -> (b, samples, horizon, c, H, W).
 
-    Rollouts run `max_batch` at a time (clips x samples), so memory stays bounded for K = 100.
+    The futures of clip i depend only on (seed, clip_ids[i]) (default: i), never on which clips or
+    how many futures are rolled out together: each block of SAMPLE_BLOCK samples of a clip draws
+    its latents from its own generator. Rollouts run whole blocks, about `max_batch` futures at a
+    time, so memory stays bounded for K = 100; each context is encoded once per block.
     """
     logits, _ = draw_futures(model, context, samples=samples, horizon=horizon, prior=prior, bank=bank, seed=seed,
-                             max_batch=max_batch)
+                             clip_ids=clip_ids, max_batch=max_batch)
     return torch.sigmoid(logits)
 
 
 @torch.no_grad()
 def draw_futures(model: VideoPredictor, context: Tensor, *, samples: int, horizon: int, prior: str = "learned",
-                 bank: LatentBank | None = None, seed: int = 0, max_batch: int = 1024) -> tuple[Tensor, Tensor]:
+                 bank: LatentBank | None = None, seed: int = 0, clip_ids: Sequence[int] | None = None,
+                 max_batch: int = 1024) -> tuple[Tensor, Tensor]:
     """`sample_futures` as logits (b, samples, horizon, c, H, W), with the latents drawn (b, samples, horizon, d),
     so that each future can be scored by the energy (ranking samples against a partial observation)."""
     b = context.shape[0]
     if model.kind == "deterministic":  # all K futures are the one prediction: roll it out once
         logits, z = model.rollout_logits(context, horizon, latent_drawer(model, prior, bank, None))
         return logits[:, None].repeat(1, samples, 1, 1, 1, 1), z[:, None].repeat(1, samples, 1, 1)
-    generator = torch.Generator(device=context.device if prior == "learned" else "cpu").manual_seed(seed)
-    draw = latent_drawer(model, prior, bank, generator)
-    per_chunk = max(1, max_batch // max(b, 1))
-    logits, latents = [], []
-    for start in range(0, samples, per_chunk):
-        k = min(per_chunk, samples - start)
-        ctx = context.repeat_interleave(k, dim=0)  # (b k, C0, ...), clip-major
-        out, z = model.rollout_logits(ctx, horizon, draw)
-        logits.append(out.view(b, k, *out.shape[1:]))
-        latents.append(z.view(b, k, *z.shape[1:]))
-    return torch.cat(logits, dim=1), torch.cat(latents, dim=1)
+    clip_ids = list(range(b)) if clip_ids is None else list(clip_ids)
+    if len(clip_ids) != b:
+        raise ValueError(f"clip_ids names {len(clip_ids)} clips for a context of {b}")
+    generator_device = context.device if prior == "learned" else "cpu"
+    blocks = [(i, first, min(SAMPLE_BLOCK, samples - first)) for i in range(b) for first in range(0, samples, SAMPLE_BLOCK)]
+    logits = context.new_empty(b, samples, horizon, *context.shape[2:])
+    latents = context.new_empty(b, samples, horizon, model.z_dim)
+    while blocks:
+        chunk = [blocks.pop(0)]
+        while blocks and sum(n for *_, n in chunk) + blocks[0][2] <= max_batch:
+            chunk.append(blocks.pop(0))
+        drawers = [latent_drawer(model, prior, bank, torch.Generator(device=generator_device).manual_seed(
+            block_seed(seed, clip_ids[i], first // SAMPLE_BLOCK))) for i, first, _ in chunk]
+        sizes = [n for *_, n in chunk]
+
+        def draw(h: Tensor, k: int) -> Tensor:  # every block draws its rows from its own stream
+            return torch.cat([d(part, k) for d, part in zip(drawers, h.split(sizes))])
+
+        ctx = context[[i for i, *_ in chunk]]
+        out, z = model.rollout_logits(ctx, horizon, draw, repeats=torch.tensor(sizes, device=context.device))
+        for (i, first, n), part, part_z in zip(chunk, out.split(sizes), z.split(sizes)):
+            logits[i, first:first + n] = part
+            latents[i, first:first + n] = part_z
+    return logits, latents
 
 
 @torch.no_grad()

@@ -61,17 +61,18 @@ def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) 
     return Energy(cost=cfg.cost, l1=l1 * ramp, l2=cfg.latent.l2 * ramp, ball=cfg.latent.ball)
 
 
-def steer_sparsity(l1: float, active: float, target: float) -> float:
-    """The next l1 weight, treating it as the Lagrange multiplier of the constraint "share of nonzero
-    latent entries = target": up when z is denser than the target, down when sparser, by at most 10%
-    a step (proportional to the relative error).
+def steer_sparsity(l1: float, active: float, *, floor: float, cap: float) -> float:
+    """The next l1 weight: below `floor` (a share of nonzero latent entries) it falls, above it it
+    rises back, by at most 10% a step (proportional to the relative gap), never above `cap`, the
+    configured l1.
 
-    A fixed l1 can kill z for good: z = 0 is the exact ISTA solution whenever |dC/dz| <= l1, and once
-    z is zero the decoder's z-weights get no gradient, so |dC/dz| never grows back. Steered, l1
-    drops until z is used again, and then holds z at the capacity the target sets.
+    A fixed l1 can kill z for good: z = 0 is the exact ISTA solution whenever |dC/dz| <= l1, and
+    once z is zero the decoder's z-weights get no gradient, so |dC/dz| never grows back (seen at
+    batch 8 from step ~1000, and at batch 16 from step 25). Steered, l1 drops until z is used again;
+    once the decoder relies on z, l1 returns to the configured price of information.
     """
-    change = max(-0.1, min(0.1, 0.1 * (active - target) / target))
-    return min(max(l1 * math.exp(change), 1e-6), 10.0)
+    change = max(-0.1, min(0.1, 0.1 * (active - floor) / floor))
+    return min(max(l1 * math.exp(change), 1e-6), cap)
 
 
 def infer_clip_latents(model: VideoPredictor, video: Tensor, *, context: int, energy: Energy, steps: int,
@@ -248,7 +249,7 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
     bank = LatentBank(cfg.latent.dim, cfg.prior.bank)
     # what a checkpoint holds besides weights: the partial log window, the best validation, the wandb run
     progress = {"sums": {}, "count": 0, "best_energy": math.inf, "best_step": 0, "wandb_id": None,
-                "l1": cfg.latent.l1}  # l1 is steered toward latent.target_active when that is set
+                "l1": cfg.latent.l1}  # l1 drops while the share of active latents is below latent.min_active
     start = 0
     if cfg.resume:
         state = load_checkpoint(last_path, map_location=device)
@@ -345,8 +346,10 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
                 torch.nn.utils.clip_grad_norm_(model.prior.parameters(), cfg.grad_clip)
             optimizer.step()
             bank.add(gather_rows(z_star.detach(), ranks))
-            if cfg.model.kind == "energy" and cfg.latent.target_active > 0 and cfg.latent.l1 > 0:  # same on all ranks
-                progress["l1"] = steer_sparsity(progress["l1"], stats["latent_active"], cfg.latent.target_active)
+            steered = cfg.model.kind == "energy" and cfg.latent.min_active > 0 and cfg.latent.l1 > 0
+            if steered:  # the same on every rank: stats are shared
+                progress["l1"] = steer_sparsity(progress["l1"], stats["latent_active"], floor=cfg.latent.min_active,
+                                                cap=cfg.latent.l1)
             for k, v in stats.items():
                 progress["sums"][k] = progress["sums"].get(k, 0.0) + v
             progress["count"] += 1

@@ -1,0 +1,227 @@
+"""evaluate() end to end on tiny checkpoints: the metrics.json contract, agreement with an independent
+computation on the same samples, reproducibility, coverage, the pictures and the refusals."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from vidpred.checkpoint import load_checkpoint, load_predictor, save_checkpoint
+from vidpred.config import ConfigError, parse_args
+from vidpred.data import ForkToy, build_source
+from vidpred.evaluation import EvalConfig, evaluate, parse_eval_args
+from vidpred.metrics import PSNR_CAP_DB
+from vidpred.prior import LatentBank
+from vidpred.sampling import SAMPLE_BLOCK, sample_futures
+from vidpred.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUP_KEYS = ["psnr", "ssim", "mse", "psnr_ci95", "ssim_ci95", "mse_ci95", "psnr_per_frame", "ssim_per_frame",
+              "mse_per_frame", "psnr_per_frame_ci95", "ssim_per_frame_ci95"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Tiny models (seconds to train): one on sprites, one on the 3-way fork toy."""
+    from conftest import tiny_args
+
+    root = tmp_path_factory.mktemp("eval")
+    sprites = train(parse_args(tiny_args(root / "sprites")))
+    fork = train(parse_args(tiny_args(root / "fork", "--data.kind=fork", "--data.branches=3", "--data.sprite_min=4")))
+    for ckpt in (sprites, fork):  # 6 steps leave every z* at 0: give the bank spread-out latents instead
+        state = load_checkpoint(ckpt)
+        bank = LatentBank(4, 64)
+        bank.add(3 * torch.randn(64, 4, generator=torch.Generator().manual_seed(0)))
+        bank.fit()
+        state["prior"] = bank.state_dict()
+        save_checkpoint(ckpt, state)
+    return {"sprites": sprites, "fork": fork}
+
+
+def _evaluate(ckpt, out, **options) -> dict:
+    ecfg = EvalConfig(ckpt=str(ckpt), out=str(out), samples=5, context=3, horizon=3, clips=5, show=2, show_samples=2)
+    for key, value in options.items():
+        setattr(ecfg, key, value)
+    return evaluate(ecfg)
+
+
+def test_metrics_json_holds_the_contract_and_every_output_is_written(checkpoints, tmp_path):
+    metrics = _evaluate(checkpoints["sprites"], tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    p = metrics["protocol"]
+    assert {k: p[k] for k in ("context", "horizon", "samples", "clips", "seed")} == \
+        {"context": 3, "horizon": 3, "samples": 5, "clips": 5, "seed": 0}
+    assert p["data"]["kind"] == "sprites" and p["prior"] == "learned"
+    assert "SVG" in p["groups"]["best_of_k_svg"] and "SRVP" in p["groups"]["best_of_k"]
+    for group in [metrics[g] for g in ("best_of_k", "best_of_k_svg", "mean_of_k", "deterministic")] + \
+            [metrics["floors"][g] for g in ("blank", "copy_last")]:
+        assert set(GROUP_KEYS) <= set(group)
+        assert all(len(group[k]) == 3 for k in GROUP_KEYS if "per_frame" in k)
+        assert all(group[k] > 0 for k in ("psnr_ci95", "ssim_ci95", "mse_ci95"))
+    assert metrics["diversity"] >= 0 and metrics["diversity_ci95"] is not None
+    assert metrics["coverage"] is None and metrics["coverage_ci95"] is None  # sprites cannot list their futures
+    for name in ("per_frame.png", "samples.png", "samples.mp4"):
+        assert (tmp_path / name).stat().st_size > 1000, name
+
+
+@pytest.mark.parametrize("video", ["mp4", "gif"])
+def test_the_video_decodes_back_to_context_plus_horizon_frames(checkpoints, tmp_path, video):
+    _evaluate(checkpoints["sprites"], tmp_path, video=video, horizon=4)
+    with av.open(str(tmp_path / f"samples.{video}")) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 3 + 4
+    assert frames[0].shape[0] > 2 * 96 and frames[0].shape[1] > 5 * 96  # 2 clips x (truth, z = 0, best, 2 samples)
+    assert not np.array_equal(frames[0], frames[-1])
+
+
+def test_numbers_agree_with_scikit_image_on_the_same_samples(checkpoints, tmp_path):
+    """Recompute every group from the same futures, frame by frame with scikit-image and numpy."""
+    metrics = _evaluate(checkpoints["sprites"], tmp_path, seed=3, prior="fitted")
+    model, cfg, bank, _ = load_predictor(checkpoints["sprites"])
+    source = build_source(cfg.data, seed=3, split="test", frames=6, context=3)
+    video = torch.stack([source[i] for i in range(5)])
+    futures = sample_futures(model, video[:, :3], samples=5, horizon=3, prior="fitted", bank=bank, seed=3).numpy()
+    truth = video[:, 3:].numpy().astype(np.float64)
+    ssim = np.array([[[structural_similarity(truth[n, t], futures[n, k, t].astype(np.float64), gaussian_weights=True,
+                                             sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=0)
+                       for t in range(3)] for k in range(5)] for n in range(5)])  # (clips, K, T)
+    psnr = np.array([[[min(peak_signal_noise_ratio(truth[n, t], futures[n, k, t].astype(np.float64), data_range=1),
+                           PSNR_CAP_DB) for t in range(3)] for k in range(5)] for n in range(5)])
+    rows = np.arange(5)
+    best_psnr = psnr[rows, psnr.mean(axis=2).argmax(axis=1)]  # (clips, T)
+    svg = ssim.mean(axis=2).argmax(axis=1)
+    expected = {("best_of_k", "psnr"): best_psnr, ("best_of_k", "ssim"): ssim[rows, svg],
+                ("best_of_k_svg", "psnr"): psnr[rows, svg], ("mean_of_k", "psnr"): psnr.mean(axis=1),
+                ("mean_of_k", "ssim"): ssim.mean(axis=1)}
+    for (group, name), frames in expected.items():
+        per_clip = frames.mean(axis=1)
+        assert metrics[group][name] == pytest.approx(per_clip.mean(), abs=1e-4), (group, name)
+        assert metrics[group][f"{name}_ci95"] == pytest.approx(1.96 * per_clip.std(ddof=1) / np.sqrt(5), abs=1e-4)
+        assert metrics[group][f"{name}_per_frame"] == pytest.approx(frames.mean(axis=0), abs=1e-4)
+    flat = futures.reshape(5, 5, -1)
+    diversity = np.mean([np.abs(flat[n, i] - flat[n, j]).mean() for n in range(5) for i in range(5) for j in range(5)
+                         if i != j])
+    assert metrics["diversity"] == pytest.approx(diversity, abs=1e-6)
+    blank = np.array([[peak_signal_noise_ratio(truth[n, t], np.zeros_like(truth[n, t]), data_range=1)
+                       for t in range(3)] for n in range(5)])
+    assert metrics["floors"]["blank"]["psnr"] == pytest.approx(blank.mean(), abs=1e-4)
+
+
+def test_best_of_k_beats_mean_of_k_on_every_metric_and_equals_it_for_k_1(checkpoints, tmp_path):
+    many = _evaluate(checkpoints["fork"], tmp_path / "k5", prior="bank")
+    assert many["diversity"] > 1e-4  # the samples differ, so best and mean must too
+    for name in ("psnr", "ssim"):
+        assert many["best_of_k"][name] > many["mean_of_k"][name]
+    assert many["best_of_k"]["mse"] < many["mean_of_k"]["mse"]
+    # SVG's single sample is the per-metric best for SSIM only, and no better on the others
+    assert many["best_of_k"]["ssim"] == many["best_of_k_svg"]["ssim"]
+    assert many["best_of_k"]["psnr"] >= many["best_of_k_svg"]["psnr"]
+    assert many["best_of_k"]["mse"] <= many["best_of_k_svg"]["mse"]
+    one = _evaluate(checkpoints["fork"], tmp_path / "k1", prior="bank", samples=1)
+    for name in ("psnr", "ssim", "mse"):
+        assert one["best_of_k"][name] == pytest.approx(one["mean_of_k"][name])
+        assert one["best_of_k_svg"][name] == pytest.approx(one["mean_of_k"][name])
+    assert one["diversity"] == 0.0
+
+
+def _leaves(tree, prefix=""):
+    """Every number in a metrics dict, by dotted key (lists expanded)."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}{key}.").items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in _leaves(sub, f"{prefix}{i}.").items()}
+    return {prefix: tree} if isinstance(tree, float) else {}
+
+
+def test_the_same_seed_gives_the_same_numbers_twice_whatever_the_batching(checkpoints, tmp_path):
+    first = _evaluate(checkpoints["fork"], tmp_path / "a", seed=5, prior="fitted")
+    _evaluate(checkpoints["fork"], tmp_path / "b", seed=5, prior="fitted")
+    assert (tmp_path / "a" / "metrics.json").read_text() == (tmp_path / "b" / "metrics.json").read_text()
+    # Other batch sizes draw the very same latents; convolutions may pick other algorithms for other
+    # shapes, so the numbers agree to float rounding rather than bit for bit.
+    rebatched = _evaluate(checkpoints["fork"], tmp_path / "c", seed=5, prior="fitted", batch=2, rollout_batch=7)
+    expected, got = _leaves(first), _leaves(rebatched)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), key
+    other = _evaluate(checkpoints["fork"], tmp_path / "d", seed=6, prior="fitted")
+    assert abs(other["best_of_k"]["psnr"] - first["best_of_k"]["psnr"]) > 1e-3
+
+
+def test_sample_futures_rolls_out_whole_blocks_within_the_budget(checkpoints, monkeypatch):
+    model, _, bank, _ = load_predictor(checkpoints["fork"])
+    context = torch.rand(3, 3, 1, 16, 16)
+    rows = []
+    rollout = model.rollout_logits
+    monkeypatch.setattr(model, "rollout_logits",
+                        lambda *a, **kw: rows.append(int(kw["repeats"].sum())) or rollout(*a, **kw))
+    b = SAMPLE_BLOCK
+    together = sample_futures(model, context, samples=b + 20, horizon=2, prior="learned", seed=1,
+                              max_batch=2 * b + 20)
+    assert rows == [2 * b + 20, b + 40]  # blocks (b, 20, b | 20, b, 20): whole blocks within max_batch
+    alone = sample_futures(model, context[2:], samples=b + 20, horizon=2, prior="learned", seed=1, clip_ids=[2])
+    assert torch.equal(together[2], alone[0])
+
+
+@pytest.mark.parametrize("branches", [3])
+def test_coverage_end_to_end_for_an_oracle_and_a_one_branch_model(checkpoints, tmp_path, monkeypatch, branches):
+    toy = ForkToy(seed=0, split="test", size=16, frames=6, fork_at=3, branches=branches, sprite=4, speed=2)
+
+    def fake_sampler(branch_of):  # "models" that return true continuations of the fork toy
+        def sample(model, context, *, samples, clip_ids, **_):
+            return torch.stack([torch.from_numpy(toy.futures(i))[[branch_of(k) for k in range(samples)], 3:]
+                                for i in clip_ids])
+        return sample
+
+    monkeypatch.setattr("vidpred.evaluation.sample_futures", fake_sampler(lambda k: k % branches))
+    oracle = _evaluate(checkpoints["fork"], tmp_path / "oracle")
+    assert oracle["coverage"] == 1.0 and oracle["coverage_ci95"] == 0.0
+    assert oracle["best_of_k"]["psnr"] == PSNR_CAP_DB and oracle["best_of_k"]["ssim"] == pytest.approx(1.0)
+    monkeypatch.setattr("vidpred.evaluation.sample_futures", fake_sampler(lambda k: 0))
+    one_way = _evaluate(checkpoints["fork"], tmp_path / "one")
+    assert one_way["coverage"] == pytest.approx(1 / branches) and one_way["diversity"] == 0.0
+    monkeypatch.undo()
+    real = _evaluate(checkpoints["fork"], tmp_path / "real", prior="bank")
+    assert 0.0 <= real["coverage"] <= 1.0
+
+
+def test_a_source_with_short_clips_is_refused(checkpoints, tmp_path, monkeypatch):
+    short = ForkToy(seed=0, split="test", size=16, frames=5, fork_at=3, branches=2, sprite=4)
+    monkeypatch.setattr("vidpred.evaluation.build_source", lambda *a, **kw: short)
+    with pytest.raises(ConfigError, match="context \\+ horizon = 6 frames, but the test clips of fork have 5"):
+        _evaluate(checkpoints["fork"], tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ckpt=x.pt", "--samples=0"], "samples=0: expected a positive number"),
+    (["--ckpt=x.pt", "--video=avi"], "video='avi': expected one of mp4, gif, none"),
+    (["--ckpt=x.pt", "--data.sprite=3"], "unknown config key 'sprite'"),
+    (["--samples=3"], "--ckpt=PATH is required"),
+])
+def test_bad_options_are_refused(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_eval_args(argv)
+
+
+def test_data_overrides_that_do_not_fit_the_model_are_refused(checkpoints, tmp_path):
+    ecfg, overrides = parse_eval_args([f"--ckpt={checkpoints['sprites']}", f"--out={tmp_path}", "--data.size=32"])
+    with pytest.raises(ConfigError, match="trained on 1x16x16 frames"):
+        evaluate(ecfg, overrides)
+
+
+def test_cli_prints_the_table_and_writes_the_files(checkpoints, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"--ckpt={checkpoints['fork']}",
+                             f"--out={tmp_path}", "--samples=4", "--context=3", "--horizon=2", "--clips=3",
+                             "--data.branches=2", "--video=gif"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "best of K (SVG: by SSIM)" in result.stdout and "coverage" in result.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["protocol"]["data"]["branches"] == 2 and metrics["coverage"] is not None
+    assert (tmp_path / "samples.gif").exists() and (tmp_path / "per_frame.png").exists()
