@@ -37,7 +37,7 @@ def test_bad_overrides_refuse_with_the_key(argv, words):
 
 
 def test_context_plus_horizon_longer_than_clip_is_refused():
-    with pytest.raises(ConfigError, match=r"context \+ horizon = 5 \+ 20 = 25 is longer than the clips \(data.frames=15\)"):
+    with pytest.raises(ConfigError, match=r"context \+ horizon = 5 \+ 20 = 25 is longer than the clips \(data.frames=10\)"):
         parse_args(["--horizon=20"])
 
 

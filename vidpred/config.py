@@ -28,7 +28,7 @@ class DataConfig:
     path: str | None = None  # MNIST folder, video folder or array file, for the kinds that read files
     size: int = 32  # frames are size x size pixels (the canvas; mmnist: 64 unless set)
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
-    frames: int = 15  # length of a training clip; context + horizon must fit in it
+    frames: int = 10  # length of a training clip; context + horizon must fit in it
     objects: int = 2  # moving objects per clip (sprites, mmnist)
     sprite_min: int = 6  # sprite side in pixels, drawn uniformly in [sprite_min, sprite_max]
     sprite_max: int = 10
@@ -49,7 +49,7 @@ class ModelConfig:
     widths: tuple[int, ...] = (16, 32, 64)  # channels at full, 1/2, 1/4 ... resolution
     window: int = 3  # frames the predictor looks back at (<= context)
     skip_frames: int = 2  # recent frames whose features reach the decoder through skips (<= window)
-    blocks: int = 2  # residual blocks in the predictor
+    blocks: int = 1  # residual blocks in the predictor
     residual: bool = False  # decoder output is a correction of the last frame's logits
     encoder: bool = True  # amortized latent encoder A(residual) warm-starts inference
     kind: str = "energy"  # energy | deterministic (z = 0, no latent) | vae (SVG-LP-style baseline); see baselines.py
@@ -64,8 +64,8 @@ class LatentConfig:
     l2: float = 0.0  # norm penalty weight
     ball: float = 0.0  # radius of the ball z is projected onto (0: no projection)
     dropout: float = 0.25  # probability of training a frame with z = 0 (PPUU's latent dropout)
-    steps: int = 3  # inference steps of proximal gradient descent per training sample
-    step_size: float = 0.5  # length of the first step, in latent units (adapted per sample)
+    steps: int = 1  # inference steps of proximal gradient descent per training sample
+    step_size: float = 0.03  # length of the first step, in latent units (adapted per sample)
     encoder_weight: float = 1.0  # beta: weight of ||A(x, y) - z*||^2 in the loss
     kl_weight: float = 1e-3  # model.kind=vae: beta of KL(q || p), in nats of KL per nat of per-pixel-mean cost
 
@@ -83,14 +83,14 @@ class Config:
     name: str = "default"
     out: str = ""  # output folder; empty means runs/<name>
     seed: int = 0
-    steps: int = 3000  # optimizer steps
-    batch_size: int = 32
+    steps: int = 2400  # optimizer steps
+    batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 100  # linear learning-rate warmup steps, then cosine decay to lr / 10
     grad_clip: float = 1.0
     cost: str = "bce"  # per-pixel cost C: bce (on logits) | mse | l1
     context: int = 5  # frames given
-    horizon: int = 10  # frames predicted per training clip
+    horizon: int = 5  # frames predicted per training clip
     log_every: int = 25
     ckpt_every: int = 500
     val_every: int = 250  # validation energy on held-out clips (split "val"); best.pt keeps the lowest (0: off)
