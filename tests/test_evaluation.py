@@ -151,7 +151,9 @@ def test_the_same_seed_gives_the_same_numbers_twice_whatever_the_batching(checkp
     for key in expected:
         assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), key
     other = _evaluate(checkpoints["fork"], tmp_path / "d", seed=6, prior="fitted")
-    assert abs(other["best_of_k"]["psnr"] - first["best_of_k"]["psnr"]) > 1e-3
+    # another seed draws other test clips and latents (a 6-step model's means can be close: compare frames)
+    changes = [abs(a - b) for a, b in zip(other["best_of_k"]["psnr_per_frame"], first["best_of_k"]["psnr_per_frame"])]
+    assert max(changes) > 1e-2
 
 
 def test_sample_futures_rolls_out_whole_blocks_within_the_budget(checkpoints, monkeypatch):
