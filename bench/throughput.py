@@ -202,8 +202,7 @@ def step_flops(cfg: Config, model, video) -> tuple[int, int]:
     if model.kind != "energy" or cfg.latent.steps == 0:
         return outside, 0
     frozen = copy.deepcopy(model).requires_grad_(False)
-    cond = frozen.teacher_forced(video, cfg.context)
-    target = video[:, cfg.context:].flatten(0, 1)
+    cond, target = frozen.teacher_forced_pairs(video, cfg.context)
     z = torch.zeros(target.shape[0], model.z_dim, device=video.device, requires_grad=True)
     energy = training.build_energy(cfg)
     per_step = count_flops(lambda: energy.reconstruction(frozen.decode(cond, z), target).sum().backward())

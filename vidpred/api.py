@@ -164,8 +164,7 @@ class TrainedPredictor:
         if context.shape[1] < self.model.window:
             raise ValueError(f"context has {context.shape[1]} frames; the predictor needs at least {self.model.window}")
         b, t = future.shape[:2]
-        cond = self.model.teacher_forced(torch.cat([context, future], dim=1), context.shape[1])  # n = b T frames
-        target = rearrange(future, "b t c h w -> (b t) c h w")
+        cond, target = self.model.teacher_forced_pairs(torch.cat([context, future], dim=1), context.shape[1])  # n = b T
         guess = self.model.amortized_latent(cond, target)  # (n, d)
         starts = torch.stack([guess, torch.zeros_like(guess)], dim=1)  # (n, 2, d)
         twice = cond.repeat(2)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch import Tensor
 
 from .energy import Energy
@@ -57,15 +56,10 @@ def latent_noise(*, seed: int, step: int, clips: range, frames: int, dim: int) -
     return torch.from_numpy(np.concatenate(draws)).float()
 
 
-def _frames(video: Tensor, context: int, model: VideoPredictor):
-    cond = model.teacher_forced(video, context)  # n = b * T frames to predict
-    return cond, rearrange(video[:, context:], "b t c h w -> (b t) c h w")
-
-
 def deterministic_step(model: VideoPredictor, video: Tensor, *, context: int,
                        energy: Energy) -> tuple[Tensor, dict, Tensor]:
     """The loss of one batch (b, t, c, H, W) for the deterministic baseline, its statistics, and z = 0 (n, d)."""
-    cond, target = _frames(video, context, model)
+    cond, target = model.teacher_forced_pairs(video, context)
     z = target.new_zeros(target.shape[0], model.z_dim)
     logits = model.decode(cond, z)
     cost = energy.reconstruction(logits, target)  # (n,)
@@ -81,7 +75,7 @@ def vae_step(model: VideoPredictor, video: Tensor, *, context: int, energy: Ener
 
     `noise` (n, d) is the reparameterization noise (see `latent_noise`); without it, it is drawn from `generator`.
     """
-    cond, target = _frames(video, context, model)
+    cond, target = model.teacher_forced_pairs(video, context)
     mu_q, log_sigma_q = model.posterior_params(cond, target)  # (n, d) each
     mu_p, log_sigma_p = model.prior.params(cond.h)
     if noise is None:
@@ -102,7 +96,7 @@ def vae_step(model: VideoPredictor, video: Tensor, *, context: int, energy: Ener
 def baseline_latents(model: VideoPredictor, video: Tensor, *, context: int, energy: Energy, kl_weight: float):
     """What `training.infer_clip_latents` gives for a baseline: conditioning, targets, z⁰ and an
     `Inference` (see the module docstring for what z⁰, z* and the energies mean here)."""
-    cond, target = _frames(video, context, model)
+    cond, target = model.teacher_forced_pairs(video, context)
     n = target.shape[0]
     if model.kind == "deterministic":
         z = target.new_zeros(n, model.z_dim)

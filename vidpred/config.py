@@ -147,8 +147,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a positive number")
     nonneg = ["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.step_size",
               "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers", "prior.fit_clips",
-              "val_every", "media_every", "stop_at", "data.clip_stride"]
-    nonneg += ["latent.kl_weight", "max_minutes"]
+              "val_every", "media_every", "stop_at", "data.clip_stride", "latent.kl_weight", "max_minutes"]
     for key in nonneg:
         if get_key(cfg, key) < 0:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a number >= 0")

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from .config import CHOICES
+
 # --- helpers and blocks ---------------------------------------------------------------------------
 
 
@@ -207,7 +209,7 @@ class GaussianHead(nn.Module):
 # --- the whole predictor ----------------------------------------------------------------------------
 
 
-MODEL_KINDS = ("energy", "deterministic", "vae")
+MODEL_KINDS = CHOICES["model.kind"]
 
 
 class Conditioning(NamedTuple):
@@ -255,6 +257,10 @@ class VideoPredictor(nn.Module):
         b = frames.shape[0]
         feats = self.encoder(channels_last(rearrange(frames, "b t c h w -> (b t) c h w")))
         return [rearrange(f, "(b t) c h w -> b t c h w", b=b) for f in feats]
+
+    def teacher_forced_pairs(self, video: Tensor, context: int) -> tuple[Conditioning, Tensor]:
+        """`teacher_forced` with the frames it predicts: (conditioning, targets (n, c, H, W)), n = b * T clip-major."""
+        return self.teacher_forced(video, context), rearrange(video[:, context:], "b t c h w -> (b t) c h w")
 
     def teacher_forced(self, video: Tensor, context: int) -> Conditioning:
         """Conditioning for every future frame of `video` (b, t, ...) from the *true* past frames.

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config import CHOICES
 from .model import VideoPredictor
 from .prior import LatentBank
 
-PRIOR_KINDS = ("bank", "fitted", "learned")
+PRIOR_KINDS = CHOICES["prior.kind"]
 
 
 def latent_drawer(model: VideoPredictor, kind: str, bank: LatentBank | None, generator: torch.Generator):

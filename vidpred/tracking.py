@@ -93,8 +93,10 @@ class Tracker:
         self._guard(call)
 
     def log_checkpoints(self, paths: list[Path], *, step: int) -> None:
-        """The checkpoint files as one wandb artifact of type model, aliased `latest` and `step-N`."""
-        if self.run is None:
+        """The checkpoint files of `paths` that exist, as one wandb artifact of type model, aliased
+        `latest` and `step-N`."""
+        paths = [p for p in paths if p.exists()]
+        if self.run is None or not paths:
             return
         import wandb
 

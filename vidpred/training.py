@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -81,8 +80,7 @@ def infer_clip_latents(model: VideoPredictor, video: Tensor, *, context: int, en
     For a baseline, their counterparts without gradients (see `baselines.baseline_latents`)."""
     if model.kind != "energy":
         return baseline_latents(model, video, context=context, energy=energy, kl_weight=kl_weight)
-    cond = model.teacher_forced(video, context)  # n = b * T frames to predict
-    target = rearrange(video[:, context:], "b t c h w -> (b t) c h w")
+    cond, target = model.teacher_forced_pairs(video, context)  # n = b * T frames to predict
     z0 = model.amortized_latent(cond, target)  # (n, d)
     frozen = Conditioning(cond.h.detach(), [s.detach() for s in cond.skips], cond.last)
     inference = infer_latent(lambda z: model.decode(frozen, z), target, z0, energy, steps=steps,
@@ -290,6 +288,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
     n_val = min(cfg.val_clips, len(val_source))
     val_indices = list(range(ranks.rank, n_val, ranks.world))  # each rank scores its share
     local = cfg.batch_size // ranks.world
+    mine = range(ranks.rank * local, (ranks.rank + 1) * local)  # this rank's positions in the global batch
+    steered = cfg.model.kind == "energy" and cfg.latent.min_active > 0 and cfg.latent.l1 > 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     if main:
         n_params = sum(p.numel() for p in model.parameters())
@@ -313,10 +313,9 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             video = _crop(video, cfg.context + cfg.horizon, step, cfg.seed).to(device, non_blocking=True)
-            keep = latent_keep(seed=cfg.seed, step=step, clips=range(ranks.rank * local, (ranks.rank + 1) * local),
-                               frames=cfg.horizon, dropout=cfg.latent.dropout)
-            noise = latent_noise(seed=cfg.seed, step=step, clips=range(ranks.rank * local, (ranks.rank + 1) * local),
-                                 frames=cfg.horizon, dim=cfg.latent.dim) if cfg.model.kind == "vae" else None
+            keep = latent_keep(seed=cfg.seed, step=step, clips=mine, frames=cfg.horizon, dropout=cfg.latent.dropout)
+            noise = latent_noise(seed=cfg.seed, step=step, clips=mine, frames=cfg.horizon,
+                                 dim=cfg.latent.dim) if cfg.model.kind == "vae" else None
             with autocast:
                 loss, stats, z_star = step_loss(video, context=cfg.context,
                                                 energy=build_energy(cfg, step, l1=progress["l1"]),
@@ -346,7 +345,6 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
                 torch.nn.utils.clip_grad_norm_(model.prior.parameters(), cfg.grad_clip)
             optimizer.step()
             bank.add(gather_rows(z_star.detach(), ranks))
-            steered = cfg.model.kind == "energy" and cfg.latent.min_active > 0 and cfg.latent.l1 > 0
             if steered:  # the same on every rank: stats are shared
                 progress["l1"] = steer_sparsity(progress["l1"], stats["latent_active"], floor=cfg.latent.min_active,
                                                 cap=cfg.latent.l1)
@@ -404,7 +402,7 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
             if stopping and unfinished:  # (a signal during the last step lets the run finish normally)
                 signum = stop.signum or signal.SIGTERM  # a rank that was not signalled itself stops with its peers
                 if main:
-                    tracker.log_checkpoints([p for p in (last_path, best_path) if p.exists()], step=done)
+                    tracker.log_checkpoints([last_path, best_path], step=done)
                     tracker.close(exit_code=128 + signum)
                 bar.close()
                 barrier(ranks)
@@ -421,7 +419,7 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
 
     if end < cfg.steps:  # --stop_at or --max_minutes: the loop saved last.pt at that step
         if main:
-            tracker.log_checkpoints([p for p in (last_path, best_path) if p.exists()], step=end)
+            tracker.log_checkpoints([last_path, best_path], step=end)
             tracker.close()
             asked = f"--max_minutes={cfg.max_minutes}" if out_of_time else f"--stop_at={cfg.stop_at}"
             print(f"stopped after step {end} as asked ({asked}); saved {last_path}; go on with --resume")
@@ -433,7 +431,7 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
         _save(last_path, state, model, cfg.steps, saved)
         if best_pending:
             _save(best_path, state, model, cfg.steps, saved)
-        tracker.log_checkpoints([p for p in (last_path, best_path) if p.exists()], step=cfg.steps)
+        tracker.log_checkpoints([last_path, best_path], step=cfg.steps)
         tracker.summary({"steps": cfg.steps, "best_val_energy": progress["best_energy"],
                          "best_step": progress["best_step"]})
         tracker.close()
