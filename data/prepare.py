@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from vidpred.config import ConfigError, parse_overrides, set_key  # noqa: E402
 from vidpred.data import MovingMNIST  # noqa: E402
+from vidpred.files import atomic_path  # noqa: E402
 
 
 @dataclass
@@ -63,15 +64,15 @@ def prepare(cfg: PrepareConfig) -> Path:
                          objects=cfg.digits, max_speed=cfg.max_speed, bounce=cfg.bounce, branches=cfg.branches,
                          composite=cfg.composite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     start = time.perf_counter()
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(cfg.clips, cfg.frames, cfg.size, cfg.size))
-    for i in range(cfg.clips):
-        array[i] = np.rint(source.clip(i)[:, 0] * 255.0)  # digits are bytes: max and clipped sum stay exact
-    array.flush()
-    digest = hashlib.sha256(np.ascontiguousarray(array)).hexdigest()
-    del array
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                          shape=(cfg.clips, cfg.frames, cfg.size, cfg.size))
+        for i in range(cfg.clips):
+            array[i] = np.rint(source.clip(i)[:, 0] * 255.0)  # digits are bytes: max and clipped sum stay exact
+        array.flush()
+        digest = hashlib.sha256(np.ascontiguousarray(array)).hexdigest()
+        del array
     info = {"file": out.name, "shape": [cfg.clips, cfg.frames, cfg.size, cfg.size], "layout": "nthw",
             "dtype": "uint8", "sha256": digest, "generator": "vidpred.data.MovingMNIST", **asdict(cfg)}
     out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, ConfigError, _flatten, from_dict, to_dict
+from .files import atomic_path
 from .model import VideoPredictor
 from .prior import LatentBank
 
@@ -27,16 +28,10 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     """Write `state` to `path` atomically: a save that fails or is killed leaves the old file as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes are on disk before the name points at them
     return path
 
 

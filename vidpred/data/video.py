@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from ..files import atomic_path
 from .clips import ClipWindows, DataError, fit_frames
 from .sprites import ClipSource
 
@@ -152,9 +153,8 @@ def load_index(root: Path, files: list[str]) -> dict[str, dict]:
     if probed or set(cached) != set(files):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps({"version": INDEX_VERSION, "root": str(root.resolve()), "files": index}))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps({"version": INDEX_VERSION, "root": str(root.resolve()), "files": index}))
         except OSError as e:
             warnings.warn(f"could not cache the video index at {path} ({e}); it will be rebuilt next time")
     return index
