@@ -3,7 +3,7 @@
     python bench/data_loading.py [--batch=16 --steps=30 --workers=0,1,2 --mnist=DIR --video=DIR]
 
 For each source (sprites 32x32, SM-MNIST 64x64, a video folder, an array file) and each number of
-loader workers, times `train_loader` delivering `steps` batches of `batch` clips of 15 frames,
+loader workers, times `train_loader` delivering `steps` batches of `batch` clips of data.frames (10) frames,
 then times training steps of the default model (sprites, 32x32, same batch) in this process, and
 prints the ratio: data time per batch / step time. Below 1 with workers > 0, loading hides
 behind the step; with 0 workers, loading adds its whole time to every step. Without --video, a
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vidpred.checkpoint import build_model  # noqa: E402
 from vidpred.config import Config, DataConfig, parse_overrides, set_key  # noqa: E402
 from vidpred.data import MovingSprites, build_source, train_loader  # noqa: E402
-from vidpred.training import build_energy, train_step  # noqa: E402
+from throughput import training_step  # noqa: E402  (bench/ is on sys.path when this runs)
 
 
 @dataclass
@@ -78,14 +78,9 @@ def model_seconds_per_step(batch: int, steps: int) -> float:
     video = torch.stack([source[i] for i in range(batch)])
     generator = torch.Generator().manual_seed(0)
     times = []
-    for step in range(steps + 1):
+    for _ in range(steps + 1):
         start = time.perf_counter()
-        loss, _, _ = train_step(model, video, context=cfg.context, energy=build_energy(cfg, step),
-                                steps=cfg.latent.steps, step_size=cfg.latent.step_size, dropout=cfg.latent.dropout,
-                                encoder_weight=cfg.latent.encoder_weight, generator=generator)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        training_step(model, optimizer, video, cfg, generator)  # as bench/throughput.py times it
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))  # the first step warms up
 

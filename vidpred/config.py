@@ -175,6 +175,11 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+# the data kinds that read files, and what their data.path must name
+PATH_NEEDS = {"mmnist": "a folder with the MNIST IDX files (e.g. ../shared/data/mnist)",
+              "video": "a folder of video files", "array": "an .npy or .npz file of clips"}
+
+
 def validate_data(data: DataConfig) -> None:
     """The checks of the data section that depend on the kind of data."""
     if not 0.0 <= data.val_share < 1.0:
@@ -182,17 +187,15 @@ def validate_data(data: DataConfig) -> None:
     if data.bounce == "discrete" and not 2 <= data.branches <= 2 * data.max_speed + 1:
         raise ConfigError(f"data.branches={data.branches}: discrete bounces pick among 2 .. 2 * data.max_speed + 1 "
                           f"= {2 * data.max_speed + 1} distinct integer speeds")
-    needs = {"mmnist": "a folder with the MNIST IDX files (e.g. ../shared/data/mnist)",
-             "video": "a folder of video files", "array": "an .npy or .npz file of clips"}
-    if data.kind not in needs:
+    if data.kind not in PATH_NEEDS:
         return
     if not data.path:
-        raise ConfigError(f"data.kind={data.kind} needs --data.path: {needs[data.kind]}")
+        raise ConfigError(f"data.kind={data.kind} needs --data.path: {PATH_NEEDS[data.kind]}")
     path = Path(data.path)
     exists = path.is_file() if data.kind == "array" else path.is_dir()
     if not exists and not (data.kind == "mmnist" and data.download):
         raise ConfigError(f"data.path={data.path}: no such {'file' if data.kind == 'array' else 'folder'}; "
-                          f"data.kind={data.kind} reads {needs[data.kind]}")
+                          f"data.kind={data.kind} reads {PATH_NEEDS[data.kind]}")
 
 
 # --- reading and writing keys -------------------------------------------------------------------

@@ -29,11 +29,11 @@ from tqdm import tqdm
 from .checkpoint import load_predictor
 from .config import ConfigError, DataConfig, parse_overrides, set_key, to_dict
 from .data import build_source
+from .distributed import resolve_device
 from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage,
                       frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
 from .report import VIDEO_FORMATS, format_table, save_per_frame_plot, save_samples_png, save_video, video_frames
 from .sampling import PRIOR_KINDS, SAMPLE_BLOCK, deterministic_future, sample_futures
-from .training import resolve_device
 
 GROUPS = ("best_of_k", "best_of_k_svg", "mean_of_k", "deterministic")
 FLOORS = ("blank", "copy_last")

@@ -136,6 +136,11 @@ def pairwise_diversity(futures: Tensor) -> Tensor:
     return torch.stack(out).to(futures.dtype)
 
 
+def _mse_matrix(a: Tensor, b: Tensor) -> Tensor:
+    """(p, D), (q, D) -> (p, q): the per-pixel MSE between every row of `a` and every row of `b`."""
+    return torch.stack([(a - row).pow(2).mean(dim=1) for row in b], dim=1)
+
+
 def coverage(futures: Tensor, continuations: list[Tensor], tolerance: float = COVERAGE_TOLERANCE) -> Tensor:
     """Share of each clip's true continuations that some sample matches: (n,) in [0, 1].
 
@@ -150,11 +155,11 @@ def coverage(futures: Tensor, continuations: list[Tensor], tolerance: float = CO
         m = truths.shape[0]
         t_flat = truths.reshape(m, -1).float()
         s_flat = sample.reshape(sample.shape[0], -1).float()
-        d = torch.stack([(s_flat - t).pow(2).mean(dim=1) for t in t_flat], dim=1)  # (K, m) per-pixel MSE
+        d = _mse_matrix(s_flat, t_flat)  # (K, m) per-pixel MSE
         if m == 1:  # no other future to measure against: use the distance to a blank clip
             threshold = tolerance * t_flat.pow(2).mean(dim=1)
         else:
-            between = torch.stack([(t_flat - t).pow(2).mean(dim=1) for t in t_flat])  # (m, m)
+            between = _mse_matrix(t_flat, t_flat)  # (m, m), symmetric
             between.fill_diagonal_(float("inf"))
             threshold = tolerance * between.min(dim=1).values  # (m,)
         out.append((d < threshold).any(dim=0).float().mean())

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .metrics import FRAME_METRICS, best_of_k, pairwise_diversity
+from .metrics import FRAME_METRICS, SSIM_WINDOW, best_of_k, pairwise_diversity, pick_best
 from .model import VideoPredictor
 from .prior import LatentBank
 from .report import save_samples_png, save_video, video_frames
@@ -37,17 +37,17 @@ def preview(model: VideoPredictor, clips: Tensor, *, context: int, prior: str, b
     model.train(was_training)
 
     metrics = {"eval/diversity": pairwise_diversity(futures).mean().item()}
-    scored = ("psnr", "ssim") if min(clips.shape[-2:]) >= 11 else ("psnr",)  # SSIM's window needs 11 pixels
+    scored = ("psnr", "ssim") if min(clips.shape[-2:]) >= SSIM_WINDOW else ("psnr",)  # SSIM needs a whole window
     scores = {}
     for name in scored:
-        score = FRAME_METRICS[name][0]
+        score, higher_is_better = FRAME_METRICS[name]
         scores[name] = score(futures, truth[:, None].expand_as(futures))  # (n, K, T)
-        metrics[f"eval/best_of_k_{name}"] = best_of_k(scores[name], True).mean().item()
+        metrics[f"eval/best_of_k_{name}"] = best_of_k(scores[name], higher_is_better).mean().item()
         metrics[f"eval/deterministic_{name}"] = score(det, truth).mean().item()
 
     folder.mkdir(parents=True, exist_ok=True)
     png, mp4 = folder / f"samples_{step:07d}.png", folder / f"samples_{step:07d}.mp4"
-    best = scores[scored[-1]].mean(dim=2).argmax(dim=1)  # (n,) the sample shown as best of K
+    best = pick_best(scores[scored[-1]], FRAME_METRICS[scored[-1]][1])  # (n,) the sample shown as best of K
     n = min(SHOWN, clips.shape[0])
     pictures = (ctx[:n], truth[:n], det[:n], futures[torch.arange(n), best[:n]], futures[:n, :VIDEO_SAMPLES])
     save_samples_png(png, *pictures)

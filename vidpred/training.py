@@ -34,7 +34,7 @@ from .baselines import baseline_latents, deterministic_step, latent_noise, vae_s
 from .checkpoint import build_model, config_changes, fitted_copy, load_checkpoint, save_checkpoint, training_state
 from .config import Config, to_dict
 from .data import build_source, train_loader
-from .distributed import (Interrupted, Ranks, StopRequest, barrier, data_parallel, gather_rows, resolve_device,
+from .distributed import (Interrupted, Ranks, StopRequest, barrier, data_parallel, gather_rows,
                           setup, sum_over_ranks, teardown)
 from .energy import Energy
 from .inference import infer_latent
@@ -46,7 +46,7 @@ from .tracking import Tracker
 PREVIEW_CLIPS = 16  # val clips whose sampled futures are scored (and the first few drawn) at each preview
 
 __all__ = ["train", "train_step", "infer_clip_latents", "learning_rate", "refit_prior", "latent_keep", "steer_sparsity",
-           "validation_energy", "build_energy", "resolve_device", "Interrupted"]
+           "validation_energy", "build_energy", "Interrupted"]
 
 
 def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) -> Energy:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..config import DataConfig
+from ..config import PATH_NEEDS, DataConfig
 from .arrays import ArrayClips
 from .clips import DataError
 from .mmnist import MovingMNIST
@@ -28,18 +28,15 @@ def build_source(data: DataConfig, *, seed: int, split: str, frames: int, contex
     bouncing = dict(seed=seed, split=split, size=data.size, channels=data.channels, frames=frames,
                     objects=data.objects, max_speed=data.max_speed, bounce=data.bounce, branches=data.branches,
                     context=context, composite=data.composite)
+    if data.kind in PATH_NEEDS and not data.path:  # (config.validate_data says so first; other callers reach here)
+        raise DataError(f"data.kind={data.kind} needs --data.path: {PATH_NEEDS[data.kind]}")
     if data.kind == "sprites":
         return MovingSprites(sprite_min=data.sprite_min, sprite_max=data.sprite_max, **bouncing)
     if data.kind == "mmnist":
-        if not data.path:
-            raise DataError("data.kind=mmnist needs --data.path=DIR: a folder with the MNIST IDX files")
         return MovingMNIST(data.path, download=data.download, **bouncing)
     if data.kind == "fork":
         return ForkToy(seed=seed, split=split, size=data.size, channels=data.channels, frames=frames,
                        fork_at=context, branches=data.branches, sprite=data.sprite_min, speed=data.max_speed)
-    if data.kind in ("video", "array") and not data.path:
-        raise DataError(f"data.kind={data.kind} needs --data.path=" + ("DIR: a folder of video files"
-                                                                       if data.kind == "video" else "FILE.npy"))
     if data.kind == "video":
         return VideoFolder(data.path, seed=seed, split=split, frames=frames, size=data.size, channels=data.channels,
                            frame_step=data.frame_step, stride=data.clip_stride, val_share=data.val_share)

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import CHOICES
 from .clips import ClipWindows, DataError, fit_frames
 from .sprites import ClipSource
 
-LAYOUTS = ("auto", "tnhw", "nthw", "nthwc", "ntchw")
+LAYOUTS = CHOICES["data.layout"]
 EXPECTED = "(t, n, h, w), (n, t, h, w), (n, t, h, w, c) or (n, t, c, h, w) with c = 1 or 3"
 
 

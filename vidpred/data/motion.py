@@ -18,8 +18,10 @@ import itertools
 
 import numpy as np
 
-BOUNCE_MODES = ("stochastic", "deterministic", "discrete")
-COMPOSITES = ("max", "sum")
+from ..config import CHOICES
+
+BOUNCE_MODES = CHOICES["data.bounce"]
+COMPOSITES = CHOICES["data.composite"]
 MAX_CONTINUATIONS = 4096  # per object; beyond this the tree of bounces is too big to list
 
 
@@ -40,9 +42,16 @@ def tangential_speeds(max_speed: int, branches: int) -> np.ndarray:
     return np.round(np.linspace(-max_speed, max_speed, branches)).astype(np.int64)
 
 
+def check_modes(*, bounce: str | None = None, composite: str | None = None) -> None:
+    """Refuse a bounce mode or a compositing rule motion.py does not know."""
+    if bounce is not None and bounce not in BOUNCE_MODES:
+        raise ValueError(f"bounce mode {bounce!r}: expected one of {', '.join(BOUNCE_MODES)}")
+    if composite is not None and composite not in COMPOSITES:
+        raise ValueError(f"composite {composite!r}: expected one of {', '.join(COMPOSITES)}")
+
+
 def _check(mode: str, size: int, canvas: int) -> int:
-    if mode not in BOUNCE_MODES:
-        raise ValueError(f"bounce mode {mode!r}: expected one of {', '.join(BOUNCE_MODES)}")
+    check_modes(bounce=mode)
     if size > canvas:
         raise ValueError(f"object size {size} does not fit a {canvas}x{canvas} canvas")
     return canvas - size  # largest legal top-left coordinate
@@ -146,7 +155,7 @@ def paste(canvas: np.ndarray, sprite: np.ndarray, top: int, left: int, composite
         region += sprite
         np.minimum(region, 1.0, out=region)
     else:
-        raise ValueError(f"composite {composite!r}: expected one of {', '.join(COMPOSITES)}")
+        check_modes(composite=composite)
 
 
 def paste_max(canvas: np.ndarray, sprite: np.ndarray, top: int, left: int) -> None:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .motion import bounce_continuations, bounce_trajectory, paste_max, render, render_futures, tangential_speeds
+from .motion import (bounce_continuations, bounce_trajectory, check_modes, paste_max, render, render_futures,
+                     tangential_speeds)
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond")
 SPLITS = {"train": 0, "test": 1, "val": 2}
@@ -94,6 +95,7 @@ class BouncingObjects(ClipSource):
         self.objects, self.max_speed, self.bounce, self.branches = objects, max_speed, bounce, branches
         self.context, self.composite, self.length = context, composite, length
         clip_rng(seed, split, 0)  # validates the split name now rather than in a worker
+        check_modes(bounce=bounce, composite=composite)  # and these, rather than at the first clip drawn
         if bounce == "discrete":
             tangential_speeds(max_speed, branches)  # validates the branch count now
         if bounce in ("discrete", "deterministic"):
