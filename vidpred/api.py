@@ -35,13 +35,12 @@ from torch import Tensor
 
 from .checkpoint import load_predictor, trained_l1
 from .config import Config
-from .energy import Energy
+from .energy import Energy, build_energy
 from .inference import infer_latent
 from .model import VideoPredictor
 from .prior import LatentBank
-from .sampling import PRIOR_KINDS, deterministic_future, draw_futures
 from .distributed import resolve_device
-from .training import build_energy
+from .sampling import PRIOR_KINDS, deterministic_future, draw_futures
 
 
 class Score(NamedTuple):
@@ -101,10 +100,13 @@ class TrainedPredictor:
 
     # --- inputs ---------------------------------------------------------------------------------
 
+    def _on_device(self, x) -> Tensor:
+        """An array-like or a tensor as a float32 tensor on the device."""
+        return torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(self.device, torch.float32)
+
     def as_clips(self, frames, name: str) -> Tensor:
         """Array-like clips (b, t, c, H, W), or one clip (t, c, H, W), as a float tensor on the device."""
-        x = torch.as_tensor(np.asarray(frames) if not isinstance(frames, Tensor) else frames)
-        x = x.to(self.device, torch.float32)
+        x = self._on_device(frames)
         if x.ndim == 4:
             x = x[None]
         self.model.check_video(x, name)
@@ -113,7 +115,7 @@ class TrainedPredictor:
         return x
 
     def _mask(self, mask, observed: Tensor) -> Tensor:
-        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask).to(self.device, torch.float32)
+        m = self._on_device(mask)
         try:
             fits = torch.broadcast_shapes(m.shape, observed.shape) == observed.shape
         except RuntimeError:
@@ -161,8 +163,6 @@ class TrainedPredictor:
         context, future = self.as_clips(context, "context"), self.as_clips(future, "future")
         if context.shape[0] != future.shape[0]:
             raise ValueError(f"context holds {context.shape[0]} clips but future holds {future.shape[0]}")
-        if context.shape[1] < self.model.window:
-            raise ValueError(f"context has {context.shape[1]} frames; the predictor needs at least {self.model.window}")
         b, t = future.shape[:2]
         cond, target = self.model.teacher_forced_pairs(torch.cat([context, future], dim=1), context.shape[1])  # n = b T
         guess = self.model.amortized_latent(cond, target)  # (n, d)
@@ -222,11 +222,11 @@ class TrainedPredictor:
         z0 = context.new_zeros(b, starts, t, self.model.z_dim)
         if starts > 1:
             z0[:, 1:] = self._draw(context, k=starts - 1, horizon=t, seed=seed, prior=prior)[1]
-        ctx = context.repeat_interleave(starts, dim=0)  # (b starts, C0, ...), clip-major like z0.flatten(0, 1)
+        repeats = torch.full((b,), starts, device=context.device)  # rows clip-major like z0.flatten(0, 1)
         obs, msk = observed.repeat_interleave(starts, dim=0), mask.repeat_interleave(starts, dim=0)
 
         def decode(z: Tensor) -> Tensor:  # (m, T, d) -> rollout logits (m, T, c, H, W), differentiable in z
-            return self.model.rollout_logits(ctx, t, lambda h, k: z[:, k])[0]
+            return self.model.rollout_logits(context, t, lambda h, k: z[:, k], repeats=repeats)[0]
 
         inference = infer_latent(decode, obs, z0.flatten(0, 1), self.energy_fn, steps=steps,
                                  step_size=self.cfg.latent.step_size, mask=msk)

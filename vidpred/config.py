@@ -133,24 +133,29 @@ CHOICES = {
 }
 
 
+def check_numbers(cfg, *, positive=(), nonneg=()) -> None:
+    """Refuse, naming the first offending key, a value of `positive` that is <= 0 or of `nonneg` that is < 0."""
+    for key in positive:
+        if get_key(cfg, key) <= 0:
+            raise ConfigError(f"{key}={get_key(cfg, key)}: expected a positive number")
+    for key in nonneg:
+        if get_key(cfg, key) < 0:
+            raise ConfigError(f"{key}={get_key(cfg, key)}: expected a number >= 0")
+
+
 def validate(cfg: Config) -> Config:
     """Refuse configurations that cannot run, naming the key and what was expected."""
     for key, allowed in CHOICES.items():
         value = get_key(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}: expected one of {', '.join(map(str, allowed))}")
-    positive = ["steps", "batch_size", "context", "horizon", "data.size", "data.frames", "data.objects",
-                "data.max_speed", "data.branches", "data.frame_step", "model.window", "latent.dim", "log_every",
-                "ckpt_every", "prior.bank", "val_clips"]
-    for key in positive:
-        if get_key(cfg, key) <= 0:
-            raise ConfigError(f"{key}={get_key(cfg, key)}: expected a positive number")
-    nonneg = ["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.step_size",
-              "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers", "prior.fit_clips",
-              "val_every", "media_every", "stop_at", "data.clip_stride", "latent.kl_weight", "max_minutes"]
-    for key in nonneg:
-        if get_key(cfg, key) < 0:
-            raise ConfigError(f"{key}={get_key(cfg, key)}: expected a number >= 0")
+    check_numbers(cfg, positive=["steps", "batch_size", "context", "horizon", "data.size", "data.frames",
+                                 "data.objects", "data.max_speed", "data.branches", "data.frame_step", "model.window",
+                                 "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips"],
+                  nonneg=["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.step_size",
+                          "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
+                          "prior.fit_clips", "val_every", "media_every", "stop_at", "data.clip_stride",
+                          "latent.kl_weight", "max_minutes"])
     if not 0.0 <= cfg.latent.min_active < 1.0:
         raise ConfigError(f"latent.min_active={cfg.latent.min_active}: expected a share in [0, 1) (0: l1 stays fixed)")
     if not 0.0 <= cfg.latent.dropout < 1.0:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import Config
+
 COSTS = ("bce", "mse", "l1")
 
 
@@ -71,3 +73,14 @@ class Energy:
         if self.l1 > 0:
             z = torch.sign(z) * (z.abs() - step * self.l1).clamp(min=0.0)
         return self.project(z)
+
+
+def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) -> Energy:
+    """The configured energy, with sparsity weight `l1` (default: the configured one); during
+    training its l1 and l2 weights ramp up over `latent.warmup` steps. The baselines' energy is the
+    cost alone: the VAE's regularizer is its KL, the deterministic one has none."""
+    if cfg.model.kind != "energy":
+        return Energy(cost=cfg.cost)
+    ramp = 1.0 if step is None or cfg.latent.warmup == 0 else min(1.0, (step + 1) / cfg.latent.warmup)
+    l1 = cfg.latent.l1 if l1 is None else l1
+    return Energy(cost=cfg.cost, l1=l1 * ramp, l2=cfg.latent.l2 * ramp, ball=cfg.latent.ball)

@@ -27,7 +27,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .checkpoint import load_predictor
-from .config import ConfigError, DataConfig, parse_overrides, set_key, to_dict
+from .config import ConfigError, DataConfig, check_numbers, parse_overrides, set_key, to_dict
 from .data import build_source
 from .distributed import resolve_device
 from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage,
@@ -74,12 +74,8 @@ def parse_eval_args(argv: list[str]) -> tuple[EvalConfig, dict[str, str]]:
             set_key(DataConfig(), key, value)
         except ConfigError as e:
             raise ConfigError(f"data.{e}") from None
-    for key in ("samples", "context", "horizon", "clips"):
-        if getattr(ecfg, key) <= 0:
-            raise ConfigError(f"{key}={getattr(ecfg, key)}: expected a positive number")
-    for key in ("batch", "rollout_batch", "show", "show_samples"):
-        if getattr(ecfg, key) < 0:
-            raise ConfigError(f"{key}={getattr(ecfg, key)}: expected a number >= 0")
+    check_numbers(ecfg, positive=("samples", "context", "horizon", "clips"),
+                  nonneg=("batch", "rollout_batch", "show", "show_samples"))
     if ecfg.video not in VIDEO_FORMATS:
         raise ConfigError(f"video={ecfg.video!r}: expected one of {', '.join(VIDEO_FORMATS)}")
     if ecfg.prior and ecfg.prior not in PRIOR_KINDS:

@@ -252,6 +252,11 @@ class VideoPredictor(nn.Module):
             raise ValueError(f"{name} has shape {tuple(video.shape)}; expected (b, t, {self.channels}, "
                              f"{self.size}, {self.size}) with pixels in [0, 1]")
 
+    def check_context(self, frames: int) -> None:
+        """Refuse a context of fewer frames than the predictor's window."""
+        if frames < self.window:
+            raise ValueError(f"context has {frames} frames; the predictor needs at least {self.window}")
+
     def encode(self, frames: Tensor) -> list[Tensor]:
         """(b, t, c, H, W) -> per resolution (b, t, C_l, H_l, W_l)."""
         b = frames.shape[0]
@@ -268,6 +273,7 @@ class VideoPredictor(nn.Module):
         Returns tensors for n = b * (t - context) frames, ordered clip-major `(b T)`.
         """
         self.check_video(video)
+        self.check_context(context)
         inputs = video[:, context - self.window:-1]  # (b, T + W - 1, c, H, W): every frame some target sees
         feats = self.encode(inputs)
         windows = feats[-1].unfold(1, self.window, 1)  # (b, T, C, h, w, W)
@@ -319,8 +325,7 @@ class VideoPredictor(nn.Module):
         grad, the energy of the whole future can be minimized over z (fill-in-the-blank inference).
         """
         self.check_video(context, "context")
-        if context.shape[1] < self.window:
-            raise ValueError(f"context has {context.shape[1]} frames; the predictor needs at least {self.window}")
+        self.check_context(context.shape[1])
         feats = self.encode(context[:, -self.window:])
         last = context[:, -1]
         if repeats is not None:

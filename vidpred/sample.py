@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from .config import ConfigError, describe, parse_overrides, set_key
+from .config import CHOICES, ConfigError, check_numbers, describe, parse_overrides, set_key
 from .data.clips import DataError
 from .media import read_clip, to_model_frames, write_video
 
@@ -69,12 +69,10 @@ def parse_sample_args(argv: list[str]) -> SampleConfig:
                       ("input", "a video file, a folder of frames, or an array file")):
         if not getattr(scfg, key):
             raise ConfigError(f"--{key}=PATH is required: {what}")
-    for key in ("samples", "steps", "starts", "fps"):
-        if getattr(scfg, key) <= 0:
-            raise ConfigError(f"{key}={getattr(scfg, key)}: expected a positive number")
-    for key in ("context", "horizon", "start", "clip", "scale"):
-        if getattr(scfg, key) < 0:
-            raise ConfigError(f"{key}={getattr(scfg, key)}: expected a number >= 0")
+    check_numbers(scfg, positive=("samples", "steps", "starts", "fps"),
+                  nonneg=("context", "horizon", "start", "clip", "scale"))
+    if scfg.prior and scfg.prior not in CHOICES["prior.kind"]:
+        raise ConfigError(f"prior={scfg.prior!r}: expected one of {', '.join(CHOICES['prior.kind'])}")
     if scfg.video not in ("mp4", "gif"):
         raise ConfigError(f"video={scfg.video!r}: expected mp4 or gif")
     if scfg.start_time is not None and scfg.start_time < 0:

@@ -36,7 +36,7 @@ from .config import Config, to_dict
 from .data import build_source, train_loader
 from .distributed import (Interrupted, Ranks, StopRequest, barrier, data_parallel, gather_rows,
                           setup, sum_over_ranks, teardown)
-from .energy import Energy
+from .energy import Energy, build_energy
 from .inference import infer_latent
 from .model import Conditioning, VideoPredictor
 from .monitor import preview
@@ -47,17 +47,6 @@ PREVIEW_CLIPS = 16  # val clips whose sampled futures are scored (and the first 
 
 __all__ = ["train", "train_step", "infer_clip_latents", "learning_rate", "refit_prior", "latent_keep", "steer_sparsity",
            "validation_energy", "build_energy", "Interrupted"]
-
-
-def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) -> Energy:
-    """The configured energy, with sparsity weight `l1` (default: the configured one); during
-    training its l1 and l2 weights ramp up over `latent.warmup` steps. The baselines' energy is the
-    cost alone: the VAE's regularizer is its KL, the deterministic one has none."""
-    if cfg.model.kind != "energy":
-        return Energy(cost=cfg.cost)
-    ramp = 1.0 if step is None or cfg.latent.warmup == 0 else min(1.0, (step + 1) / cfg.latent.warmup)
-    l1 = cfg.latent.l1 if l1 is None else l1
-    return Energy(cost=cfg.cost, l1=l1 * ramp, l2=cfg.latent.l2 * ramp, ball=cfg.latent.ball)
 
 
 def steer_sparsity(l1: float, active: float, *, floor: float, cap: float) -> float:
