@@ -49,7 +49,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidpred.checkpoint import load_checkpoint  # noqa: E402
 from vidpred.config import ConfigError, parse_args, parse_overrides, set_key  # noqa: E402
 from vidpred.evaluation import EvalConfig, evaluate  # noqa: E402
 from vidpred.training import train  # noqa: E402
@@ -110,13 +109,13 @@ def run_model(name: str, common: list[str], bench: BenchConfig) -> dict:
     ckpt = train(cfg)
     trained_s = time.perf_counter() - start  # everything train() does, start-up and prior refit included
     records = [json.loads(line) for line in (folder / "run" / "log.jsonl").read_text().splitlines()]
-    reached = load_checkpoint(ckpt)["step"]
     busy = sum(cfg.batch_size * (r["step"] - p) / r["clips_per_s"]
                for p, r in zip([0] + [r["step"] for r in records], records))  # time in the logged steps
     load_after = load_average()
     metrics = evaluate(EvalConfig(ckpt=str(ckpt), out=str(folder / "eval"), samples=bench.samples,
                                   context=bench.eval_context, horizon=bench.eval_horizon, clips=bench.clips, seed=bench.seed,
                                   device=cfg.device))
+    reached = metrics["protocol"]["checkpoint_step"]  # the step the trained checkpoint holds
     row = {"model": name, "overrides": MODELS[name], "planned_steps": planned, "steps": reached,
            "step_s_timing_run": step_s, "train_steps_s": busy, "train_call_s": trained_s,
            "load_before": load_before, "load_after_training": load_after, "load_after_eval": load_average(),

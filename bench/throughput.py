@@ -236,7 +236,7 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
     step = statistics.median(times)
     t_infer, t_guess = statistics.median(inside), statistics.median(guess)
     outside, per_inference_step = step_flops(cfg, model, video)
-    flops = outside + cfg.latent.steps * per_inference_step if model.kind == "energy" else outside
+    flops = outside + cfg.latent.steps * per_inference_step  # (per_inference_step is 0 for the baselines)
 
     model.eval()
     context = video[:1, :cfg.context]
@@ -249,6 +249,7 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
             sample_futures(model, context, samples=bench.samples, horizon=bench.sample_horizon, seed=seed)
             sync(device)
             sampling.append(time.perf_counter() - start)
+    sample_s = statistics.median(sampling)
     return {
         "model": name, "kind": cfg.model.kind, "inference_steps": cfg.latent.steps if cfg.model.kind == "energy" else 0,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -257,8 +258,7 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
         "inference_adds": t_infer / (step - t_infer),
         "flops_per_step": flops, "flops_outside_inference": outside, "flops_per_inference_step": per_inference_step,
         "achieved_flops_per_s": flops / step,
-        "sample_s": statistics.median(sampling), "sample_frames_per_s": bench.samples * bench.sample_horizon /
-        statistics.median(sampling),
+        "sample_s": sample_s, "sample_frames_per_s": bench.samples * bench.sample_horizon / sample_s,
         "peak_train_mib": train_memory.mib, "peak_sample_mib": sample_memory.mib,
     }
 
