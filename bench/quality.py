@@ -49,7 +49,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidpred.config import ConfigError, parse_args, parse_overrides, set_key  # noqa: E402
+from common import load_average, split_options  # noqa: E402  (bench/ is sys.path[0] when a bench runs)
+from vidpred.config import ConfigError, parse_args  # noqa: E402
 from vidpred.evaluation import EvalConfig, evaluate  # noqa: E402
 from vidpred.training import train  # noqa: E402
 
@@ -80,10 +81,6 @@ class BenchConfig:
     warmup_steps: int = 10  # steps of the timing run that sets each model's step count
     out: str = "runs/bench/quality"
     json: str = "runs/bench/quality.json"
-
-
-def load_average() -> list[float]:
-    return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def seconds_per_step(args: list[str], bench: BenchConfig, folder: Path) -> float:
@@ -147,14 +144,8 @@ def format_table(rows: list[dict], bench: BenchConfig) -> str:
 
 def main(argv: list[str]) -> int:
     bench = BenchConfig()
-    own = {f.name for f in dataclasses.fields(BenchConfig)}
-    common = list(DATA)
     try:
-        for key, value in parse_overrides(argv).items():
-            if key in own:
-                set_key(bench, key, value)
-            else:
-                common.append(f"--{key}={value}")  # later options win, so these override DATA
+        common = DATA + split_options(argv, bench)  # later options win, so these override DATA
         if bench.models == ("all",):
             bench.models = tuple(MODELS)
         unknown = [m for m in bench.models if m not in MODELS]

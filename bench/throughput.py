@@ -54,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vidpred.training as training  # noqa: E402
 from vidpred.checkpoint import build_model  # noqa: E402
-from vidpred.config import Config, ConfigError, parse_args, parse_overrides, set_key  # noqa: E402
+from common import load_average, split_options  # noqa: E402  (bench/ is sys.path[0] when a bench runs)
+from vidpred.config import Config, ConfigError, parse_args  # noqa: E402
 from vidpred.data import build_source  # noqa: E402
 from vidpred.sampling import sample_futures  # noqa: E402
 
@@ -304,10 +305,6 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def load_average() -> list[float]:
-    return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-
-
 def print_device(device: str, result: dict) -> None:
     print(f"\n== {device}: {result['precision']} matmul peak {result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
           f"before, {result['matmul_peak_flops_after'] / 1e9:.1f} after the models "
@@ -327,14 +324,8 @@ def print_device(device: str, result: dict) -> None:
 
 def main(argv: list[str]) -> int:
     bench = BenchConfig()
-    overrides = parse_overrides(argv)
-    train_args = []
     try:
-        for key, value in overrides.items():
-            if key in {f.name for f in dataclasses.fields(BenchConfig)}:
-                set_key(bench, key, value)
-            else:
-                train_args.append(f"--{key}={value}")
+        train_args = split_options(argv, bench)
         base = parse_args(train_args)
         if bench.device == "auto":
             devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
