@@ -109,25 +109,27 @@ class BouncingObjects(ClipSource):
     def sprite(self, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must implement sprite(rng) -> (c, s, s)")
 
-    def clip(self, index: int) -> np.ndarray:
+    def _objects(self, index: int, trace) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The sprites of clip `index` and, for each, `trace(rng, **motion)` — its path, or every
+        continuation of it — drawn in one order from the clip's generator, so that `clip` and
+        `_futures` see the same objects."""
         rng = clip_rng(self.seed, self.split, index)
         sprites, paths = [], []
         for _ in range(self.objects):
             sprites.append(self.sprite(rng))
-            paths.append(bounce_trajectory(rng, frames=self.frames, canvas=self.size, size=sprites[-1].shape[-1],
-                                           max_speed=self.max_speed, mode=self.bounce, branches=self.branches)[0])
+            paths.append(trace(rng, frames=self.frames, canvas=self.size, size=sprites[-1].shape[-1],
+                               max_speed=self.max_speed, mode=self.bounce, branches=self.branches))
+        return sprites, paths
+
+    def clip(self, index: int) -> np.ndarray:
+        sprites, paths = self._objects(index, lambda rng, **motion: bounce_trajectory(rng, **motion)[0])
         return render(sprites, paths, channels=self.channels, size=self.size, composite=self.composite)
 
     def _futures(self, index: int) -> np.ndarray:
         """(m, t, c, h, w): every clip whose first `context` frames are those of clip `index`
         (clip `index` among them): one per combination of the objects' possible bounces."""
-        rng = clip_rng(self.seed, self.split, index)  # consumed exactly as clip() does
-        sprites, paths = [], []
-        for _ in range(self.objects):
-            sprites.append(self.sprite(rng))
-            paths.append(bounce_continuations(rng, frames=self.frames, canvas=self.size, size=sprites[-1].shape[-1],
-                                              max_speed=self.max_speed, mode=self.bounce, branches=self.branches,
-                                              context=self.context))
+        sprites, paths = self._objects(
+            index, lambda rng, **motion: bounce_continuations(rng, context=self.context, **motion))
         count = int(np.prod([len(p) for p in paths]))
         if count > MAX_FUTURES:
             raise ValueError(f"clip {index} has {count} possible futures (more than {MAX_FUTURES} to list): use "
