@@ -20,7 +20,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from .data.arrays import detect_layout, open_array
+from .data.arrays import as_layout, detect_layout, open_array
 from .data.clips import DataError, fit_frames
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -196,9 +196,7 @@ def read_array(path: Path, *, start: int = 0, count: int, clip: int = 0, layout:
     if layout in SINGLE_CLIP_LAYOUTS and a.ndim == len(layout):
         a, layout = a[None], "n" + layout
     layout = detect_layout(a.shape, layout, path)
-    full = layout if "c" in layout else layout + "c"
-    a = a if "c" in layout else a[..., None]
-    a = np.transpose(a, [full.index(axis) for axis in "nthwc"])  # (n, t, h, w, c), still memory-mapped
+    a = as_layout(a, layout, "nthwc")  # (n, t, h, w, c), still memory-mapped
     if not 0 <= clip < a.shape[0]:
         raise DataError(f"clip={clip}: {path} holds {a.shape[0]} clips (0..{a.shape[0] - 1})")
     if start >= a.shape[1]:

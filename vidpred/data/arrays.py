@@ -92,6 +92,14 @@ def detect_layout(shape: tuple[int, ...], layout: str, path: Path) -> str:
     return layout
 
 
+def as_layout(a: np.ndarray, layout: str, target: str) -> np.ndarray:
+    """A view of `a`, stored in `layout` (with or without a channel axis), with its axes in `target`
+    order (which names c); memory-mapped arrays stay memory-mapped."""
+    full = layout if "c" in layout else layout + "c"
+    a = a if "c" in layout else a[..., None]
+    return np.transpose(a, [full.index(axis) for axis in target])
+
+
 class ArrayClips(ClipSource):
     """Clips of `frames` frames (`frame_step` apart, a new clip every `stride` frames; 0: back to
     back) cut from each sequence of an array file, fitted to `size` x `size` and `channels`."""
@@ -109,8 +117,8 @@ class ArrayClips(ClipSource):
             except (json.JSONDecodeError, AttributeError):
                 pass  # not our description: guess from the shape
         self.layout = detect_layout(self.array.shape, layout, self.path)
-        dims = dict(zip(self.layout, self.array.shape))
-        self.sequences, self.length = dims["n"], dims["t"]
+        self.clips = as_layout(self.array, self.layout, "ntchw")  # a view: (sequences, length, c, h, w)
+        self.sequences, self.length = self.clips.shape[:2]
         self.windows = ClipWindows([self.length] * self.sequences, frames=frames, frame_step=frame_step,
                                    stride=stride)
         if len(self.windows) == 0:
@@ -134,16 +142,10 @@ class ArrayClips(ClipSource):
     def _frames(self, index: int) -> np.ndarray:
         """The raw frames of clip `index`, as stored: (t, c, h, w)."""
         seq, start = self.windows.locate(index)
-        frames = self.windows.frame_indices(start)
-        if self.layout == "tnhw":
-            return self.array[frames, seq][:, None]
-        video = self.array[seq, frames]
-        if self.layout == "nthw":
-            return video[:, None]
-        return video.transpose(0, 3, 1, 2) if self.layout == "nthwc" else video
+        return self.clips[seq, self.windows.frame_indices(start)]
 
     def clip(self, index: int) -> np.ndarray:
         video = np.ascontiguousarray(self._frames(index))
-        if video.dtype == np.bool_ or video.dtype == np.float16 or video.dtype == np.float64:
-            video = video.astype(np.float32)
+        if video.dtype != np.uint8:  # bool and every float width (longdouble too) as float32
+            video = video.astype(np.float32, copy=False)
         return fit_frames(torch.from_numpy(video), size=self.size, channels=self.channels).numpy()
