@@ -32,11 +32,11 @@ from .data import build_source
 from .distributed import resolve_device
 from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage,
                       frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
-from .report import VIDEO_FORMATS, format_table, save_per_frame_plot, save_samples_png, save_video, video_frames
+from .report import (FLOOR_LABELS, GROUP_LABELS, VIDEO_FORMATS, format_table, save_per_frame_plot, save_samples_png,
+                     save_video, video_frames)
 from .sampling import PRIOR_KINDS, SAMPLE_BLOCK, deterministic_future, sample_futures
 
-GROUPS = ("best_of_k", "best_of_k_svg", "mean_of_k", "deterministic")
-FLOORS = ("blank", "copy_last")
+GROUPS, FLOORS = tuple(GROUP_LABELS), tuple(FLOOR_LABELS)  # the report names each; one list of them
 FUTURES_BUDGET_BYTES = 256 * 2**20  # the futures of one batch of clips, when --batch=0 picks the batch
 
 
@@ -120,12 +120,12 @@ def summarize(per_metric: dict[str, Tensor]) -> dict:
     return out
 
 
-def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, clips: int, step: int) -> dict:
+def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, step: int) -> dict:
     """The protocol block of metrics.json: the numbers that define it and what each group means."""
     return {
         "name": f"best of K = {ecfg.samples}, {ecfg.context} -> {ecfg.horizon} frames (SRVP/SAVP; SVG variant "
                 f"beside it)",
-        "context": ecfg.context, "horizon": ecfg.horizon, "samples": ecfg.samples, "clips": clips,
+        "context": ecfg.context, "horizon": ecfg.horizon, "samples": ecfg.samples, "clips": ecfg.clips,
         "data": to_dict(data), "split": "test", "seed": ecfg.seed, "prior": prior,
         "checkpoint": str(ecfg.ckpt), "checkpoint_step": step,
         "metrics": {
@@ -225,7 +225,7 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
 
     merged = {g: {m: torch.cat(v) for m, v in per.items()} for g, per in per_frame.items()}
     metrics = {
-        "protocol": describe_protocol(ecfg, data, prior, ecfg.clips, int(state["step"])),
+        "protocol": describe_protocol(ecfg, data, prior, int(state["step"])),
         **{g: summarize(merged[g]) for g in GROUPS},
         "floors": {g: summarize(merged[g]) for g in FLOORS},
     }

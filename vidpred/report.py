@@ -65,7 +65,7 @@ def save_per_frame_plot(path: Path, metrics: dict) -> None:
             half = np.asarray(metrics[g][f"{name}_per_frame_ci95"], dtype=float)  # None (1 clip) -> nan
             (line,) = ax.plot(frames, mean, label=text, linewidth=1.6)
             ax.fill_between(frames, mean - half, mean + half, color=line.get_color(), alpha=0.2, linewidth=0)
-        for g, style in (("blank", "--"), ("copy_last", ":")):
+        for g, style in zip(FLOOR_LABELS, ("--", ":")):
             ax.plot(frames, metrics["floors"][g][f"{name}_per_frame"], style, color="grey", label=FLOOR_LABELS[g])
         ax.set_xlabel(f"predicted frame (after {p['context']} context frames)")
         ax.set_ylabel(label)
