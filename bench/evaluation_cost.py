@@ -11,12 +11,14 @@ one run, not across machines or busy periods.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,8 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vidpred.checkpoint import build_model, save_checkpoint  # noqa: E402
-from vidpred.config import Config, parse_overrides, to_dict  # noqa: E402
+from vidpred.checkpoint import build_model, load_predictor, save_checkpoint  # noqa: E402
+from vidpred.config import Config, ConfigError, parse_overrides, set_key, to_dict  # noqa: E402
 from vidpred.data import build_source  # noqa: E402
 from vidpred.evaluation import auto_rollout_batch  # noqa: E402
 from vidpred.metrics import frame_scores, pairwise_diversity  # noqa: E402
@@ -51,8 +53,6 @@ def timed(fn):
 
 
 def time_parts(ckpt: Path, *, samples: int, horizon: int, clips: int) -> dict[str, float]:
-    from vidpred.checkpoint import load_predictor
-
     model, cfg, bank, _ = load_predictor(ckpt)
     source = build_source(cfg.data, seed=0, split="test", frames=5 + horizon, context=5)
     video = torch.stack([source[i] for i in range(clips)])
@@ -78,9 +78,25 @@ def peak_rss_mb(code: str) -> float:
     return after / 1024
 
 
-def main(argv: list[str]) -> None:
-    opts = {"size": 64, "channels": 1, "samples": 100, "horizon": 20, "clips": 8, "time_clips": 4}
-    opts.update({k: int(v) for k, v in parse_overrides(argv).items()})
+@dataclass
+class BenchConfig:
+    size: int = 64  # frame side
+    channels: int = 1
+    samples: int = 100  # K
+    horizon: int = 20  # T
+    clips: int = 8  # clips evaluate() runs on, for the memory figure
+    time_clips: int = 4  # clips timed part by part
+
+
+def main(argv: list[str]) -> int:
+    bench = BenchConfig()
+    try:
+        for key, value in parse_overrides(argv).items():
+            set_key(bench, key, value)  # an unknown key or a bad value is refused, naming it
+    except ConfigError as e:
+        print(f"evaluation_cost.py: {e}", file=sys.stderr)
+        return 2
+    opts = dataclasses.asdict(bench)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_checkpoint(Path(tmp) / "bench.pt", size=opts["size"], channels=opts["channels"])
@@ -100,7 +116,8 @@ def main(argv: list[str]) -> None:
     print(f"time of {opts['time_clips']} clips:")
     for name, seconds in parts.items():
         print(f"  {name:15}{seconds:8.2f} s  {seconds / total:6.1%}  ({seconds / opts['time_clips']:.3f} s per clip)")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -217,18 +217,16 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
     generator = torch.Generator().manual_seed(0)
     infer = Stopwatch(training.infer_latent, device)
     amortized = Stopwatch(model.amortized_latent, device)
+    whole = Stopwatch(training_step, device)
     training.infer_latent, model.amortized_latent = infer, amortized  # timed stand-ins for this model's steps
     try:
         with PeakMemory(device) as train_memory:
             times, inside, guess = [], [], []
             for i in range(bench.warmup_steps + bench.timed_steps):
-                infer.seconds = amortized.seconds = 0.0
-                sync(device)
-                start = time.perf_counter()
-                training_step(model, optimizer, video, cfg, generator)
-                sync(device)
+                infer.seconds = amortized.seconds = whole.seconds = 0.0
+                whole(model, optimizer, video, cfg, generator)
                 if i >= bench.warmup_steps:
-                    times.append(time.perf_counter() - start)
+                    times.append(whole.seconds)
                     inside.append(infer.seconds)
                     guess.append(amortized.seconds)
     finally:
@@ -242,14 +240,12 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
     model.eval()
     context = video[:1, :cfg.context]
     sample_futures(model, context, samples=bench.samples, horizon=bench.sample_horizon, seed=0)  # warm-up
-    sampling = []
+    sampling, draw = [], Stopwatch(sample_futures, device)
     with PeakMemory(device) as sample_memory:
         for seed in range(3):
-            sync(device)
-            start = time.perf_counter()
-            sample_futures(model, context, samples=bench.samples, horizon=bench.sample_horizon, seed=seed)
-            sync(device)
-            sampling.append(time.perf_counter() - start)
+            draw.seconds = 0.0
+            draw(model, context, samples=bench.samples, horizon=bench.sample_horizon, seed=seed)
+            sampling.append(draw.seconds)
     sample_s = statistics.median(sampling)
     return {
         "model": name, "kind": cfg.model.kind, "inference_steps": cfg.latent.steps if cfg.model.kind == "energy" else 0,
