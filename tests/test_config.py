@@ -1,8 +1,14 @@
+import glob
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from vidpred.config import Config, ConfigError, from_dict, parse_args, to_dict
+from vidpred.config import Config, ConfigError, from_dict, parse_args, to_dict, tomllib
 
 
 def test_overrides_are_typed():
@@ -66,3 +72,51 @@ def test_round_trip_through_plain_data():
     again = from_dict(json.loads(json.dumps(to_dict(cfg))))
     assert again == cfg and isinstance(again.model.widths, tuple)
     assert Config() == from_dict(to_dict(Config()))
+
+
+# --- Python 3.10 (pyproject allows it; tomllib is 3.11+) ------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_toml_config_files_are_read_through_tomli_where_there_is_no_tomllib(tmp_path):
+    """Python 3.10 has no tomllib: config.py must fall back to tomli (same API), and pyproject must
+    install it there. Run in a fresh interpreter where `import tomllib` fails as it does on 3.10,
+    and `tomli` is the real parser under its old name."""
+    (tmp_path / "run.toml").write_text("steps = 7\n[model]\nwidths = [8, 16]\n")
+    script = ("import sys, tomllib\n"
+              "sys.modules['tomli'] = tomllib\n"
+              "sys.modules['tomllib'] = None  # import tomllib now raises ModuleNotFoundError, as on 3.10\n"
+              "from vidpred.config import parse_args\n"
+              "cfg = parse_args(['--config=' + sys.argv[1], '--data.size=16'])\n"
+              "print(cfg.steps, cfg.model.widths, sys.modules['vidpred.config'].tomllib.__name__)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run.toml")], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["7", "(8,", "16)", "tomllib"]  # the module that was registered as tomli
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(r.replace(" ", "").startswith("tomli>=") and "python_version<'3.11'" in r.replace(" ", "")
+               for r in requires), requires
+
+
+def _python_3_10() -> str | None:
+    """A working Python 3.10 interpreter, if this machine has one (a pyenv shim may name one that fails)."""
+    pyenv = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10")))
+    for candidate in [shutil.which("python3.10"), *pyenv]:
+        if candidate and subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 10)"],
+                                        capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+PYTHON_3_10 = _python_3_10()
+
+
+@pytest.mark.skipif(PYTHON_3_10 is None, reason="no python3.10 interpreter on this machine")
+def test_every_source_file_compiles_under_python_3_10(tmp_path):
+    """Syntax newer than 3.10 (e.g. `except*`, PEP 695 generics) would make the package unusable there."""
+    sources = [str(p) for p in [*ROOT.glob("vidpred/**/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("bench/*.py"),
+                                ROOT / "train.py", ROOT / "evaluate.py"]]
+    check = "import sys\nfor p in sys.argv[1:]:\n    compile(open(p).read(), p, 'exec')\n"
+    done = subprocess.run([PYTHON_3_10, "-c", check, *sources], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -4,7 +4,6 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import av
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vidpred.config import parse_args
+from vidpred.config import parse_args, tomllib  # tomllib, or tomli on Python 3.10
 from vidpred.data import DataError
 from vidpred.media import read_clip, to_model_frames
 from vidpred.sample import main

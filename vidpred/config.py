@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli before it joined the standard library
+    import tomli as tomllib
 
 
 class ConfigError(ValueError):
