@@ -87,7 +87,7 @@ def seconds_per_step(args: list[str], bench: BenchConfig, folder: Path) -> float
     """Step time of a short throw-away run of the same configuration, from its last log window."""
     window = max(1, bench.warmup_steps // 2)
     cfg = parse_args(args + [f"--out={folder}", f"--steps={2 * window}", f"--log_every={window}",
-                             "--prior.fit_clips=8"])
+                             "--prior.fit_clips=8", "--overwrite=true"])  # a throw-away run, redone each time
     train(cfg)
     last = json.loads((folder / "log.jsonl").read_text().splitlines()[-1])
     return cfg.batch_size / last["clips_per_s"]
@@ -100,7 +100,8 @@ def run_model(name: str, common: list[str], bench: BenchConfig) -> dict:
     step_s = seconds_per_step(args, bench, folder / "timing")
     planned = max(1, math.floor(60 * bench.minutes / step_s))
     cfg = parse_args(args + [f"--out={folder / 'run'}", f"--steps={planned}", f"--max_minutes={bench.minutes}",
-                             f"--log_every={max(1, planned // 20)}", f"--ckpt_every={planned}"])
+                             f"--log_every={max(1, planned // 20)}", f"--ckpt_every={planned}",
+                             "--overwrite=true"])  # a rerun of the bench measures afresh
     print(f"\n== {name}: {step_s:.2f} s per step in the timing run -> {planned} steps for {bench.minutes} minutes")
     start = time.perf_counter()
     ckpt = train(cfg)

@@ -104,7 +104,8 @@ class Config:
     max_minutes: float = 0.0  # stop after the step that passes this much training time, as stop_at does (0: no limit)
     wandb: str = "offline"  # offline | online | disabled
     wandb_project: str = "vidpred"
-    resume: bool = False
+    resume: bool = False  # go on from out/checkpoints/last.pt
+    overwrite: bool = False  # start over where a run's checkpoint exists, removing that run's files (else refused)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads (0: torch's default)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass and latent inference)
@@ -160,6 +161,9 @@ def validate(cfg: Config) -> Config:
                           "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
                           "prior.fit_clips", "val_every", "media_every", "stop_at", "data.clip_stride",
                           "latent.kl_weight", "max_minutes"])
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("resume=true and overwrite=true contradict each other: --resume continues the run in "
+                          f"{cfg.out_dir}, --overwrite replaces it; give one of them")
     if not 0.0 <= cfg.latent.min_active < 1.0:
         raise ConfigError(f"latent.min_active={cfg.latent.min_active}: expected a share in [0, 1) (0: l1 stays fixed)")
     if not 0.0 <= cfg.latent.dropout < 1.0:

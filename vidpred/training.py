@@ -41,6 +41,7 @@ from .inference import infer_latent
 from .model import Conditioning, VideoPredictor
 from .monitor import preview
 from .prior import LatentBank
+from .runfolder import claim
 from .tracking import Tracker
 
 PREVIEW_CLIPS = 16  # val clips whose sampled futures are scored (and the first few drawn) at each preview
@@ -212,12 +213,13 @@ def train(cfg: Config) -> Path:
     """Train as configured, data-parallel over the ranks when started by torchrun; returns the path of
     the last checkpoint.
 
-    Raises `Interrupted` (after saving) when SIGINT or SIGTERM stopped the run, and
-    FloatingPointError (saving nothing) when the loss or the gradient norm is not finite.
+    Raises `Interrupted` (after saving) when SIGINT or SIGTERM stopped the run, FloatingPointError
+    (saving nothing) when the loss or the gradient norm is not finite, and RunFolderError (before
+    training) when the output folder holds another run's checkpoint or another process is writing it.
     """
     ranks = setup(device=cfg.device, batch_size=cfg.batch_size)
     try:
-        with StopRequest() as stop:
+        with claim(cfg, ranks), StopRequest() as stop:  # the run folder is this process's while it trains
             return _train(cfg, ranks, stop)
     finally:
         teardown(ranks)
