@@ -1,9 +1,17 @@
 """Array files in both field layouts, memory-mapped, with clear errors for shapes that fit neither."""
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from vidpred.data import ArrayClips, DataError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sequences(n=5, t=12, h=16, w=16, c=None, seed=0) -> np.ndarray:
@@ -88,3 +96,60 @@ def test_bad_paths_values_and_lengths_are_named(tmp_path):
     np.savez(tmp_path / "two.npz", a=np.zeros((2, 3, 8, 8)), b=np.zeros((2, 3, 8, 8)))
     with pytest.raises(DataError, match=r"exactly one 4-d or 5-d array .* it holds a \(2, 3, 8, 8\), b \(2, 3, 8, 8\)"):
         ArrayClips(tmp_path / "two.npz", frames=2, size=8)
+
+
+# --- non-finite pixels: refused when the clip is read, naming the file and the clip ----------------
+
+@pytest.mark.parametrize("value, kind", [(np.nan, "NaN"), (np.inf, r"\+inf"), (-np.inf, "-inf")])
+def test_non_finite_pixels_are_refused_when_their_clip_is_read(tmp_path, value, kind):
+    """+inf is not clamped to 1 nor NaN passed on to become a NaN loss: the clip holding one is
+    refused by name, and the clips around it read as before."""
+    data = sequences(n=8, t=6).astype(np.float32) / 255
+    data[2, 4, 3, 5] = value  # sequence 2, frame 4: the second 3-frame clip of sequence 2 is clip 5
+    path = tmp_path / "bad.npy"
+    np.save(path, data)
+    source = ArrayClips(path, frames=3, size=16)
+    np.testing.assert_array_equal(source.clip(4)[:, 0], data[2, :3])
+    assert source[6].shape == (3, 1, 16, 16)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: clip 5 \(sequence 2, frames 3..5\): 1 {kind} of its "
+                                        r"768 pixel values are not finite; expected numbers in \[0, 1\]"):
+        source[5]
+
+
+def test_non_finite_pixels_in_the_first_clip_refuse_the_file_at_once(tmp_path):
+    data = np.full((8, 6, 16, 16), np.nan, dtype=np.float16)
+    np.save(tmp_path / "nan.npy", data)
+    with pytest.raises(DataError, match=r"nan.npy: clip 0 \(sequence 0, frames 0..5\): 1536 NaN of its 1536 pixel"):
+        ArrayClips(tmp_path / "nan.npy", frames=6, size=8)
+
+
+def test_every_source_refuses_to_serve_a_non_finite_clip():
+    """The generic gate in ClipSource.__getitem__, for sources that compute their pixels."""
+    from vidpred.data import ClipSource
+
+    class Broken(ClipSource):
+        frames, channels, size = 2, 1, 4
+
+        def clip(self, index):
+            video = np.zeros((2, 1, 4, 4), dtype=np.float32)
+            video[1, 0, 0, :2] = np.inf
+            return video
+
+    with pytest.raises(DataError, match=r"^clip 3 of the Broken source: 2 \+inf of its 32 pixel values are not finite"):
+        Broken()[3]
+
+
+def test_a_training_run_on_an_array_with_a_nan_stops_at_once_naming_the_clip_not_the_learning_rate(tmp_path):
+    from conftest import tiny_args
+
+    data = sequences(n=8, t=6).astype(np.float32) / 255
+    data[2, 1, 0, 0] = np.nan
+    path = tmp_path / "clips.npy"
+    np.save(path, data)
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *tiny_args(tmp_path / "run", "--data.kind=array",
+                                                                             f"--data.path={path}")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"train.py: {path}: clip 2 (sequence 2, frames 0..5): 1 NaN of its 1536 pixel values" in done.stderr
+    assert "loss" not in done.stderr and "--lr" not in done.stderr and "Traceback" not in done.stderr

@@ -263,8 +263,10 @@ class _InfiniteGradient(torch.autograd.Function):
 
 
 @pytest.mark.parametrize("poison, step, message", [
-    ("nan_loss", 5, r"the loss is nan in step 5; .*last good checkpoint is \S+last.pt \(step 4\)"),
-    ("inf_grad", 3, r"the gradient norm is (inf|nan) in step 3; .*last good checkpoint is \S+last.pt \(step 2\)"),
+    ("nan_loss", 5, r"the loss is nan in step 5; its batch's pixels are all finite, so the model's output or loss "
+                    r"diverged; .*last good checkpoint is \S+last.pt \(step 4\)\)\. Lower --lr"),
+    ("inf_grad", 3, r"the gradient norm is (inf|nan) in step 3; the loss and the batch's pixels were finite; the "
+                    r"backward pass overflowed; .*last good checkpoint is \S+last.pt \(step 2\)"),
     ("nan_loss", 1, r"the loss is nan in step 1; .*no checkpoint of this run was saved yet"),
 ])
 def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, poison, step,
@@ -290,6 +292,19 @@ def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert state["step"] == step - 1 - (step - 1) % 2  # the last multiple of ckpt_every before the bad step
     assert all(torch.isfinite(w).all() for w in state["model"].values())
     assert load_checkpoint(out / "checkpoints" / "best.pt")["step"] <= state["step"]
+
+
+def test_a_non_finite_stop_blames_the_data_when_the_batch_held_non_finite_pixels():
+    """Sources refuse such clips when they are read; a batch that still carries one (a source of
+    one's own, a transform) must not be reported as a learning-rate problem."""
+    video = torch.zeros(2, 4, 1, 8, 8)
+    video[1, 2, 0, :3, 0] = float("nan")
+    error = training._not_finite("the loss", float("nan"), 7, 6, Path("runs/x/checkpoints/last.pt"), video)
+    assert str(error) == ("the loss is nan in step 7; the step's batch holds 3 non-finite pixel values (NaN or inf) "
+                          "of 512, so the data is at fault, not the learning rate; stopped without saving, so no "
+                          "checkpoint holds broken weights (the last good checkpoint is runs/x/checkpoints/last.pt "
+                          "(step 6)). Find and fix those clips in the data, then go on with --resume")
+    assert "--lr" not in str(training._not_finite("the gradient norm", float("inf"), 7, None, Path("x"), video))
 
 
 def test_a_batch_the_ranks_cannot_split_is_refused_before_anything_is_written(tmp_path, monkeypatch):

@@ -159,11 +159,19 @@ def test_conversion_to_the_model_frames():
 FRAMES = np.zeros((6, 16, 16), dtype=np.float32)  # context 3 + horizon 3 at the model's size
 
 
+def poisoned(value: float) -> np.ndarray:
+    frames = FRAMES.copy()
+    frames[4, 2, 3] = value
+    return frames
+
+
 @pytest.mark.parametrize("name, content, extra, message", [
     ("clip.mp4", "not a video", [], "clip.mp4: could not be read as a video"),
     ("missing.mp4", None, [], "missing.mp4: no such file or folder"),
     ("x.npy", FRAMES + 2, [], r"x.npy: float pixels in \[2, 2\]; expected \[0, 1\]"),
     ("x.npy", FRAMES[:2], [], "holds 2 frames; the context needs 3"),
+    ("x.npy", poisoned(np.nan), [], r"input \S+x.npy, frames 0..5: 1 NaN of its 1536 pixel values are not finite"),
+    ("x.npy", poisoned(-np.inf), [], r"input \S+x.npy, frames 0..5: 1 -inf of its 1536 pixel values are not finite"),
     ("x.npy", FRAMES, ["--start_time=1"], "start_time needs a video file"),
     ("x.npy", FRAMES, ["--mask=MASK"], r"mask=.*m.npy .*: mask has shape \(5, 1, 16, 16\); expected a shape that "
                                        r"broadcasts to the observed future \(b, T, c, H, W\) = \(1, 3, 1, 16, 16\)"),

@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import Tensor
 
 from .data.arrays import as_layout, detect_layout, open_array
-from .data.clips import DataError, fit_frames
+from .data.clips import DataError, fit_frames, non_finite_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -169,10 +169,12 @@ def read_frame_folder(path: Path, *, start: int = 0, count: int) -> Clip:
 # --- array files ----------------------------------------------------------------------------------
 
 
-def _as_unit_floats(a: np.ndarray, path: Path) -> np.ndarray:
-    """uint8 (or integers in 0..255) scaled to [0, 1]; floats must already be in [0, 1]."""
+def _as_unit_floats(a: np.ndarray, path: Path, which: str = "") -> np.ndarray:
+    """uint8 (or integers in 0..255) scaled to [0, 1]; floats must already be in [0, 1] (and finite)."""
     if a.dtype == np.bool_:
         return a.astype(np.float32)
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise non_finite_pixels(a, f"input {path}{which}")
     lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     if np.issubdtype(a.dtype, np.integer):
         if lo < 0 or hi > 255:
@@ -201,8 +203,9 @@ def read_array(path: Path, *, start: int = 0, count: int, clip: int = 0, layout:
         raise DataError(f"clip={clip}: {path} holds {a.shape[0]} clips (0..{a.shape[0] - 1})")
     if start >= a.shape[1]:
         raise DataError(f"input {path}: start={start} but the clip has {a.shape[1]} frames")
-    frames = _as_unit_floats(np.asarray(a[clip, start:start + count]), path)
     which = f" of clip {clip}" if a.shape[0] > 1 else ""
+    frames = _as_unit_floats(np.asarray(a[clip, start:start + count]), path,
+                             f", frames {start}..{min(start + count, a.shape[1]) - 1}{which}")
     h, w = frames.shape[1:3]
     return Clip(frames, None, f"{_taken(start, len(frames))}{which} of {path} ({w}x{h} {_colour(frames.shape[-1])}, "
                               f"array {a.dtype} read as {layout})")

@@ -324,14 +324,14 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
                 stats["l1"] = progress["l1"]
             stopping = shared[-2] > 0
             if not math.isfinite(stats["loss"]):
-                raise _not_finite("the loss", stats["loss"], step + 1, saved, last_path)
+                raise _not_finite("the loss", stats["loss"], step + 1, saved, last_path, video)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # The prior head fits z* on detached inputs; clip it apart so its NLL cannot shrink the
             # predictor's updates through a shared gradient norm.
             stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(predictor_params, cfg.grad_clip).item()
             if not math.isfinite(stats["grad_norm"]):  # same on every rank: gradients are already averaged
-                raise _not_finite("the gradient norm", stats["grad_norm"], step + 1, saved, last_path)
+                raise _not_finite("the gradient norm", stats["grad_norm"], step + 1, saved, last_path, video)
             if model.prior is not None:  # (the deterministic baseline has no prior)
                 torch.nn.utils.clip_grad_norm_(model.prior.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -432,11 +432,24 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
     return last_path
 
 
-def _not_finite(what: str, value: float, step: int, saved: int | None, last_path: Path) -> FloatingPointError:
+def _not_finite(what: str, value: float, step: int, saved: int | None, last_path: Path,
+                video: Tensor | None = None) -> FloatingPointError:
+    """The stop for a non-finite `what`, saying what it saw: the step's batch `video` (when given)
+    holding non-finite pixels blames the data; finite pixels blame the optimization."""
     last = f"the last good checkpoint is {last_path} (step {saved})" if saved is not None else \
         "no checkpoint of this run was saved yet"
-    return FloatingPointError(f"{what} is {value} in step {step}; stopped without saving, so no checkpoint holds "
-                              f"broken weights ({last}). Lower --lr or --grad_clip, then go on with --resume")
+    bad = 0 if video is None else int((~torch.isfinite(video)).sum())
+    if bad:
+        seen = (f"the step's batch holds {bad} non-finite pixel values (NaN or inf) of {video.numel()}, so the data is "
+                "at fault, not the learning rate")
+        advice = "Find and fix those clips in the data, then go on with --resume"
+    else:
+        seen = {"the loss": "its batch's pixels are all finite, so the model's output or loss diverged",
+                "the gradient norm": "the loss and the batch's pixels were finite; the backward pass overflowed"}.get(
+            what, "")
+        advice = "Lower --lr or --grad_clip, then go on with --resume"
+    return FloatingPointError(f"{what} is {value} in step {step}; {seen + '; ' if seen else ''}stopped without saving, "
+                              f"so no checkpoint holds broken weights ({last}). {advice}")
 
 
 def _save(path: Path, state: dict, model: nn.Module, step: int, saved: int | None) -> int:

@@ -2,7 +2,8 @@
 
 - `tnhw`: (frames, sequences, h, w), the layout of Srivastava et al.'s `mnist_test_seq.npy`;
 - `nthw`, `nthwc`, `ntchw`: (sequences, frames, h, w[, c]) or with channels before the pixels.
-uint8 pixels are divided by 255; float pixels must already lie in [0, 1]. `auto` tells 4-d
+uint8 pixels are divided by 255; float pixels must already lie in [0, 1] (NaN and +-inf are refused
+when a clip is read, naming the clip). `auto` tells 4-d
 layouts apart by taking the longer of the first two axes as the sequences (mnist_test_seq has
 10,000 sequences of 20 frames) and 5-d ones by which axis has 1 or 3 entries; set `layout` when a
 file breaks that rule (a `.json` beside the file with a "layout" entry, as `data/prepare.py`
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from ..config import CHOICES
-from .clips import ClipWindows, DataError, fit_frames
+from .clips import ClipWindows, DataError, fit_frames, non_finite_pixels
 from .sprites import ClipSource
 
 LAYOUTS = CHOICES["data.layout"]
@@ -128,7 +129,7 @@ class ArrayClips(ClipSource):
         if dtype != np.uint8 and dtype != np.bool_ and not np.issubdtype(dtype, np.floating):
             raise DataError(f"{self.path}: pixels of type {dtype}; expected uint8 (0..255) or float (0..1)")
         if np.issubdtype(dtype, np.floating):
-            sample = self._frames(0)
+            sample = self._checked_frames(0)
             low, high = float(sample.min()), float(sample.max())
             if low < -1e-3 or high > 1 + 1e-3:
                 raise DataError(f"{self.path}: float pixels in [{low:g}, {high:g}]; expected [0, 1] "
@@ -144,8 +145,19 @@ class ArrayClips(ClipSource):
         seq, start = self.windows.locate(index)
         return self.clips[seq, self.windows.frame_indices(start)]
 
+    def _checked_frames(self, index: int) -> np.ndarray:
+        """`_frames`, refusing NaN and +-inf, which resizing would spread and clamping would hide
+        (inf -> 1), and which would otherwise surface only as a NaN loss."""
+        frames = self._frames(index)
+        if frames.dtype.kind == "f" and not np.isfinite(frames).all():
+            seq, start = self.windows.locate(index)
+            taken = self.windows.frame_indices(start)
+            raise non_finite_pixels(frames, f"{self.path}: clip {index} (sequence {seq}, frames {taken[0]}.."
+                                            f"{taken[-1]})")
+        return frames
+
     def clip(self, index: int) -> np.ndarray:
-        video = np.ascontiguousarray(self._frames(index))
+        video = np.ascontiguousarray(self._checked_frames(index))
         if video.dtype != np.uint8:  # bool and every float width (longdouble too) as float32
             video = video.astype(np.float32, copy=False)
         return fit_frames(torch.from_numpy(video), size=self.size, channels=self.channels).numpy()

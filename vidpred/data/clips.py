@@ -15,6 +15,15 @@ class DataError(ConfigError):
     """Data that cannot be used as configured: the message names the file or folder and what was expected."""
 
 
+def non_finite_pixels(frames: np.ndarray, where: str):
+    """The DataError for frames (any layout) holding NaN or +-inf: how many of each, and where."""
+    counts = {"NaN": int(np.isnan(frames).sum()), "+inf": int(np.isposinf(frames).sum()),
+              "-inf": int(np.isneginf(frames).sum())}
+    found = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    return DataError(f"{where}: {found} of its {frames.size} pixel values are not finite; expected numbers in [0, 1] "
+                     "(or uint8 0..255): fix or drop that clip")
+
+
 class ClipWindows:
     """Clips cut from sequences of known lengths: clip j of a sequence starts at frame j * stride
     and takes `frames` frames `frame_step` apart. Maps a clip index to (sequence, first frame)."""

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .clips import non_finite_pixels
+
 from .motion import (bounce_continuations, bounce_trajectory, check_modes, paste_max, render, render_futures,
                      tangential_speeds)
 
@@ -81,7 +83,15 @@ class ClipSource(Dataset):
         raise NotImplementedError(f"{type(self).__name__} must implement clip(index)")
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(self.clip(int(index)))
+        video = torch.from_numpy(self.clip(int(index)))
+        if not bool(torch.isfinite(video).all()):  # the last gate: no source may serve NaN or inf pixels
+            raise non_finite_pixels(video.numpy(), f"clip {int(index)} of {self.describe()}")
+        return video
+
+    def describe(self) -> str:
+        """The source, as an error message names it: its file or folder, else its kind."""
+        where = getattr(self, "path", None) or getattr(self, "root", None)
+        return str(where) if where is not None else f"the {type(self).__name__} source"
 
 
 class BouncingObjects(ClipSource):
