@@ -1,6 +1,7 @@
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vidpred.config import Config, ConfigError, from_dict, parse_args, to_dict, tomllib
+from vidpred.config import Config, ConfigError, float_keys, from_dict, parse_args, to_dict, tomllib, validate
 
 
 def test_overrides_are_typed():
@@ -120,3 +121,46 @@ def test_every_source_file_compiles_under_python_3_10(tmp_path):
     check = "import sys\nfor p in sys.argv[1:]:\n    compile(open(p).read(), p, 'exec')\n"
     done = subprocess.run([PYTHON_3_10, "-c", check, *sources], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# --- NaN, inf and empty values: refusals naming the key, never tracebacks --------------------------
+
+FLOAT_KEYS = float_keys(Config())
+
+
+def test_the_float_keys_are_found():
+    assert {"lr", "grad_clip", "max_minutes", "latent.l1", "latent.dropout", "data.val_share"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", "+inf"])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_a_float_key_given_nan_or_inf_is_refused_by_name(key, value):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}='{re.escape(value)}': expected a finite number$"):
+        parse_args([f"--{key}={value}"])
+
+
+def test_nan_in_a_toml_config_file_or_in_a_config_built_in_python_is_refused(tmp_path):
+    (tmp_path / "c.toml").write_text("lr = nan\n")
+    with pytest.raises(ConfigError, match=r"c.toml: lr=nan: expected a finite number"):
+        parse_args([f"--config={tmp_path / 'c.toml'}"])
+    cfg = Config()
+    cfg.latent.l1 = float("inf")
+    with pytest.raises(ConfigError, match=r"^latent.l1=inf: expected a finite number$"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("value, shown", [("", r"\(empty\)"), (",", r"\(empty\)"), ("()", r"\(empty\)"),
+                                          ("8,0", "8,0"), ("-8", "-8")])
+def test_model_widths_empty_or_not_positive_is_refused_by_name(value, shown):
+    with pytest.raises(ConfigError, match=rf"^model.widths={shown}: expected one or more positive channel counts"):
+        parse_args([f"--model.widths={value}"])
+
+
+@pytest.mark.parametrize("arg, message", [("--lr=nan", "train.py: lr='nan': expected a finite number\n"),
+                                          ("--model.widths=", "train.py: model.widths=(empty): expected one or more "
+                                                              "positive channel counts")])
+def test_train_py_refuses_them_with_one_line_and_status_2(tmp_path, arg, message):
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), arg, f"--out={tmp_path / 'run'}"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
+    assert not (tmp_path / "run").exists()

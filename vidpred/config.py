@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -148,8 +149,27 @@ def check_numbers(cfg, *, positive=(), nonneg=()) -> None:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a number >= 0")
 
 
+def float_keys(cfg, prefix: str = "") -> list[str]:
+    """The keys of every float field of a config tree, e.g. 'lr', 'latent.l1'."""
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += float_keys(value, f"{prefix}{f.name}.")
+        elif _field_type(cfg, f.name) is float:
+            keys.append(prefix + f.name)
+    return keys
+
+
 def validate(cfg: Config) -> Config:
     """Refuse configurations that cannot run, naming the key and what was expected."""
+    for key in float_keys(cfg):  # (set_key refuses them too; a Config built in Python comes here only)
+        if not math.isfinite(get_key(cfg, key)):
+            raise ConfigError(f"{key}={get_key(cfg, key)}: expected a finite number")
+    widths = cfg.model.widths
+    if not widths or any(w <= 0 for w in widths):
+        raise ConfigError(f"model.widths={','.join(map(str, widths)) or '(empty)'}: expected one or more positive channel counts, "
+                          "one per resolution, e.g. --model.widths=16,32,64")
     for key, allowed in CHOICES.items():
         value = get_key(cfg, key)
         if value not in allowed:
@@ -286,9 +306,12 @@ def _convert(value, tp, key: str):
         if isinstance(value, bool):
             raise ConfigError(f"{key}={value!r}: expected a number")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}={value!r}: expected a number") from None
+        if not math.isfinite(number):  # float() takes "nan" and "inf"; no key means anything by them
+            raise ConfigError(f"{key}={value!r}: expected a finite number")
+        return number
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key}={value!r}: expected a string")
