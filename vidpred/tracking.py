@@ -1,8 +1,9 @@
 """Where a run's numbers and pictures go: `log.jsonl` (one JSON object per logged step, readable by any
 tool) and a wandb run (offline by default, so nothing needs a network; `wandb sync` uploads it later).
 
-Tracking never stops training: an `online` run that cannot reach its server warns and records
-offline instead, and a wandb failure mid-run warns and leaves log.jsonl going.
+Tracking never stops training: an `online` run that cannot reach its server says so (on stderr,
+see reports.py) and records offline instead, and a wandb failure mid-run says so and leaves
+log.jsonl going.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import json
 import math
 import os
 import re
-import warnings
 from pathlib import Path
+
+from .reports import report
+
+
+WANDB_MODES = ("online", "offline", "shared", "disabled", "dryrun", "run")  # what wandb's Settings accept
 
 
 def _plain(value):
@@ -56,6 +61,14 @@ class Tracker:
     @staticmethod
     def _start_wandb(out: Path, *, config: dict, name: str, project: str, mode: str, run_id: str | None):
         os.environ.setdefault("WANDB_SILENT", "true")
+        # wandb validates WANDB_MODE even when init() is given a mode, and a stray empty or misspelt
+        # one would make it refuse to start: the --wandb option decides instead.
+        stray = os.environ.get("WANDB_MODE")
+        if stray is not None and stray not in WANDB_MODES:
+            del os.environ["WANDB_MODE"]
+            if stray.strip():  # (an empty variable is an unset one, and needs no word)
+                report(f"WANDB_MODE={stray!r} in the environment is not a wandb mode ({', '.join(WANDB_MODES)}); "
+                       f"ignored, --wandb={mode} decides")
         for attempt in (mode, "offline") if mode == "online" else (mode,):
             # A patient default, since a loaded machine starts wandb slowly; WANDB_INIT_TIMEOUT, when
             # set, bounds the wait for a server (an offline run has none to wait for).
@@ -69,7 +82,7 @@ class Tracker:
             except Exception as e:  # a tracking failure must not stop training
                 then = "recording offline instead (upload later with `wandb sync`)" if attempt == "online" else \
                     "training goes on with log.jsonl only"
-                warnings.warn(f"wandb ({attempt}) could not start, {then}: {type(e).__name__}: {e}", stacklevel=3)
+                report(f"wandb ({attempt}) could not start, {then}: {type(e).__name__}: {e}", stacklevel=3)
         return None
 
     @property
@@ -116,7 +129,7 @@ class Tracker:
         try:
             call()
         except Exception as e:  # wandb trouble mid-run: keep training, keep log.jsonl
-            warnings.warn(f"wandb failed ({type(e).__name__}: {e}); log.jsonl goes on without it", stacklevel=3)
+            report(f"wandb failed ({type(e).__name__}: {e}); log.jsonl goes on without it", stacklevel=3)
             self.run = None
 
     def close(self, exit_code: int = 0) -> None:
@@ -132,4 +145,4 @@ class Tracker:
                 # logging an artifact); teardown waits for them, so they are complete when training returns.
                 wandb.teardown()
             except Exception as e:
-                warnings.warn(f"wandb could not finish the run cleanly ({type(e).__name__}: {e})")
+                report(f"wandb could not finish the run cleanly ({type(e).__name__}: {e})")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 
 import av
@@ -31,6 +30,7 @@ import torch
 from av.video.reformatter import VideoReformatter
 
 from ..files import atomic_path
+from ..reports import report
 from .clips import ClipWindows, DataError, fit_frames
 from .sprites import ClipSource
 
@@ -156,7 +156,7 @@ def load_index(root: Path, files: list[str]) -> dict[str, dict]:
             with atomic_path(path) as tmp:
                 tmp.write_text(json.dumps({"version": INDEX_VERSION, "root": str(root.resolve()), "files": index}))
         except OSError as e:
-            warnings.warn(f"could not cache the video index at {path} ({e}); it will be rebuilt next time")
+            report(f"could not cache the video index at {path} ({e}); it will be rebuilt next time")
     return index
 
 
@@ -188,7 +188,7 @@ class VideoFolder(ClipSource):
         index = load_index(self.root, files)
         self.skipped = {f: index[f]["error"] for f in files if "error" in index[f]}
         for rel, reason in self.skipped.items():
-            warnings.warn(f"skipping video {self.root / rel}: {reason}")
+            report(f"skipping video {self.root / rel}: {reason}")
         good = [f for f in files if f not in self.skipped]
         if not good:
             raise DataError(f"none of the {len(files)} video files under {self.root} could be decoded "
@@ -229,7 +229,7 @@ class VideoFolder(ClipSource):
                 frames = self.read(candidate)
             except (av.FFmpegError, DataError, OSError) as e:
                 self.failed.add(candidate)
-                warnings.warn(f"skipping clip {candidate} of {self.root}: {e}")
+                report(f"skipping clip {candidate} of {self.root}: {e}")
                 continue
             video = torch.from_numpy(frames)
             video = video[:, None] if video.ndim == 3 else video.permute(0, 3, 1, 2)  # (t, c, H, W)
