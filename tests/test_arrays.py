@@ -111,8 +111,8 @@ def test_non_finite_pixels_are_refused_when_their_clip_is_read(tmp_path, value, 
     source = ArrayClips(path, frames=3, size=16)
     np.testing.assert_array_equal(source.clip(4)[:, 0], data[2, :3])
     assert source[6].shape == (3, 1, 16, 16)
-    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: clip 5 \(sequence 2, frames 3..5\): 1 {kind} of its "
-                                        r"768 pixel values are not finite; expected numbers in \[0, 1\]"):
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: clip 5 \(sequence 2, frames 3..5\): 1 {kind} "
+                                        r"of its 768 pixel values are not finite; expected numbers in \[0, 1\]"):
         source[5]
 
 

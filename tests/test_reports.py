@@ -41,7 +41,8 @@ def test_a_skipped_video_file_is_printed_whatever_the_warning_filters(tmp_path, 
     flags = silenced if isinstance(silenced, list) else []
     if isinstance(silenced, str):
         env["PYTHONWARNINGS"] = silenced.split("=")[1]
-    script = "import sys\nfrom vidpred.data import VideoFolder\nVideoFolder(sys.argv[1], frames=6, size=16, val_share=0)\n"
+    script = ("import sys\nfrom vidpred.data import VideoFolder\n"
+              "VideoFolder(sys.argv[1], frames=6, size=16, val_share=0)\n")
     done = subprocess.run([sys.executable, *flags, "-c", script, str(root)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     if flags == ["-W", "error"]:  # a user's own filter wins over the default that hides the duplicate

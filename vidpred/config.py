@@ -168,8 +168,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a finite number")
     widths = cfg.model.widths
     if not widths or any(w <= 0 for w in widths):
-        raise ConfigError(f"model.widths={','.join(map(str, widths)) or '(empty)'}: expected one or more positive channel counts, "
-                          "one per resolution, e.g. --model.widths=16,32,64")
+        shown = ",".join(map(str, widths)) or "(empty)"
+        raise ConfigError(f"model.widths={shown}: expected one or more positive channel counts, one per resolution, "
+                          "e.g. --model.widths=16,32,64")
     for key, allowed in CHOICES.items():
         value = get_key(cfg, key)
         if value not in allowed:
