@@ -86,6 +86,8 @@ def build_model(cfg: Config) -> VideoPredictor:
                           skip_frames=cfg.model.skip_frames,
                           residual=cfg.model.residual, amortized=cfg.model.encoder,
                           prior_components=cfg.prior.components, kind=cfg.model.kind,
+                          recurrent=cfg.model.recurrent, output=cfg.model.decoder, kernel=cfg.model.kernel,
+                          chained_prior=cfg.prior.chained,
                           ).to(memory_format=torch.channels_last)
 
 

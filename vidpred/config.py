@@ -58,6 +58,9 @@ class ModelConfig:
     residual: bool = False  # decoder output is a correction of the last frame's logits
     encoder: bool = True  # amortized latent encoder A(residual) warm-starts inference
     kind: str = "energy"  # energy | deterministic (z = 0, no latent) | vae (SVG-LP-style baseline); see baselines.py
+    recurrent: bool = False  # a ConvGRU memory in the predictor, carried through the whole clip
+    decoder: str = "pixels"  # pixels (generated) | kernels (per-pixel kernels move the last frame, a mask adds generated pixels)
+    kernel: int = 7  # decoder=kernels: side of the per-pixel kernels (moves up to kernel // 2 pixels a frame)
 
 
 @dataclass
@@ -81,6 +84,7 @@ class PriorConfig:
     bank: int = 8192  # latents kept in the empirical bank
     fit_clips: int = 512  # training clips whose inferred z refill the bank at the end of training
     components: int = 4  # mixture components of the learned conditional prior p(z | h)
+    chained: bool = False  # the learned prior also reads the previous frame's z: p(z_k | h_k, z_{k-1})
 
 
 @dataclass
@@ -96,6 +100,8 @@ class Config:
     cost: str = "bce"  # per-pixel cost C: bce (on logits) | mse | l1
     context: int = 5  # frames given
     horizon: int = 5  # frames predicted per training clip
+    rollout: bool = False  # train free-running: predictions are fed back, z inferred frame by frame along the rollout
+    rollout_start: int = 0  # rollout=true: teacher-forced steps before free-running starts (a cheap, fast first phase)
     log_every: int = 25
     ckpt_every: int = 500
     val_every: int = 250  # validation energy on held-out clips (split "val"); best.pt keeps the lowest (0: off)
@@ -133,6 +139,7 @@ CHOICES = {
     "data.channels": (1, 3),
     "prior.kind": ("bank", "fitted", "learned"),
     "model.kind": ("energy", "deterministic", "vae"),
+    "model.decoder": ("pixels", "kernels"),
     "cost": ("bce", "mse", "l1"),
     "wandb": ("offline", "online", "disabled"),
     "precision": ("fp32", "bf16"),
@@ -180,7 +187,7 @@ def validate(cfg: Config) -> Config:
                                  "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips"],
                   nonneg=["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.step_size",
                           "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
-                          "prior.fit_clips", "val_every", "media_every", "stop_at", "data.clip_stride",
+                          "prior.fit_clips", "val_every", "rollout_start", "media_every", "stop_at", "data.clip_stride",
                           "latent.kl_weight", "max_minutes"])
     if cfg.resume and cfg.overwrite:
         raise ConfigError("resume=true and overwrite=true contradict each other: --resume continues the run in "
@@ -198,6 +205,10 @@ def validate(cfg: Config) -> Config:
     if cfg.model.window > cfg.context:
         raise ConfigError(f"model.window={cfg.model.window} must be <= context={cfg.context}: the "
                           "predictor looks back at most over the given frames")
+    if cfg.model.decoder == "kernels" and (cfg.model.kernel < 1 or cfg.model.kernel % 2 == 0):
+        raise ConfigError(f"model.kernel={cfg.model.kernel}: expected an odd size >= 1 (the kernel is centred on the pixel)")
+    if cfg.model.residual and cfg.model.decoder != "pixels":
+        raise ConfigError("model.residual=true needs model.decoder=pixels: the kernels decoder already moves the last frame")
     levels = len(cfg.model.widths) - 1
     if cfg.data.size % (2 ** levels):
         raise ConfigError(f"data.size={cfg.data.size} must be divisible by 2^{levels} "

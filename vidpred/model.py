@@ -60,6 +60,10 @@ class ResBlock(nn.Module):
         return F.leaky_relu(x + self.body(x), 0.2)
 
 
+DECODER_OUTPUTS = CHOICES["model.decoder"]
+MOVED_EPS = 1e-3  # the kernels decoder's pixels lie in [eps, 1 - eps]: BCE of a moved black pixel <= 0.001
+
+
 # --- the three parts of the predictor -------------------------------------------------------------
 
 
@@ -80,16 +84,44 @@ class FrameEncoder(nn.Module):
         return feats
 
 
-class Predictor(nn.Module):
-    """A window of bottleneck encodings (n, W, C, h, w) -> the state h (n, C, h, w) of the next frame."""
+class ConvGRU(nn.Module):
+    """A convolutional GRU cell (Ballas et al. 2016): memory (n, C, h, w) updated from input (n, C, h, w)."""
 
-    def __init__(self, *, width: int, window: int, blocks: int):
+    def __init__(self, width: int):
+        super().__init__()
+        self.gates = nn.Conv2d(2 * width, 2 * width, 3, 1, 1)
+        self.candidate = nn.Conv2d(2 * width, width, 3, 1, 1)
+
+    def forward(self, x: Tensor, memory: Tensor | None) -> Tensor:
+        if memory is None:
+            memory = torch.zeros_like(x)
+        reset, update = torch.sigmoid(self.gates(torch.cat([x, memory], dim=1))).chunk(2, dim=1)
+        candidate = torch.tanh(self.candidate(torch.cat([x, reset * memory], dim=1)))
+        return update * memory + (1 - update) * candidate
+
+
+class Predictor(nn.Module):
+    """A window of bottleneck encodings (n, W, C, h, w) [+ a memory] -> the state h (n, C, h, w) of the next frame.
+
+    `recurrent=False`: h depends on the window alone (SimVP-like), so teacher-forced training
+    predicts every frame of a clip in one batched pass. `recurrent=True`: a ConvGRU memory runs
+    through every frame seen so far, so motion that the window cannot show (an object hidden
+    behind another, the speed before a bounce) persists across the whole rollout.
+    """
+
+    def __init__(self, *, width: int, window: int, blocks: int, recurrent: bool = False):
         super().__init__()
         self.fuse = conv_norm_act(window * width, width, kernel=1)
+        self.memory = ConvGRU(width) if recurrent else None
         self.blocks = nn.Sequential(*(ResBlock(width) for _ in range(blocks)))
 
-    def forward(self, window: Tensor) -> Tensor:
-        return self.blocks(self.fuse(rearrange(window, "n w c h x -> n (w c) h x")))
+    def forward(self, window: Tensor, memory: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(h, the memory after this frame; None without one)."""
+        x = self.fuse(rearrange(window, "n t c h w -> n (t c) h w"))
+        if self.memory is not None:
+            memory = self.memory(x, memory)
+            x = x + memory
+        return self.blocks(x), memory
 
 
 class Decoder(nn.Module):
@@ -102,8 +134,14 @@ class Decoder(nn.Module):
     extrapolate constant motion at pixel precision instead of recovering it from the bottleneck.
     """
 
-    def __init__(self, *, channels: int, widths: tuple[int, ...], z_dim: int, skip_frames: int = 1):
+    def __init__(self, *, channels: int, widths: tuple[int, ...], z_dim: int, skip_frames: int = 1,
+                 output: str = "pixels", kernel: int = 7):
         super().__init__()
+        if output not in DECODER_OUTPUTS:
+            raise ValueError(f"output={output!r}: expected one of {', '.join(DECODER_OUTPUTS)}")
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"kernel={kernel}: expected an odd size >= 1")
+        self.output, self.kernel = output, kernel
         top = widths[-1]
         self.inject = nn.Sequential(conv_norm_act(top + z_dim, top), conv_norm_act(top, top))
         self.ups = nn.ModuleList()
@@ -117,14 +155,46 @@ class Decoder(nn.Module):
         # Start from a dark, uncertain frame: zero weights, bias at the logit of a mostly-black image.
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, -3.0)
+        if output == "kernels":
+            self.taps = nn.Conv2d(widths[0], kernel * kernel, 3, 1, 1)  # per-pixel kernel over the last frame
+            self.mask = nn.Conv2d(widths[0], 1, 3, 1, 1)  # per pixel: moved (1) or generated (0)
+            # Start as a copy of the last frame: centre tap ~3/4 of the weight, mostly moved pixels.
+            nn.init.zeros_(self.taps.weight)
+            with torch.no_grad():
+                self.taps.bias.zero_()
+                self.taps.bias[kernel * kernel // 2] = 5.0
+            nn.init.zeros_(self.mask.weight)
+            nn.init.constant_(self.mask.bias, 2.0)
 
-    def forward(self, h: Tensor, z: Tensor, skips: list[Tensor]) -> Tensor:
+    def forward(self, h: Tensor, z: Tensor, skips: list[Tensor], last: Tensor | None = None) -> Tensor:
         zmap = repeat(z, "n d -> n d h w", h=h.shape[-2], w=h.shape[-1])
         x = self.inject(torch.cat([h, zmap], dim=1))
         # skips[-1] is the bottleneck itself, already inside h; add the finer ones on the way up
         for up, refine, fuse, skip in zip(self.ups, self.refines, self.skip_fuses, skips[-2::-1]):
             x = refine(up(x) + fuse(skip))
-        return self.out(x)
+        generated = self.out(x)
+        if self.output == "pixels":
+            return generated
+        return self.move(last, x, generated)
+
+    def move(self, last: Tensor, x: Tensor, generated: Tensor) -> Tensor:
+        """Logits of m · K_p * last + (1 - m) · sigmoid(generated) (DNA, Finn et al. 2016).
+
+        Each output pixel p is a convex combination of the last frame's pixels in the k x k window
+        around p (softmax taps K_p predicted per pixel), so content that moves by up to k // 2
+        pixels is moved, not redrawn: a one-hot kernel shifts a digit exactly, with no blur, however
+        many frames are rolled out. The mask m hands pixels that the last frame cannot supply
+        (what appears, what was hidden) to the generated branch.
+        """
+        n, c, hh, ww = last.shape
+        k = self.kernel
+        taps = self.taps(x).softmax(dim=1)  # (n, k*k, H, W)
+        patches = F.unfold(last, k, padding=k // 2).view(n, c, k * k, hh, ww)  # neighbours of every pixel
+        moved = torch.einsum("nckhw,nkhw->nchw", patches, taps)
+        mask = torch.sigmoid(self.mask(x))  # (n, 1, H, W)
+        pixels = mask * moved + (1 - mask) * torch.sigmoid(generated)
+        # back to logits (the energy's cost reads logits); eps keeps log(0) out of the BCE
+        return torch.logit(MOVED_EPS + (1 - 2 * MOVED_EPS) * pixels)
 
 
 class LatentEncoder(nn.Module):
@@ -147,26 +217,32 @@ class LatentEncoder(nn.Module):
 
 
 class ConditionalPrior(nn.Module):
-    """p(z | h): a point mass at z = 0 (sparse codes are often exactly zero) plus a mixture of
-    `components` diagonal Gaussians, all weights and parameters predicted from the state h."""
+    """p(z_k | h_k [, z_{k-1}]): a point mass at z = 0 (sparse codes are often exactly zero) plus a
+    mixture of `components` diagonal Gaussians, all weights and parameters predicted from the state
+    h_k and, with `chained=True`, from the previous latent z_{k-1} — so a sampled future can keep
+    an event going (a bounce that lasts two frames) instead of drawing every frame's z afresh."""
 
-    def __init__(self, *, width: int, z_dim: int, components: int):
+    def __init__(self, *, width: int, z_dim: int, components: int, chained: bool = False):
         super().__init__()
-        self.z_dim, self.components = z_dim, components
+        self.z_dim, self.components, self.chained = z_dim, components, chained
         self.trunk = nn.Sequential(conv_norm_act(width, width // 2), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
                                    nn.Linear(width // 2 * 16, 128), act())
-        self.head = nn.Linear(128, (components + 1) + 2 * components * z_dim)
+        self.head = nn.Linear(128 + (z_dim if chained else 0), (components + 1) + 2 * components * z_dim)
 
-    def params(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Mixture logits (n, M+1) [index 0: z = 0], means (n, M, d), log-scales (n, M, d)."""
-        out = self.head(self.trunk(h))
+    def params(self, h: Tensor, z_prev: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Mixture logits (n, M+1) [index 0: z = 0], means (n, M, d), log-scales (n, M, d).
+        `z_prev` (n, d) is the previous frame's latent (zeros before the first predicted frame)."""
+        features = self.trunk(h)
+        if self.chained:
+            features = torch.cat([features, h.new_zeros(h.shape[0], self.z_dim) if z_prev is None else z_prev], dim=1)
+        out = self.head(features)
         m, d = self.components, self.z_dim
         logits, mu, log_sigma = out.split([m + 1, m * d, m * d], dim=1)
         return logits, mu.view(-1, m, d), log_sigma.view(-1, m, d).clamp(-5.0, 3.0)  # sigma >= 0.007: a tighter floor makes the NLL of near-constant codes oscillate
 
-    def nll(self, h: Tensor, z: Tensor) -> Tensor:
-        """-log p(z | h) per sample (n,): probability mass for z = 0, density elsewhere."""
-        logits, mu, log_sigma = self.params(h)
+    def nll(self, h: Tensor, z: Tensor, z_prev: Tensor | None = None) -> Tensor:
+        """-log p(z | h, z_prev) per sample (n,): probability mass for z = 0, density elsewhere."""
+        logits, mu, log_sigma = self.params(h, z_prev)
         log_pi = logits.log_softmax(dim=1)
         zero = (z == 0).all(dim=1)
         gauss = -0.5 * (((z[:, None] - mu) / log_sigma.exp()) ** 2) - log_sigma - 0.5 * math.log(2 * math.pi)
@@ -174,8 +250,8 @@ class ConditionalPrior(nn.Module):
         return -torch.where(zero, log_pi[:, 0], log_dense)
 
     @torch.no_grad()
-    def sample(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        logits, mu, log_sigma = self.params(h)
+    def sample(self, h: Tensor, generator: torch.Generator | None = None, z_prev: Tensor | None = None) -> Tensor:
+        logits, mu, log_sigma = self.params(h, z_prev)
         comp = torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)  # (n,)
         pick = (comp - 1).clamp(min=0)
         rows = torch.arange(h.shape[0], device=h.device)
@@ -187,6 +263,8 @@ class ConditionalPrior(nn.Module):
 class GaussianHead(nn.Module):
     """A feature map (n, C_in, h, w) -> a diagonal Gaussian over z (n, d): the VAE baseline's learned
     prior p(z_k | h_k) and posterior q(z_k | h_k, Enc(y_k)) (SVG-LP's two LSTMs, as heads on the state)."""
+
+    chained = False  # p(z_k | h_k) alone: the VAE's prior does not read the previous z
 
     def __init__(self, *, width_in: int, width: int, z_dim: int):
         super().__init__()
@@ -224,25 +302,42 @@ class Conditioning(NamedTuple):
         rep = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
         return Conditioning(rep(self.h), [rep(s) for s in self.skips], rep(self.last))
 
+    def detach(self) -> "Conditioning":
+        """The same conditioning cut from the graph: latent inference moves z only."""
+        return Conditioning(self.h.detach(), [s.detach() for s in self.skips], self.last.detach())
+
+
+class RolloutState(NamedTuple):
+    """Where an autoregressive rollout stands: what the next frame's prediction depends on."""
+
+    history: list[list[Tensor]]  # per resolution, the features (n, C_l, H_l, W_l) of the last W frames
+    memory: Tensor | None  # (n, C, h, w) the recurrent predictor's memory; None for the window predictor
+    last: Tensor  # (n, c, H, W) the newest frame (true or predicted)
+
 
 class VideoPredictor(nn.Module):
     def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
-                 window: int = 3, blocks: int = 2, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
-                 amortized: bool = True, prior_components: int = 4, kind: str = "energy"):
+                 window: int = 3, blocks: int = 1, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
+                 amortized: bool = True, prior_components: int = 4, kind: str = "energy",
+                 recurrent: bool = False, output: str = "pixels", kernel: int = 7, chained_prior: bool = False):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
         if kind not in MODEL_KINDS:
             raise ValueError(f"kind={kind!r}: expected one of {', '.join(MODEL_KINDS)}")
+        if residual and output != "pixels":
+            raise ValueError("residual=True corrects the generated pixels; the kernels decoder already moves the last frame")
         self.channels, self.size, self.window, self.z_dim, self.residual = channels, size, window, z_dim, residual
-        self.skip_frames, self.kind = skip_frames, kind
+        self.skip_frames, self.kind, self.recurrent = skip_frames, kind, recurrent
         self.encoder = FrameEncoder(channels=channels, widths=widths)
-        self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks)
-        self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim, skip_frames=skip_frames)
+        self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks, recurrent=recurrent)
+        self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim, skip_frames=skip_frames,
+                               output=output, kernel=kernel)
         self.latent_encoder = self.prior = self.posterior = None  # the deterministic baseline has neither
         if kind == "energy":
             self.latent_encoder = LatentEncoder(channels=channels, size=size, widths=widths, z_dim=z_dim) if amortized else None
-            self.prior = ConditionalPrior(width=widths[-1], z_dim=z_dim, components=prior_components)
+            self.prior = ConditionalPrior(width=widths[-1], z_dim=z_dim, components=prior_components,
+                                          chained=chained_prior)
         elif kind == "vae":
             self.prior = GaussianHead(width_in=widths[-1], width=widths[-1], z_dim=z_dim)
             self.posterior = GaussianHead(width_in=2 * widths[-1], width=widths[-1], z_dim=z_dim)
@@ -270,22 +365,32 @@ class VideoPredictor(nn.Module):
     def teacher_forced(self, video: Tensor, context: int) -> Conditioning:
         """Conditioning for every future frame of `video` (b, t, ...) from the *true* past frames.
 
-        Returns tensors for n = b * (t - context) frames, ordered clip-major `(b T)`.
+        Returns tensors for n = b * (t - context) frames, ordered clip-major `(b T)`. Every frame is
+        encoded once; the window predictor then runs all frames in one batch, the recurrent one
+        steps its memory through the clip (from the first window, so it has seen the whole context).
         """
         self.check_video(video)
         self.check_context(context)
-        inputs = video[:, context - self.window:-1]  # (b, T + W - 1, c, H, W): every frame some target sees
+        first = 0 if self.recurrent else context - self.window  # the first frame any state depends on
+        inputs = video[:, first:-1]  # every frame some target sees
         feats = self.encode(inputs)
-        windows = feats[-1].unfold(1, self.window, 1)  # (b, T, C, h, w, W)
-        h = self.predictor(rearrange(windows, "b t c h x w -> (b t) w c h x"))  # (b T, C, h, w)
-        s = self.skip_frames  # target j sees frames j .. j + S - 1 of `inputs` shifted to end at its last frame
-        skips = [rearrange(f[:, self.window - s:].unfold(1, s, 1), "b t c h w s -> (b t) (s c) h w") for f in feats]
-        last = rearrange(inputs[:, self.window - 1:], "b t c h w -> (b t) c h w")
+        windows = feats[-1].unfold(1, self.window, 1)  # (b, t', C, h, w, W): window j ends at inputs[j + W - 1]
+        if self.recurrent:
+            memory, states = None, []
+            for j in range(windows.shape[1]):
+                h, memory = self.predictor(rearrange(windows[:, j], "b c h x t -> b t c h x"), memory)
+                states.append(h)
+            h = rearrange(torch.stack(states[context - self.window:], dim=1), "b t c h w -> (b t) c h w")
+        else:
+            h, _ = self.predictor(rearrange(windows, "b t c h x w -> (b t) w c h x"))  # (b T, C, h, w)
+        s, end = self.skip_frames, context - first  # target j sees inputs end - S + j .. end - 1 + j
+        skips = [rearrange(f[:, end - s:].unfold(1, s, 1), "b t c h w s -> (b t) (s c) h w") for f in feats]
+        last = rearrange(inputs[:, end - 1:], "b t c h w -> (b t) c h w")
         return Conditioning(h, skips, last)
 
     def decode(self, cond: Conditioning, z: Tensor) -> Tensor:
         """Logits (n, c, H, W) of the predicted frames; sigmoid gives pixels."""
-        logits = self.decoder(cond.h, z, cond.skips)
+        logits = self.decoder(cond.h, z, cond.skips, cond.last)
         if self.residual:  # a correction of the last frame, in logit space
             logits = logits + torch.logit(cond.last.clamp(0.02, 0.98))
         return logits
@@ -304,6 +409,39 @@ class VideoPredictor(nn.Module):
         features of the target frame y_k (n, c, H, W), encoded by the shared frame encoder."""
         seen = self.encoder(channels_last(target))[-1]  # (n, C, h, w)
         return self.posterior.params(torch.cat([cond.h, seen], dim=1))
+
+    # --- autoregressive rollouts, one frame at a time --------------------------------------------
+
+    def begin(self, context: Tensor, *, repeats: Tensor | None = None) -> RolloutState:
+        """The state after the context frames (b, C0, c, H, W); with `repeats` (b,), row i repeated
+        repeats[i] times (each context encoded once). The recurrent memory runs through the whole context."""
+        self.check_video(context, "context")
+        self.check_context(context.shape[1])
+        frames = context if self.recurrent else context[:, -self.window:]
+        feats = self.encode(frames)
+        memory = None
+        if self.recurrent:  # windows ending at context frames W-1 .. C0-2: the memory of the context
+            for j in range(self.window, frames.shape[1]):
+                _, memory = self.predictor(feats[-1][:, j - self.window:j], memory)
+        last = context[:, -1]
+        if repeats is not None:
+            feats = [f.repeat_interleave(repeats, dim=0) for f in feats]
+            last = last.repeat_interleave(repeats, dim=0)
+            memory = None if memory is None else memory.repeat_interleave(repeats, dim=0)
+        history = [[f[:, i] for i in range(f.shape[1] - self.window, f.shape[1])] for f in feats]
+        return RolloutState(history, memory, last)
+
+    def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
+        """The conditioning of the next frame, and the predictor memory that includes it."""
+        h, memory = self.predictor(torch.stack(state.history[-1], dim=1), state.memory)
+        skips = [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
+        return Conditioning(h, skips, state.last), memory
+
+    def advance(self, state: RolloutState, memory: Tensor | None, frame: Tensor) -> RolloutState:
+        """The state once `frame` (n, c, H, W) is the newest frame; `memory` from `condition`."""
+        new = self.encoder(channels_last(frame))
+        history = [level[1:] + [f] for level, f in zip(state.history, new)]  # keep only the window
+        return RolloutState(history, memory, frame)
 
     def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
@@ -324,26 +462,14 @@ class VideoPredictor(nn.Module):
         rollout is differentiable: when `draw_z` returns slices `z[:, k]` of a tensor that requires
         grad, the energy of the whole future can be minimized over z (fill-in-the-blank inference).
         """
-        self.check_video(context, "context")
-        self.check_context(context.shape[1])
-        feats = self.encode(context[:, -self.window:])
-        last = context[:, -1]
-        if repeats is not None:
-            feats = [f.repeat_interleave(repeats, dim=0) for f in feats]
-            last = last.repeat_interleave(repeats, dim=0)
-        history = [[f[:, i] for i in range(self.window)] for f in feats]  # per level, per frame (n, C, h, w)
+        state = self.begin(context, repeats=repeats)
         logits, zs = [], []
         for k in range(horizon):
-            h = self.predictor(torch.stack(history[-1][-self.window:], dim=1))
-            z = draw_z(h, k)
-            skips = [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
-            out = self.decode(Conditioning(h, skips, last), z)
-            frame = torch.sigmoid(out)
-            new = self.encoder(channels_last(frame))
-            for level, f in zip(history, new):
-                level.append(f)
-                del level[0]  # keep only the window
+            cond, memory = self.condition(state)
+            z = draw_z(cond.h, k)
+            out = self.decode(cond, z)
+            if k + 1 < horizon:  # the last frame is not fed back: nothing reads it
+                state = self.advance(state, memory, torch.sigmoid(out))
             logits.append(out)
             zs.append(z)
-            last = frame
         return torch.stack(logits, dim=1), torch.stack(zs, dim=1)

@@ -29,7 +29,15 @@ def latent_drawer(model: VideoPredictor, kind: str, bank: LatentBank | None, gen
     if model.kind == "deterministic":  # no latent to draw, whatever the prior
         return lambda h, k: h.new_zeros(h.shape[0], model.z_dim)
     if kind == "learned":
-        return lambda h, k: model.prior.sample(h, generator=generator)
+        if not model.prior.chained:
+            return lambda h, k: model.prior.sample(h, generator=generator)
+        previous: list[Tensor] = []  # the z this drawer gave at the step before, which a chained prior reads
+
+        def draw_chained(h: Tensor, k: int) -> Tensor:
+            z = model.prior.sample(h, generator=generator, z_prev=previous[-1] if k > 0 and previous else None)
+            previous[:] = [z]
+            return z
+        return draw_chained
     if bank is None:
         raise ValueError(f"prior {kind!r} needs the latent bank saved in the checkpoint")
     return lambda h, k: bank.sample(h.shape[0], kind, generator=generator).to(h.device, h.dtype)

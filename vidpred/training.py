@@ -40,6 +40,7 @@ from .energy import Energy, build_energy
 from .inference import infer_latent
 from .model import Conditioning, VideoPredictor
 from .monitor import preview
+from .objectives import deterministic_latents, energy_latents, free_running, vae_latents
 from .prior import LatentBank
 from .runfolder import claim
 from .tracking import Tracker
@@ -91,13 +92,25 @@ def latent_keep(*, seed: int, step: int, clips: range, frames: int, dropout: flo
 def train_step(model: VideoPredictor, video: Tensor, *, context: int, energy: Energy, steps: int, step_size: float,
                dropout: float, encoder_weight: float, generator: torch.Generator | None = None,
                keep: Tensor | None = None, kl_weight: float = 0.0,
-               noise: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
+               noise: Tensor | None = None, rollout: bool = False) -> tuple[Tensor, dict, Tensor]:
     """The loss of one batch `(b, t, c, H, W)`, its statistics, and the inferred z* (n, d).
 
     `keep` (n, 1) is the latent-dropout mask (see `latent_keep`); without it, one is drawn at rate
     `dropout` from `generator`. The baselines take their own step (baselines.py): the deterministic
     one only the cost, the VAE `kl_weight` and its reparameterization `noise` (see `latent_noise`).
+    With `rollout`, the future is predicted free-running (objectives.py) instead of teacher-forced.
     """
+    if rollout:
+        b, frames = video.shape[0], video.shape[1] - context
+        if keep is None and model.kind == "energy":
+            keep = torch.rand(b * frames, 1, generator=generator) >= dropout
+        if noise is None and model.kind == "vae":
+            noise = torch.randn(b * frames, model.z_dim, generator=generator)
+        latents = frame_latents(model, energy, steps=steps, step_size=step_size, encoder_weight=encoder_weight,
+                                kl_weight=kl_weight, keep=None if keep is None else keep.view(b, frames, 1),
+                                noise=None if noise is None else noise.view(b, frames, -1))
+        result = free_running(model, video, context=context, energy=energy, latents=latents)
+        return result.loss, result.stats, result.kept
     if model.kind == "deterministic":
         return deterministic_step(model, video, context=context, energy=energy)
     if model.kind == "vae":
@@ -130,6 +143,39 @@ def train_step(model: VideoPredictor, video: Tensor, *, context: int, energy: En
     return loss, stats, z_star
 
 
+def frame_latents(model: VideoPredictor, energy: Energy, *, steps: int, step_size: float, encoder_weight: float,
+                  kl_weight: float, keep: Tensor | None = None, noise: Tensor | None = None,
+                  score_zero: bool = False):
+    """How the model's kind finds each frame's latent along a free-running rollout (objectives.py)."""
+    if model.kind == "deterministic":
+        return deterministic_latents(model)
+    if model.kind == "vae":
+        return vae_latents(model, kl_weight=kl_weight, noise=noise)
+    return energy_latents(model, energy, steps=steps, step_size=step_size, encoder_weight=encoder_weight, keep=keep,
+                          score_zero=score_zero)
+
+
+def clip_latents(model: VideoPredictor, video: Tensor, cfg: Config, energy: Energy,
+                 score_zero: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per predicted frame of a batch, as training infers them (teacher-forced or free-running, per
+    `cfg.rollout`), without dropout or noise: (z* (n, d), E at z*, E at z⁰, E at z = 0) with n = b * T.
+    For the baselines E at z⁰ and at z = 0 are their cost at the prior's guess (see baselines.py)."""
+    if cfg.rollout:
+        latents = frame_latents(model, energy, steps=cfg.latent.steps, step_size=cfg.latent.step_size,
+                                encoder_weight=0.0, kl_weight=cfg.latent.kl_weight, score_zero=score_zero)
+        result = free_running(model, video, context=cfg.context, energy=energy, latents=latents)
+        after = result.per_frame["energy"]
+        before = result.per_frame.get("energy_before", after)
+        zero = result.per_frame.get("energy_zero", before)
+        return result.kept, after.flatten(), before.flatten(), zero.flatten()
+    cond, target, z0, inference = infer_clip_latents(model, video, context=cfg.context, energy=energy,
+                                                     steps=cfg.latent.steps, step_size=cfg.latent.step_size,
+                                                     kl_weight=cfg.latent.kl_weight)
+    zero = torch.zeros_like(z0)
+    at_zero = energy(model.decode(cond, zero), target, zero) if score_zero else inference.energy_before
+    return inference.z, inference.energy_after, inference.energy_before, at_zero
+
+
 def learning_rate(step: int, *, lr: float, warmup: int, steps: int) -> float:
     """Linear warmup, then cosine decay to lr / 10 at the last step."""
     if step < warmup:
@@ -150,10 +196,7 @@ def refit_prior(model: VideoPredictor, cfg: Config, device: torch.device, l1: fl
     for start in range(0, cfg.prior.fit_clips, cfg.batch_size):
         count = min(cfg.batch_size, cfg.prior.fit_clips - start)
         video = torch.stack([source[first + start + i] for i in range(count)]).to(device)
-        *_, inference = infer_clip_latents(model, video, context=cfg.context, energy=energy,
-                                           steps=cfg.latent.steps, step_size=cfg.latent.step_size,
-                                           kl_weight=cfg.latent.kl_weight)
-        bank.add(inference.z)
+        bank.add(clip_latents(model, video, cfg, energy)[0].detach())
     bank.fit()
     model.train()
     return bank
@@ -172,13 +215,9 @@ def validation_energy(model: VideoPredictor, source, indices: list[int], *, cfg:
     model.eval()
     for start in range(0, len(indices), cfg.batch_size):
         video = torch.stack([source[i] for i in indices[start:start + cfg.batch_size]]).to(device)
-        cond, target, z0, inference = infer_clip_latents(model, video, context=cfg.context, energy=energy,
-                                                         steps=cfg.latent.steps, step_size=cfg.latent.step_size,
-                                                         kl_weight=cfg.latent.kl_weight)
-        zero = torch.zeros_like(z0)
-        at_zero = energy(model.decode(cond, zero), target, zero)
-        sums += torch.tensor([inference.energy_after.sum().item(), inference.energy_before.sum().item(),
-                              at_zero.sum().item(), target.shape[0]], dtype=torch.float64)
+        _, after, before, at_zero = clip_latents(model, video, cfg, energy, score_zero=True)
+        sums += torch.tensor([after.sum().item(), before.sum().item(), at_zero.sum().item(), after.shape[0]],
+                             dtype=torch.float64)
     model.train()
     return sums
 
@@ -313,7 +352,8 @@ def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
                                                 steps=cfg.latent.steps, step_size=cfg.latent.step_size,
                                                 dropout=cfg.latent.dropout, keep=keep,
                                                 encoder_weight=cfg.latent.encoder_weight,
-                                                kl_weight=cfg.latent.kl_weight, noise=noise)
+                                                kl_weight=cfg.latent.kl_weight, noise=noise,
+                                                rollout=cfg.rollout and step >= cfg.rollout_start)
             # One small collective a step: the global batch's statistics, whether any rank was
             # signalled and whether any ran out of time, so that all ranks stop (or fail) at the same step.
             timed_out = bool(cfg.max_minutes) and time.perf_counter() - started > 60 * cfg.max_minutes

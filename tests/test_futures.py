@@ -1,0 +1,149 @@
+"""The parts that keep futures together: recurrent predictor, kernels decoder, free-running
+training, chained prior."""
+
+import pytest
+import torch
+
+from vidpred.energy import Energy
+from vidpred.model import ConditionalPrior, Decoder, VideoPredictor
+from vidpred.objectives import deterministic_latents, energy_latents, free_running, vae_latents
+from vidpred.sampling import latent_drawer
+
+
+def small(*, perturb: bool = False, **options) -> VideoPredictor:
+    """A tiny model; `perturb` moves its weights off the initialization (whose zero output layer
+    predicts the same frame whatever the input), so outputs depend on the inputs."""
+    torch.manual_seed(0)
+    model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3, skip_frames=2,
+                           **options).eval()
+    if perturb:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("recurrent, output", [(True, "pixels"), (False, "kernels"), (True, "kernels")])
+def test_teacher_forcing_replays_a_rollout_on_its_own_frames(recurrent, output):
+    """The batched teacher-forced path and the step-by-step rollout are one model: fed the rollout's
+    own frames as truth, teacher forcing reproduces its logits (the recurrent memory included)."""
+    model = small(recurrent=recurrent, output=output, perturb=True)
+    context = torch.rand(2, 4, 1, 16, 16)
+    z = torch.randn(2, 5, 3)
+    frames, _ = model.rollout(context, horizon=5, draw_z=lambda h, k: z[:, k])
+    cond = model.teacher_forced(torch.cat([context, frames], dim=1), context=4)
+    replay = torch.sigmoid(model.decode(cond, z.flatten(0, 1))).view(2, 5, 1, 16, 16)
+    assert torch.allclose(replay, frames, atol=1e-5)
+
+
+def test_recurrent_memory_sees_the_whole_context():
+    """A frame outside the window changes the recurrent model's prediction, not the window model's."""
+    context = torch.rand(1, 5, 1, 16, 16)
+    changed = context.clone()
+    changed[:, 0] = torch.rand(1, 16, 16)
+    zero = lambda h, k: torch.zeros(h.shape[0], 3)  # noqa: E731
+    for recurrent, differs in [(False, False), (True, True)]:
+        model = small(recurrent=recurrent, perturb=True)
+        a, _ = model.rollout(context, 2, zero)
+        b, _ = model.rollout(changed, 2, zero)
+        assert (not torch.allclose(a, b, atol=1e-6)) == differs
+
+
+def test_kernels_decoder_starts_as_a_copy_and_shifts_exactly_with_one_hot_taps():
+    torch.manual_seed(0)
+    dec = Decoder(channels=1, widths=(8, 16), z_dim=3, skip_frames=1, output="kernels", kernel=5)
+    last = torch.zeros(2, 1, 16, 16)
+    last[:, :, 4:8, 5:9] = 1.0  # a square
+    features = torch.randn(2, 8, 16, 16)
+    generated = torch.full((2, 1, 16, 16), -3.0)
+    p = torch.sigmoid(dec.move(last, features, generated))
+    # at initialization: mask sigmoid(2) = 0.881 of e^5 / (e^5 + 24) = 0.861 of the pixel, plus the rest blurred
+    centre = torch.sigmoid(torch.tensor(2.0)) * torch.exp(torch.tensor(5.0)) / (torch.exp(torch.tensor(5.0)) + 24)
+    assert p[0, 0, 5, 6].item() > centre.item()  # inside the square, its neighbours add a little
+    assert p[0, 0, 12, 12].item() < 0.01  # far from it: black (mask * 0 + (1 - mask) * sigmoid(-3))
+    with torch.no_grad():  # one-hot taps: take the pixel one row up and two columns left, everywhere
+        dec.taps.bias.zero_()
+        dec.taps.bias[(2 - 1) * 5 + (2 - 2)] = 60.0
+        dec.mask.bias.fill_(60.0)
+    shifted = torch.sigmoid(dec.move(last, torch.zeros_like(features), generated))
+    expected = torch.zeros_like(last)
+    expected[:, :, 5:9, 7:11] = 1.0  # moved down by one and right by two, not blurred
+    assert torch.allclose(shifted, expected, atol=2e-3)
+
+
+@pytest.mark.parametrize("kind", ["energy", "vae", "deterministic"])
+def test_free_running_trains_through_the_fed_back_frames(kind):
+    """The loss of frame k > 1 reaches the encoder through the predicted frames fed back: without
+    that gradient, free-running training would be teacher forcing on the model's outputs."""
+    model = small(kind=kind, recurrent=True, output="kernels").train()
+    video = torch.rand(3, 6, 1, 16, 16)
+    energy = Energy(l1=0.01)
+    if kind == "energy":
+        latents = energy_latents(model, energy, steps=1, step_size=0.03, encoder_weight=1.0)
+    elif kind == "vae":
+        latents = vae_latents(model, kl_weight=1e-3, noise=torch.randn(3, 3, 3))
+    else:
+        latents = deterministic_latents(model)
+    fed_back = []
+
+    def spy(k, cond, target, z_prev):
+        if k == 1:  # the first predicted frame, now the newest input
+            cond.last.retain_grad()
+            fed_back.append(cond.last)
+        return latents(k, cond, target, z_prev)
+
+    result = free_running(model, video, context=3, energy=energy, latents=spy)
+    assert result.kept.shape == (9, 3) and result.per_frame["energy"].shape == (3, 3)
+    assert result.stats["energy"] == pytest.approx(result.per_frame["energy"].mean().item())
+    assert fed_back[0].requires_grad and not torch.equal(fed_back[0], video[:, 3])
+    result.loss.backward()
+    assert fed_back[0].grad is not None and fed_back[0].grad.abs().sum() > 0
+
+
+def test_latent_dropout_mask_zeroes_the_decoded_latent_per_frame():
+    model = small(recurrent=True)
+    video = torch.rand(2, 5, 1, 16, 16)
+    keep = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1)
+    seen = []
+    latents = energy_latents(model, Energy(), steps=2, step_size=0.5, encoder_weight=1.0, keep=keep)
+
+    def spy(k, cond, target, z_prev):
+        found = latents(k, cond, target, z_prev)
+        seen.append(found.z.detach())
+        return found
+
+    result = free_running(model, video, context=3, energy=Energy(), latents=spy)
+    assert torch.all(seen[0][1] == 0) and torch.all(seen[1][0] == 0)
+    assert seen[0][0].abs().sum() > 0 and seen[1][1].abs().sum() > 0
+    assert result.kept.abs().sum(dim=1).gt(0).all()  # the bank keeps z*, dropped or not
+
+
+def test_chained_prior_reads_the_previous_latent():
+    torch.manual_seed(0)
+    prior = ConditionalPrior(width=16, z_dim=2, components=1, chained=True)
+    opt = torch.optim.Adam(prior.parameters(), lr=1e-2)
+    h = torch.randn(64, 16, 4, 4)
+    for _ in range(400):  # z_k = z_{k-1}: only the previous latent tells it
+        z_prev = torch.randn(64, 2)
+        opt.zero_grad()
+        prior.nll(h, z_prev, z_prev).mean().backward()
+        opt.step()
+    z_prev = torch.tensor([[1.5, -1.0]]).repeat(200, 1)
+    draws = prior.sample(h[:1].repeat(200, 1, 1, 1), generator=torch.Generator().manual_seed(0), z_prev=z_prev)
+    assert torch.allclose(draws.mean(dim=0), z_prev[0], atol=0.25)
+
+
+def test_chained_drawer_hands_each_step_its_own_previous_draw():
+    model = small(recurrent=True, chained_prior=True)
+    calls = []
+    original = model.prior.sample
+
+    def recording(h, generator=None, z_prev=None):
+        z = original(h, generator=generator, z_prev=z_prev)
+        calls.append((z_prev, z))
+        return z
+
+    model.prior.sample = recording
+    model.rollout(torch.rand(2, 3, 1, 16, 16), 3, latent_drawer(model, "learned", None, torch.Generator().manual_seed(1)))
+    assert calls[0][0] is None
+    assert torch.equal(calls[1][0], calls[0][1]) and torch.equal(calls[2][0], calls[1][1])
