@@ -10,6 +10,13 @@ batched pass. Also here: the amortized latent encoder `A(y - Dec(h, 0))` that se
 residual (EEN), and a conditional prior p(z_k | h_k) fitted to inferred latents (SVG-LP's learned
 prior, but trained on z* instead of a posterior).
 
+Options for futures that hold together over long rollouts (off by default; see objectives.py for
+free-running training): `recurrent=True` adds a ConvGRU memory to the predictor, carried through
+every frame of the clip; `output="kernels"` makes the decoder move the last frame's pixels with
+per-pixel softmax kernels (DNA, Finn et al. 2016) and generate only what a mask hands it;
+`chained_prior=True` lets the learned prior read the previous frame's z. One rollout API
+(`begin` / `condition` / `advance`) serves sampling, fill-in and free-running training.
+
 The baselines (see baselines.py) share the frame encoder, predictor and decoder: `kind="deterministic"`
 has no latent encoder and no prior (its decoder always gets z = 0); `kind="vae"` replaces them by
 SVG-LP's Gaussian posterior q(z_k | x_<=k) and learned prior p(z_k | x_<k), heads on the state h_k.

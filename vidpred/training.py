@@ -38,7 +38,7 @@ from .distributed import (Interrupted, Ranks, StopRequest, barrier, data_paralle
                           setup, sum_over_ranks, teardown)
 from .energy import Energy, build_energy
 from .inference import infer_latent
-from .model import Conditioning, VideoPredictor
+from .model import VideoPredictor
 from .monitor import preview
 from .objectives import deterministic_latents, energy_latents, free_running, vae_latents
 from .prior import LatentBank
@@ -73,7 +73,7 @@ def infer_clip_latents(model: VideoPredictor, video: Tensor, *, context: int, en
         return baseline_latents(model, video, context=context, energy=energy, kl_weight=kl_weight)
     cond, target = model.teacher_forced_pairs(video, context)  # n = b * T frames to predict
     z0 = model.amortized_latent(cond, target)  # (n, d)
-    frozen = Conditioning(cond.h.detach(), [s.detach() for s in cond.skips], cond.last)
+    frozen = cond.detach()
     inference = infer_latent(lambda z: model.decode(frozen, z), target, z0, energy, steps=steps,
                              step_size=step_size)
     return cond, target, z0, inference
