@@ -221,7 +221,7 @@ def validate(cfg: Config) -> Config:
 
 
 # the data kinds that read files, and what their data.path must name
-PATH_NEEDS = {"mmnist": "a folder with the MNIST IDX files (e.g. ../shared/data/mnist)",
+PATH_NEEDS = {"mmnist": "a folder with the MNIST IDX files (train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz])",
               "video": "a folder of video files", "array": "an .npy or .npz file of clips"}
 
 
