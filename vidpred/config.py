@@ -10,8 +10,10 @@ configurator, made strict).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,28 +24,32 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli before it joined the standard library
     import tomli as tomllib
 
+from . import choices
+from .choices import (Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, Layout, ModelKind, Precision,
+                      PriorKind, WandbMode)
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration that must not start a run: the message names the key and the problem."""
+__all__ = ["Config", "ConfigError", "DataConfig", "LatentConfig", "ModelConfig", "PriorConfig", "parse_args",
+           "parse_overrides", "set_key", "get_key", "from_dict", "to_dict", "describe", "validate", "check_numbers"]
 
 
 @dataclass
 class DataConfig:
-    kind: str = "sprites"  # sprites | fork | mmnist | video | array
+    kind: DataKind = "sprites"  # sprites | fork | mmnist | video | array
     path: str | None = None  # MNIST folder, video folder or array file, for the kinds that read files
     size: int = 32  # frames are size x size pixels (the canvas; mmnist: 64 unless set)
-    channels: int = 1  # 1 (grayscale) or 3 (RGB)
+    channels: Channels = 1  # 1 (grayscale) or 3 (RGB)
     frames: int = 10  # length of a training clip; context + horizon must fit in it
     objects: int = 2  # moving objects per clip (sprites, mmnist)
     sprite_min: int = 6  # sprite side in pixels, drawn uniformly in [sprite_min, sprite_max]
-    sprite_max: int = 10
+    sprite_max: int = 10  # (the largest sprite side)
     max_speed: int = 3  # integer velocity per axis in [-max_speed, max_speed] (mmnist: 4 unless set)
-    bounce: str = "stochastic"  # stochastic | deterministic | discrete (one of `branches` directions per bounce)
+    bounce: Bounce = "stochastic"  # stochastic | deterministic | discrete (one of `branches` directions per bounce)
     branches: int = 2  # fork toy: directions after the fork; discrete bounces: new directions per bounce
     workers: int = 0  # DataLoader worker processes (0: load in the training process)
-    composite: str = "max"  # how overlapping objects combine: max | sum (clipped to 1)
+    composite: Composite = "max"  # how overlapping objects combine: max | sum (clipped to 1)
     download: bool = False  # mmnist: let torchvision download MNIST into data.path when it is missing
-    layout: str = "auto"  # array files: auto | tnhw (mnist_test_seq.npy) | nthw | nthwc | ntchw
+    layout: Layout = "auto"  # array files: auto | tnhw (mnist_test_seq.npy) | nthw | nthwc | ntchw
     frame_step: int = 1  # video / array: take every frame_step-th frame
     clip_stride: int = 0  # video / array: frames between the starts of clips (0: clips back to back)
     val_share: float = 0.1  # video: share of the files held out for val/test (without train/, test/ folders)
@@ -57,9 +63,9 @@ class ModelConfig:
     blocks: int = 1  # residual blocks in the predictor
     residual: bool = False  # decoder output is a correction of the last frame's logits
     encoder: bool = True  # amortized latent encoder A(residual) warm-starts inference
-    kind: str = "energy"  # energy | deterministic (z = 0, no latent) | vae (SVG-LP-style baseline); see baselines.py
+    kind: ModelKind = "energy"  # energy | deterministic (z = 0, no latent) | vae (SVG-LP-style baseline); see objectives.py
     recurrent: bool = False  # a ConvGRU memory in the predictor, carried through the whole clip
-    decoder: str = "pixels"  # pixels (generated) | kernels (per-pixel kernels move the last frame, a mask adds generated pixels)
+    decoder: DecoderOutput = "pixels"  # pixels (generated) | kernels (per-pixel kernels move the last frame, a mask adds generated pixels)
     kernel: int = 7  # decoder=kernels: side of the per-pixel kernels (moves up to kernel // 2 pixels a frame)
 
 
@@ -80,7 +86,7 @@ class LatentConfig:
 
 @dataclass
 class PriorConfig:
-    kind: str = "learned"  # bank | fitted | learned: what evaluation samples z from
+    kind: PriorKind = "learned"  # bank | fitted | learned: what evaluation samples z from
     bank: int = 8192  # latents kept in the empirical bank
     fit_clips: int = 512  # training clips whose inferred z refill the bank at the end of training
     components: int = 4  # mixture components of the learned conditional prior p(z | h)
@@ -89,33 +95,33 @@ class PriorConfig:
 
 @dataclass
 class Config:
-    name: str = "default"
+    name: str = "default"  # the run's name (its folder under runs/, its wandb name)
     out: str = ""  # output folder; empty means runs/<name>
-    seed: int = 0
+    seed: int = 0  # seeds the weights, the data (clip i is a function of seed and i) and every draw of a step
     steps: int = 2400  # optimizer steps
-    batch_size: int = 16
-    lr: float = 2e-3
+    batch_size: int = 16  # clips per optimizer step (the global batch, split over torchrun processes)
+    lr: float = 2e-3  # AdamW learning rate (peak, after warmup)
     warmup: int = 100  # linear learning-rate warmup steps, then cosine decay to lr / 10
-    grad_clip: float = 1.0
-    cost: str = "bce"  # per-pixel cost C: bce (on logits) | mse | l1
+    grad_clip: float = 1.0  # gradient-norm clip of the predictor's weights (the prior head is clipped apart)
+    cost: Cost = "bce"  # per-pixel cost C: bce (on logits) | mse | l1
     context: int = 5  # frames given
     horizon: int = 5  # frames predicted per training clip
     rollout: bool = False  # train free-running: predictions are fed back, z inferred frame by frame along the rollout
     rollout_start: int = 0  # rollout=true: teacher-forced steps before free-running starts (a cheap, fast first phase)
-    log_every: int = 25
-    ckpt_every: int = 500
+    log_every: int = 25  # steps per log.jsonl line (means over the steps since the last)
+    ckpt_every: int = 500  # steps between saves of checkpoints/last.pt (also saved at the end and when stopped)
     val_every: int = 250  # validation energy on held-out clips (split "val"); best.pt keeps the lowest (0: off)
     val_clips: int = 64  # held-out clips scored at each validation
     media_every: int = 500  # sampled futures of val clips: grid, video and best-of-K metrics (0: off)
     stop_at: int = 0  # stop after this step as if interrupted, to go on later with --resume (0: run to steps)
     max_minutes: float = 0.0  # stop after the step that passes this much training time, as stop_at does (0: no limit)
-    wandb: str = "offline"  # offline | online | disabled
-    wandb_project: str = "vidpred"
+    wandb: WandbMode = "offline"  # offline | online | disabled
+    wandb_project: str = "vidpred"  # wandb project of the run
     resume: bool = False  # go on from out/checkpoints/last.pt
     overwrite: bool = False  # start over where a run's checkpoint exists, removing that run's files (else refused)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads (0: torch's default)
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass and latent inference)
+    precision: Precision = "fp32"  # fp32 | bf16 (autocast of the forward pass and latent inference)
     compile: bool = False  # torch.compile the encoder, predictor and decoder
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -130,21 +136,6 @@ class Config:
 # Stochastic Moving MNIST is defined on a 64x64 canvas at speed 4: those are mmnist's values of
 # these keys unless the command line or the config file sets them.
 KIND_DEFAULTS = {"mmnist": {"data.size": 64, "data.max_speed": 4}}
-
-CHOICES = {
-    "data.kind": ("sprites", "fork", "mmnist", "video", "array"),
-    "data.bounce": ("stochastic", "deterministic", "discrete"),
-    "data.composite": ("max", "sum"),
-    "data.layout": ("auto", "tnhw", "nthw", "nthwc", "ntchw"),
-    "data.channels": (1, 3),
-    "prior.kind": ("bank", "fitted", "learned"),
-    "model.kind": ("energy", "deterministic", "vae"),
-    "model.decoder": ("pixels", "kernels"),
-    "cost": ("bce", "mse", "l1"),
-    "wandb": ("offline", "online", "disabled"),
-    "precision": ("fp32", "bf16"),
-}
-
 
 def check_numbers(cfg, *, positive=(), nonneg=()) -> None:
     """Refuse, naming the first offending key, a value of `positive` that is <= 0 or of `nonneg` that is < 0."""
@@ -168,6 +159,18 @@ def float_keys(cfg, prefix: str = "") -> list[str]:
     return keys
 
 
+def choice_keys(cfg, prefix: str = "") -> dict[str, object]:
+    """The keys of every field of a config tree whose type is a closed set of names (choices.py), with that type."""
+    keys = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys.update(choice_keys(value, f"{prefix}{f.name}."))
+        elif typing.get_origin(_field_type(cfg, f.name)) is typing.Literal:
+            keys[prefix + f.name] = _field_type(cfg, f.name)
+    return keys
+
+
 def validate(cfg: Config) -> Config:
     """Refuse configurations that cannot run, naming the key and what was expected."""
     for key in float_keys(cfg):  # (set_key refuses them too; a Config built in Python comes here only)
@@ -178,10 +181,8 @@ def validate(cfg: Config) -> Config:
         shown = ",".join(map(str, widths)) or "(empty)"
         raise ConfigError(f"model.widths={shown}: expected one or more positive channel counts, one per resolution, "
                           "e.g. --model.widths=16,32,64")
-    for key, allowed in CHOICES.items():
-        value = get_key(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(map(str, allowed))}")
+    for key, tp in choice_keys(cfg).items():  # (set_key refuses them too)
+        choices.check_choice(key, get_key(cfg, key), tp, ConfigError)
     check_numbers(cfg, positive=["steps", "batch_size", "context", "horizon", "data.size", "data.frames",
                                  "data.objects", "data.max_speed", "data.branches", "data.frame_step", "model.window",
                                  "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips"],
@@ -281,9 +282,13 @@ def _field_type(node, name: str):
 def _convert(value, tp, key: str):
     """Convert `value` (a command-line string or a JSON/TOML value) to the field type `tp`."""
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:  # one of a closed set of names (or numbers): converted as its values are typed
+        allowed = typing.get_args(tp)
+        converted = _convert(value, type(allowed[0]), key)
+        return choices.check_choice(key, converted, tp, ConfigError)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
@@ -414,13 +419,59 @@ def parse_args(argv: list[str], base: Config | None = None) -> Config:
     return validate(cfg)
 
 
+def config_changes(saved: dict, cfg: Config) -> list[str]:
+    """`key old -> new` for each setting a resumed run changes from the checkpoint's config (plain data)."""
+    before, now = _flatten(saved), _flatten(to_dict(cfg))
+    return [f"{k} {before.get(k)} -> {v}" for k, v in now.items()
+            if before.get(k) != v and k not in ("resume", "stop_at")]
+
+
+def field_meanings(cls) -> dict[str, str]:
+    """The trailing `# comment` of each field in a dataclass's source: what `--help` says the key means
+    (the comment beside a default is where this code documents it; installed packages keep their source)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # no source (a frozen application): the help lists keys and defaults only
+        return {}
+    meanings = {}
+    for line in source.splitlines():
+        match = re.match(r"\s+(\w+)\s*:[^=#]+=[^#]*#\s*(.+)$", line)
+        if match:
+            meanings[match.group(1)] = match.group(2).strip()
+    return meanings
+
+
 def describe(cfg, prefix: str = "") -> list[str]:
-    """Every key with its value, one `key=value` per line, for `--help`."""
+    """Every key of a config tree, one line each, for `--help`: `--key=default`, its type, its meaning,
+    and for a closed set of names the values it allows."""
     lines = []
+    meanings = field_meanings(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             lines += describe(value, f"{prefix}{f.name}.")
+            continue
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else ("" if value is None else value)
+        tp = _field_type(cfg, f.name)
+        meaning = meanings.get(f.name, "")
+        if typing.get_origin(tp) is typing.Literal or any(typing.get_origin(a) is typing.Literal
+                                                         for a in typing.get_args(tp)):
+            allowed = choices.values(tp)
+            kind = "choice"
+            if not all(re.search(rf"\b{re.escape(str(v))}\b", meaning) for v in allowed):  # the comment lists them
+                listed = " | ".join(map(str, allowed))
+                meaning = f"{meaning} [{listed}]" if meaning else f"[{listed}]"
         else:
-            lines.append(f"--{prefix}{f.name}={','.join(map(str, value)) if isinstance(value, tuple) else value}")
+            kind = _type_name(tp)
+        key = f"--{prefix}{f.name}={shown}"
+        lines.append(f"  {key:<34} ({kind}) {meaning}".rstrip())
     return lines
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is tuple:
+        return f"list of {typing.get_args(tp)[0].__name__}"
+    inner = [a for a in typing.get_args(tp) if a is not type(None)]
+    if inner:  # X | None
+        return f"{_type_name(inner[0])} or none"
+    return getattr(tp, "__name__", str(tp))

@@ -1,0 +1,41 @@
+"""The closed sets of names the code chooses among, one `Literal` type each, written once.
+
+Config fields are annotated with these types (config.py converts and refuses values by them), and
+the modules that take a choice as an argument check it with `check_choice`, so the allowed values
+and the refusal's wording live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Literal
+
+DataKind = Literal["sprites", "fork", "mmnist", "video", "array"]
+Bounce = Literal["stochastic", "deterministic", "discrete"]  # discrete: one of `branches` directions per bounce
+Composite = Literal["max", "sum"]  # how overlapping objects combine
+Layout = Literal["auto", "tnhw", "nthw", "nthwc", "ntchw"]  # axes of an array file of clips
+Channels = Literal[1, 3]  # grey or RGB
+ModelKind = Literal["energy", "deterministic", "vae"]  # see objectives.py
+DecoderOutput = Literal["pixels", "kernels"]  # generated pixels, or kernels that move the last frame
+PriorKind = Literal["bank", "fitted", "learned"]  # what futures draw z from
+Cost = Literal["bce", "mse", "l1"]  # the per-pixel cost C of the energy
+WandbMode = Literal["offline", "online", "disabled"]
+Precision = Literal["fp32", "bf16"]
+
+
+def values(tp) -> tuple:
+    """The allowed values of a Literal type (of `Literal[...] | None`: those of the Literal)."""
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    inner = [a for a in typing.get_args(tp) if typing.get_origin(a) is Literal]
+    if not inner:
+        raise TypeError(f"{tp} is not a Literal type")
+    return typing.get_args(inner[0])
+
+
+def check_choice(name: str, value, tp, error: type[Exception] = ValueError):
+    """`value` if it is one of `tp`'s values; else `error` naming `name`, the value and what is allowed."""
+    allowed = values(tp)
+    if value not in allowed:
+        raise error(f"{name}={value!r}: expected one of {', '.join(map(str, allowed))}")
+    return value
