@@ -12,9 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, ConfigError, _flatten, from_dict, to_dict
 from .files import atomic_path
-from .model import VideoPredictor
 from .prior import LatentBank
 
 FORMAT = 1
@@ -44,24 +42,12 @@ def fitted_copy(bank: LatentBank) -> LatentBank:
     return copy
 
 
-def training_state(model, optimizer, bank: LatentBank, cfg: Config, step: int, progress: dict) -> dict:
+def training_state(model, optimizer, bank: LatentBank, config: dict, step: int, progress: dict) -> dict:
     """Everything a run needs to go on exactly where it stopped: weights, optimizer, the step, the
     torch RNG, the config as plain data, the latent bank, and `progress` (plain data the loop keeps)."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "config": to_dict(cfg), "prior": fitted_copy(bank).state_dict(),
+            "config": config, "prior": fitted_copy(bank).state_dict(),
             "rng": {"torch": torch.get_rng_state()}, "progress": dict(progress)}
-
-
-def trained_l1(state: dict, cfg: Config) -> float:
-    """The sparsity weight the model ended training with (lowered by steering while too few latents are active: latent.min_active)."""
-    return float(state.get("progress", {}).get("l1", cfg.latent.l1))
-
-
-def config_changes(saved: dict, cfg: Config) -> list[str]:
-    """`key old -> new` for each setting a resumed run changes from the checkpoint's config."""
-    before, now = _flatten(saved), _flatten(to_dict(cfg))
-    return [f"{k} {before.get(k)} -> {v}" for k, v in now.items()
-            if before.get(k) != v and k not in ("resume", "stop_at")]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -77,32 +63,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"checkpoint {path} is not a vidpred checkpoint: it lacks {sorted(missing)}")
     return state
-
-
-def build_model(cfg: Config) -> VideoPredictor:
-    """The predictor a config describes, with weights in channels-last memory (faster convolutions)."""
-    return VideoPredictor(channels=cfg.data.channels, size=cfg.data.size, widths=cfg.model.widths,
-                          window=cfg.model.window, blocks=cfg.model.blocks, z_dim=cfg.latent.dim,
-                          skip_frames=cfg.model.skip_frames,
-                          residual=cfg.model.residual, amortized=cfg.model.encoder,
-                          prior_components=cfg.prior.components, kind=cfg.model.kind,
-                          recurrent=cfg.model.recurrent, output=cfg.model.decoder, kernel=cfg.model.kernel,
-                          chained_prior=cfg.prior.chained,
-                          ).to(memory_format=torch.channels_last)
-
-
-def load_predictor(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, its config, its latent bank, the raw checkpoint) from a checkpoint file."""
-    state = load_checkpoint(path)
-    try:
-        cfg = from_dict(state["config"], source=f"config saved in {path}")
-    except ConfigError as e:
-        raise CheckpointError(str(e)) from None
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path} does not fit the model its config describes "
-                              f"(saved by another version of vidpred?): {str(e).splitlines()[1].strip()}") from None
-    model.to(device).eval()
-    return model, cfg, LatentBank.from_state_dict(state["prior"]), state

@@ -20,21 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import Config
+from .choices import Cost, check_choice
 
-COSTS = ("bce", "mse", "l1")
 
 
 @dataclass(frozen=True)
 class Energy:
-    cost: str = "bce"
+    cost: Cost = "bce"
     l1: float = 0.0
     l2: float = 0.0
     ball: float = 0.0
 
     def __post_init__(self):
-        if self.cost not in COSTS:
-            raise ValueError(f"cost {self.cost!r}: expected one of {', '.join(COSTS)}")
+        check_choice("cost", self.cost, Cost)
 
     def reconstruction(self, logits: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         """C per unit: (n, [T,] c, H, W) -> (n,), the mean cost over a frame's pixels, summed over
@@ -74,13 +72,3 @@ class Energy:
             z = torch.sign(z) * (z.abs() - step * self.l1).clamp(min=0.0)
         return self.project(z)
 
-
-def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) -> Energy:
-    """The configured energy, with sparsity weight `l1` (default: the configured one); during
-    training its l1 and l2 weights ramp up over `latent.warmup` steps. The baselines' energy is the
-    cost alone: the VAE's regularizer is its KL, the deterministic one has none."""
-    if cfg.model.kind != "energy":
-        return Energy(cost=cfg.cost)
-    ramp = 1.0 if step is None or cfg.latent.warmup == 0 else min(1.0, (step + 1) / cfg.latent.warmup)
-    l1 = cfg.latent.l1 if l1 is None else l1
-    return Energy(cost=cfg.cost, l1=l1 * ramp, l2=cfg.latent.l2 * ramp, ball=cfg.latent.ball)

@@ -1,6 +1,6 @@
 """The evaluation protocol: K sampled futures per test clip, scored frame by frame against the truth.
 
-Reports (DESIGN sections 5 and 6): best of K per metric (SRVP/SAVP) and SVG's variant (one sample
+Reports (docs/PROTOCOL.md): best of K per metric (SRVP/SAVP) and SVG's variant (one sample
 chosen by SSIM, every metric read from it), mean of K, the deterministic prediction (z = 0), each
 as a mean over clips with a 95% interval and per-frame curves; the diversity of the K futures;
 mode coverage where the data can enumerate its true futures; and the trivial floors (a blank
@@ -26,15 +26,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .checkpoint import load_predictor
+from .build import build_objective, build_source, load_predictor
+from .choices import PriorKind
 from .config import ConfigError, DataConfig, check_numbers, parse_overrides, set_key, to_dict
-from .data import build_source
-from .distributed import resolve_device
+from .devices import resolve_device
 from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage,
                       frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
 from .report import (FLOOR_LABELS, GROUP_LABELS, VIDEO_FORMATS, format_table, save_per_frame_plot, save_samples_png,
                      save_video, video_frames)
-from .sampling import PRIOR_KINDS, SAMPLE_BLOCK, deterministic_future, sample_futures
+from .sampling import SAMPLE_BLOCK, sample_futures
 
 GROUPS, FLOORS = tuple(GROUP_LABELS), tuple(FLOOR_LABELS)  # the report names each; one list of them
 FUTURES_BUDGET_BYTES = 256 * 2**20  # the futures of one batch of clips, when --batch=0 picks the batch
@@ -49,13 +49,13 @@ class EvalConfig:
     horizon: int = 20  # frames predicted and scored
     clips: int = 256  # test clips
     seed: int = 0  # seeds the test clips and the sampled latents
-    prior: str = ""  # bank | fitted | learned; empty: what the checkpoint was trained to use
+    prior: PriorKind | None = None  # bank | fitted | learned; empty: what the checkpoint was trained to use
     batch: int = 0  # clips whose K futures are held at once; 0: as many as fit in 256 MB
     rollout_batch: int = 0  # futures rolled out together (bounds memory); 0: 100 at 32x32 on a CPU, 25 at 64x64
     show: int = 4  # clips drawn in samples.png and samples.mp4
     show_samples: int = 4  # sampled futures drawn per clip, besides the truth, z = 0 and the best
     video: str = "mp4"  # mp4 | gif | none: the side-by-side video of the shown clips
-    device: str = "auto"
+    device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N
 
 
 def parse_eval_args(argv: list[str]) -> tuple[EvalConfig, dict[str, str]]:
@@ -78,8 +78,6 @@ def parse_eval_args(argv: list[str]) -> tuple[EvalConfig, dict[str, str]]:
                   nonneg=("batch", "rollout_batch", "show", "show_samples"))
     if ecfg.video not in VIDEO_FORMATS:
         raise ConfigError(f"video={ecfg.video!r}: expected one of {', '.join(VIDEO_FORMATS)}")
-    if ecfg.prior and ecfg.prior not in PRIOR_KINDS:
-        raise ConfigError(f"prior={ecfg.prior!r}: expected one of {', '.join(PRIOR_KINDS)}")
     return ecfg, data_overrides
 
 
@@ -168,6 +166,7 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
     began = time.perf_counter()
     device = resolve_device(ecfg.device)
     model, cfg, bank, state = load_predictor(ecfg.ckpt, device)
+    objective = build_objective(cfg, model)
     data = dataclasses.replace(cfg.data)
     for key, value in (data_overrides or {}).items():
         set_key(data, key, value)
@@ -176,8 +175,7 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
                           f"data.size/data.channels must match it")
     if data.size < SSIM_WINDOW:
         raise ConfigError(f"data.size={data.size}: SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels")
-    if ecfg.context < model.window:
-        raise ConfigError(f"context={ecfg.context}: this model's predictor needs at least {model.window} frames")
+    model.check_context(ecfg.context, ConfigError)
     prior = ecfg.prior or cfg.prior.kind
     frames = ecfg.context + ecfg.horizon
     try:
@@ -197,7 +195,7 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
 
     per_frame = {g: {m: [] for m in FRAME_METRICS} for g in GROUPS + FLOORS}
     diversity, covered, shown = [], [], []
-    enumerable = hasattr(source, "futures")
+    enumerable = source.lists_futures
     bar = tqdm(total=ecfg.clips, desc="evaluate", unit="clip", dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
     with torch.inference_mode():
@@ -205,9 +203,9 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
             idx = list(range(start, min(start + batch, ecfg.clips)))
             video = torch.stack([source[i][:frames] for i in idx]).to(device)
             context, truth = video[:, :ecfg.context], video[:, ecfg.context:]
-            futures = sample_futures(model, context, samples=ecfg.samples, horizon=ecfg.horizon, prior=prior,
+            futures = sample_futures(objective, context, samples=ecfg.samples, horizon=ecfg.horizon, prior=prior,
                                      bank=bank, seed=ecfg.seed, clip_ids=idx, max_batch=rollout_batch)
-            det = deterministic_future(model, context, horizon=ecfg.horizon)  # (n, T, c, H, W)
+            det = objective.deterministic(context, horizon=ecfg.horizon)  # (n, T, c, H, W)
             scores, svg_pick = score_clips(futures, det, context, truth)
             for group, per_metric in scores.items():
                 for name, values in per_metric.items():

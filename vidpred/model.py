@@ -17,9 +17,10 @@ per-pixel softmax kernels (DNA, Finn et al. 2016) and generate only what a mask 
 `chained_prior=True` lets the learned prior read the previous frame's z. One rollout API
 (`begin` / `condition` / `advance`) serves sampling, fill-in and free-running training.
 
-The baselines (see baselines.py) share the frame encoder, predictor and decoder: `kind="deterministic"`
-has no latent encoder and no prior (its decoder always gets z = 0); `kind="vae"` replaces them by
-SVG-LP's Gaussian posterior q(z_k | x_<=k) and learned prior p(z_k | x_<k), heads on the state h_k.
+The model kinds (objectives.py) share the frame encoder, predictor and decoder and attach their own
+heads: the energy model the amortized encoder and the conditional prior, the VAE SVG-LP's Gaussian
+posterior q(z_k | x_<=k) and learned prior p(z_k | x_<k), the deterministic baseline none. In einops
+patterns here `b t c h w` are batch, time, channels, height and width, and `k` a window of frames.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .config import CHOICES
+from .choices import DecoderOutput, check_choice
 
 # --- helpers and blocks ---------------------------------------------------------------------------
 
@@ -67,7 +68,6 @@ class ResBlock(nn.Module):
         return F.leaky_relu(x + self.body(x), 0.2)
 
 
-DECODER_OUTPUTS = CHOICES["model.decoder"]
 MOVED_EPS = 1e-3  # the kernels decoder's pixels lie in [eps, 1 - eps]: BCE of a moved black pixel <= 0.001
 
 
@@ -142,10 +142,9 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, *, channels: int, widths: tuple[int, ...], z_dim: int, skip_frames: int = 1,
-                 output: str = "pixels", kernel: int = 7):
+                 output: DecoderOutput = "pixels", kernel: int = 7):
         super().__init__()
-        if output not in DECODER_OUTPUTS:
-            raise ValueError(f"output={output!r}: expected one of {', '.join(DECODER_OUTPUTS)}")
+        check_choice("output", output, DecoderOutput)
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"kernel={kernel}: expected an odd size >= 1")
         self.output, self.kernel = output, kernel
@@ -286,15 +285,13 @@ class GaussianHead(nn.Module):
         return mu, log_sigma.clamp(-6.0, 2.0)
 
     @torch.no_grad()
-    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, x: Tensor, generator: torch.Generator | None = None, z_prev: Tensor | None = None) -> Tensor:
+        """A draw (n, d); `z_prev` is accepted as the chained prior's is, and not read (chained = False)."""
         mu, log_sigma = self.params(x)
         return mu + log_sigma.exp() * torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
 
 
 # --- the whole predictor ----------------------------------------------------------------------------
-
-
-MODEL_KINDS = CHOICES["model.kind"]
 
 
 class Conditioning(NamedTuple):
@@ -325,39 +322,34 @@ class RolloutState(NamedTuple):
 class VideoPredictor(nn.Module):
     def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
                  window: int = 3, blocks: int = 1, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
-                 amortized: bool = True, prior_components: int = 4, kind: str = "energy",
-                 recurrent: bool = False, output: str = "pixels", kernel: int = 7, chained_prior: bool = False):
+                 recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
-        if kind not in MODEL_KINDS:
-            raise ValueError(f"kind={kind!r}: expected one of {', '.join(MODEL_KINDS)}")
         if residual and output != "pixels":
             raise ValueError("residual=True corrects the generated pixels; the kernels decoder already moves the last frame")
         self.channels, self.size, self.window, self.z_dim, self.residual = channels, size, window, z_dim, residual
-        self.skip_frames, self.kind, self.recurrent = skip_frames, kind, recurrent
+        self.skip_frames, self.recurrent, self.widths = skip_frames, recurrent, tuple(widths)
         self.encoder = FrameEncoder(channels=channels, widths=widths)
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks, recurrent=recurrent)
         self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim, skip_frames=skip_frames,
                                output=output, kernel=kernel)
-        self.latent_encoder = self.prior = self.posterior = None  # the deterministic baseline has neither
-        if kind == "energy":
-            self.latent_encoder = LatentEncoder(channels=channels, size=size, widths=widths, z_dim=z_dim) if amortized else None
-            self.prior = ConditionalPrior(width=widths[-1], z_dim=z_dim, components=prior_components,
-                                          chained=chained_prior)
-        elif kind == "vae":
-            self.prior = GaussianHead(width_in=widths[-1], width=widths[-1], z_dim=z_dim)
-            self.posterior = GaussianHead(width_in=2 * widths[-1], width=widths[-1], z_dim=z_dim)
+        # The heads a model kind adds (objectives.py `Objective.heads` attaches them): the energy model's
+        # amortized encoder and conditional prior, the VAE's Gaussian prior and posterior; none for the
+        # deterministic baseline.
+        self.latent_encoder: LatentEncoder | None = None
+        self.prior: ConditionalPrior | GaussianHead | None = None
+        self.posterior: GaussianHead | None = None
 
     def check_video(self, video: Tensor, name: str = "video") -> None:
         if video.ndim != 5 or video.shape[2:] != (self.channels, self.size, self.size):
             raise ValueError(f"{name} has shape {tuple(video.shape)}; expected (b, t, {self.channels}, "
                              f"{self.size}, {self.size}) with pixels in [0, 1]")
 
-    def check_context(self, frames: int) -> None:
-        """Refuse a context of fewer frames than the predictor's window."""
+    def check_context(self, frames: int, error: type[Exception] = ValueError) -> None:
+        """Refuse (with `error`) a context of fewer frames than the predictor's window."""
         if frames < self.window:
-            raise ValueError(f"context has {frames} frames; the predictor needs at least {self.window}")
+            raise error(f"context={frames}: this model's predictor needs at least {self.window} frames (its window)")
 
     def encode(self, frames: Tensor) -> list[Tensor]:
         """(b, t, c, H, W) -> per resolution (b, t, C_l, H_l, W_l)."""
@@ -381,15 +373,15 @@ class VideoPredictor(nn.Module):
         first = 0 if self.recurrent else context - self.window  # the first frame any state depends on
         inputs = video[:, first:-1]  # every frame some target sees
         feats = self.encode(inputs)
-        windows = feats[-1].unfold(1, self.window, 1)  # (b, t', C, h, w, W): window j ends at inputs[j + W - 1]
+        windows = feats[-1].unfold(1, self.window, 1)  # (b, t', C, h, w, k = W): window j ends at inputs[j + W - 1]
         if self.recurrent:
             memory, states = None, []
             for j in range(windows.shape[1]):
-                h, memory = self.predictor(rearrange(windows[:, j], "b c h x t -> b t c h x"), memory)
+                h, memory = self.predictor(rearrange(windows[:, j], "b c h w k -> b k c h w"), memory)
                 states.append(h)
             h = rearrange(torch.stack(states[context - self.window:], dim=1), "b t c h w -> (b t) c h w")
         else:
-            h, _ = self.predictor(rearrange(windows, "b t c h x w -> (b t) w c h x"))  # (b T, C, h, w)
+            h, _ = self.predictor(rearrange(windows, "b t c h w k -> (b t) k c h w"))  # (b T, C, h, w)
         s, end = self.skip_frames, context - first  # target j sees inputs end - S + j .. end - 1 + j
         skips = [rearrange(f[:, end - s:].unfold(1, s, 1), "b t c h w s -> (b t) (s c) h w") for f in feats]
         last = rearrange(inputs[:, end - 1:], "b t c h w -> (b t) c h w")

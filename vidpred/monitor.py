@@ -15,10 +15,10 @@ import torch
 from torch import Tensor
 
 from .metrics import FRAME_METRICS, SSIM_WINDOW, best_of_k, pairwise_diversity, pick_best
-from .model import VideoPredictor
+from .objectives import Objective
 from .prior import LatentBank
 from .report import save_samples_png, save_video, video_frames
-from .sampling import deterministic_future, sample_futures
+from .sampling import sample_futures
 
 SAMPLES = 8  # K futures per clip in a preview
 SHOWN = 4  # clips drawn in the grid and the video
@@ -26,14 +26,15 @@ VIDEO_SAMPLES = 3  # sampled futures beside truth, deterministic and best-of-K i
 
 
 @torch.no_grad()
-def preview(model: VideoPredictor, clips: Tensor, *, context: int, prior: str, bank: LatentBank | None, seed: int,
+def preview(objective: Objective, clips: Tensor, *, context: int, prior: str, bank: LatentBank | None, seed: int,
             folder: Path, step: int) -> tuple[dict[str, float], Path, Path]:
     """Sampled futures of `clips` (n, t, c, H, W): metrics, and the grid and video files written in `folder`."""
+    model = objective.model
     was_training = model.training
     model.eval()
     ctx, truth = clips[:, :context], clips[:, context:]
-    futures = sample_futures(model, ctx, samples=SAMPLES, horizon=truth.shape[1], prior=prior, bank=bank, seed=seed)
-    det = deterministic_future(model, ctx, horizon=truth.shape[1])
+    futures = sample_futures(objective, ctx, samples=SAMPLES, horizon=truth.shape[1], prior=prior, bank=bank, seed=seed)
+    det = objective.deterministic(ctx, horizon=truth.shape[1])
     model.train(was_training)
 
     metrics = {"eval/diversity": pairwise_diversity(futures).mean().item()}

@@ -1,47 +1,95 @@
-"""Free-running training: the model is trained on the rollouts it will be asked to make.
+"""The model kinds, one small object each with the same interface; the only place that tells them apart.
 
-Teacher-forced training predicts each future frame from the *true* frames before it, while
-sampling feeds the model's own predictions back for 20 frames: errors the model never saw in
-training compound (exposure bias), and a predictor trained that way blurs and melts objects within
-a few frames. Here a clip's T future frames are predicted one after the other from the model's
-own outputs, as in sampling, with gradients through the whole rollout (back-propagation through
-the fed-back frames), and each frame's latent is found *on the rollout's state*:
+Every kind shares the frame encoder, the predictor and the decoder of model.py. They differ in
+where the decoder's z comes from, what the loss adds to the energy, which heads the model carries
+and how futures draw z. An `Objective` answers, for its kind:
+
+    heads(...)        the extra modules the model carries (amortized encoder, prior, posterior)
+    draws(...)        the random draws of one training step, a function of (seed, step, clip) only
+    loss(...)         the training loss of a batch, teacher-forced or free-running, its statistics,
+                      and the latents the run keeps (the bank's rows)
+    clip_latents(...) per predicted frame, the latent training would find and the energies around it
+                      (validation, the bank refilled at the end of training)
+    drawer(...)       how a sampled future draws each frame's z (sampling.py rolls it out)
+    deterministic(...) the one best guess (the rollout that K futures must beat)
+
+The kinds (`--model.kind`):
+
+- `energy` (vidpred): z⁰ = A(y - Dec(h, 0)) by an amortized encoder that sees only the residual
+  (EEN), z* = argmin_z E(x, y, z) by proximal steps with the weights frozen (inference.py), the
+  decoder trained at z* straight-through into A, plus β·||z⁰ - sg(z*)||² and the NLL of z* under
+  the learned conditional prior p(z | h). With probability `dropout` a frame is trained with z = 0,
+  so the deterministic path must predict all that is predictable (PPUU's latent dropout).
+  Futures draw z from the prior; the best guess decodes z = 0.
+- `vae` (SVG-LP, Denton & Fergus 2018): a posterior q(z_k | x_<=k) = N(mu_q, sigma_q) from the
+  state h_k and the encoded target y_k, a learned prior p(z_k | x_<k) = N(mu_p, sigma_p) from h_k;
+  the loss is C(y_k, Dec(h_k, z_k)) + β·KL(q || p) with z_k ~ q reparameterized, both heads trained
+  by the KL (no stop-gradient, as in SVG). Futures draw from p; the best guess decodes the prior
+  mean (z = 0 need not be likely under p).
+- `deterministic`: no latent, z = 0 always, the loss the cost alone; its K "futures" are K copies of
+  its one prediction, the blurry mean of the futures that a multimodal model must beat.
+
+The scale of the VAE's β (`latent.kl_weight`). SVG uses β = 1e-4 on a per-pixel *mean* squared
+error summed over frames, with the KL summed over z's dimensions. Our C is a per-pixel mean too
+(BCE on logits by default: the Bernoulli negative log-likelihood in nats per pixel), so
+β = 1 / (c·H·W) is the exact negative ELBO per pixel: 9.8e-4 for 32x32 grey frames, 2.4e-4 at
+64x64. A smaller β lets z carry more (sharper best of K, a prior that matches the posterior less well).
+
+Free-running training (`--rollout=true`): a clip's T future frames are predicted one after the
+other from the model's own outputs, as in sampling, with gradients through the whole rollout, and
+each frame's latent is found *on the rollout's state* — the kinds differ only in their
+`FrameLatents`:
 
     s_0 = begin(context)
     for k = 1 .. T:     h_k = Pred(s_{k-1})
-                        z_k = latent of frame k given h_k and the true y_k      (per model kind)
+                        z_k = latent of frame k given h_k and the true y_k      (per kind)
                         ŷ_k = Dec(h_k, z_k);   s_k = advance(s_{k-1}, ŷ_k)
     loss = mean_k [E(y_k, ŷ_k, z_k) + the kind's own terms]
 
-The model kinds differ only in how a frame's latent is found (`FrameLatents`):
-
-- energy: z⁰ = A(y_k - Dec(h_k, 0)), z* = argmin_z E by proximal steps with the weights frozen,
-  straight-through into A, latent dropout (z = 0 for a share of the frames); the learned prior
-  p(z_k | h_k [, z_{k-1}]) is fitted to z* on the rollout's own states — the states sampling
-  will give it — and with the previous z*, so a chained prior learns how latents follow each other.
-- vae (SVG-LP): z_k ~ q(z_k | h_k, y_k) reparameterized, plus β·KL(q || p(z_k | h_k)).
-- deterministic: z = 0.
-
 Because the rollout follows z* (or the posterior draw), the fed-back frames stay on the true
-branch of a multimodal future, which is what makes the latent worth inferring: with z = 0 the
-rollout would drift to the blurry average and every later frame would be trained from there.
+branch of a multimodal future; the learned prior is fitted on the rollout's own states — the
+states sampling will give it — and, chained, with the previous z*.
+
+For validation and the bank the baselines give `clip_latents` their own meaning: "before" is the
+cost at the guess made without the target (z = 0; the VAE's prior mean), "after" at what the
+target tells (z = 0; the VAE's posterior mean, + β·KL), "zero" at z = 0.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, ClassVar, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .baselines import gaussian_kl
+from .choices import ModelKind, PriorKind, check_choice
 from .energy import Energy
 from .inference import infer_latent
-from .model import Conditioning, VideoPredictor
+from .model import Conditioning, ConditionalPrior, GaussianHead, LatentEncoder, VideoPredictor
+from .prior import LatentBank
+
+DrawZ = Callable[[Tensor, int], Tensor]  # (h (n, C, h, w), step k) -> z (n, d)
+
+
+class StepDraws(NamedTuple):
+    """The random draws of one training step, clip-major like the predicted frames (n = clips * T)."""
+
+    keep: Tensor | None = None  # (n, 1) energy: 1 trains the frame at z*, 0 at z = 0 (latent dropout)
+    noise: Tensor | None = None  # (n, d) vae: the reparameterization noise
+
+
+class ClipLatents(NamedTuple):
+    """Per predicted frame of a batch (n = b * T, clip-major), as training finds them, without dropout or noise."""
+
+    z: Tensor  # (n, d) the latent kept (z*, the posterior mean, 0)
+    after: Tensor  # (n,) the energy at z
+    before: Tensor  # (n,) the energy at the guess made without inference (z⁰; the prior mean)
+    zero: Tensor  # (n,) the energy at z = 0 when scored (score_zero), else `before`
 
 
 class FrameLatent(NamedTuple):
-    """What a model kind gives for one predicted frame of a batch (n rows)."""
+    """What a kind gives for one predicted frame of a free-running batch (n rows)."""
 
     z: Tensor  # (n, d) the latent the frame is decoded with (carries gradients where the kind trains through it)
     kept: Tensor  # (n, d) the latent to keep: the bank's entry, the prior's target, the next frame's z_{k-1}
@@ -52,61 +100,33 @@ class FrameLatent(NamedTuple):
 FrameLatents = Callable[[int, Conditioning, Tensor, Tensor], FrameLatent]  # (k, cond, y_k, z_{k-1}) -> latent
 
 
-def energy_latents(model: VideoPredictor, energy: Energy, *, steps: int, step_size: float, encoder_weight: float,
-                   keep: Tensor | None = None, score_zero: bool = False) -> FrameLatents:
-    """The energy model's latent of frame k: inference from the amortized guess, on the rollout state.
-
-    `keep` (b, T, 1) is the latent-dropout mask (1: use z*, 0: train the frame with z = 0); None keeps
-    every frame. `score_zero` adds the energy at z = 0 to the statistics (validation reads it).
-    """
-
-    def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
-        z0 = model.amortized_latent(cond, target)  # (n, d)
-        frozen = cond.detach()
-        inference = infer_latent(lambda z: model.decode(frozen, z), target, z0, energy, steps=steps,
-                                 step_size=step_size)
-        z_star = inference.z
-        z = z0 + (z_star - z0).detach()  # straight-through into A
-        if keep is not None:
-            z = z * keep[:, k].to(z)
-        encoder_loss = (z0 - z_star).pow(2).sum(dim=1)
-        prior_nll = model.prior.nll(cond.h.detach(), z_star, z_prev) / model.z_dim
-        stats = {"energy_before": inference.energy_before, "energy_after": inference.energy_after,
-                 "encoder_loss": encoder_loss.detach(), "prior_nll": prior_nll.detach(),
-                 "latent_norm": z_star.norm(dim=1), "latent_active": (z_star != 0).float().mean(dim=1)}
-        if score_zero:
-            with torch.no_grad():
-                zero = torch.zeros_like(z0)
-                stats["energy_zero"] = energy(model.decode(frozen, zero), target, zero)
-        return FrameLatent(z, z_star, encoder_weight * encoder_loss + prior_nll, stats)
-
-    return latent
+def clip_seeds(*, seed: int, step: int, clips: range, tag: int) -> list[np.random.Generator]:
+    """One generator per clip position of a step's global batch: its draws depend only on (seed, step,
+    position), so a resumed run draws the same, and N ranks together draw what one process draws."""
+    return [np.random.default_rng([seed, step, i, tag]) for i in clips]
 
 
-def vae_latents(model: VideoPredictor, *, kl_weight: float, noise: Tensor | None) -> FrameLatents:
-    """SVG-LP's latent of frame k: a reparameterized posterior draw (its mean when `noise` (b, T, d) is None)."""
-
-    def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
-        mu_q, log_sigma_q = model.posterior_params(cond, target)  # (n, d) each
-        mu_p, log_sigma_p = model.prior.params(cond.h)
-        z = mu_q if noise is None else mu_q + log_sigma_q.exp() * noise[:, k].to(mu_q)
-        kl = gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p)  # (n,) nats per frame
-        stats = {"kl": kl.detach(), "latent_norm": z.detach().norm(dim=1),
-                 "posterior_sigma": log_sigma_q.detach().exp().mean(dim=1),
-                 "prior_sigma": log_sigma_p.detach().exp().mean(dim=1)}
-        return FrameLatent(z, z.detach(), kl_weight * kl, stats)
-
-    return latent
+def latent_keep(*, seed: int, step: int, clips: range, frames: int, dropout: float) -> Tensor:
+    """The latent-dropout mask (len(clips) * frames, 1), clip-major like the predicted frames: 0 trains
+    that frame with z = 0. `clips` are positions in the step's global batch (see `clip_seeds`)."""
+    draws = [g.random(frames) for g in clip_seeds(seed=seed, step=step, clips=clips, tag=0x6B656570)]
+    u = torch.from_numpy(np.concatenate(draws)) if draws else torch.zeros(0, dtype=torch.float64)
+    return (u >= dropout).float().view(-1, 1)
 
 
-def deterministic_latents(model: VideoPredictor) -> FrameLatents:
-    """The deterministic baseline's latent: always z = 0."""
+def latent_noise(*, seed: int, step: int, clips: range, frames: int, dim: int) -> Tensor:
+    """The VAE's reparameterization noise (len(clips) * frames, dim), clip-major (see `clip_seeds`)."""
+    draws = [g.standard_normal((frames, dim)) for g in clip_seeds(seed=seed, step=step, clips=clips, tag=0x6E6F6973)]
+    if not draws:
+        return torch.zeros(0, dim)
+    return torch.from_numpy(np.concatenate(draws)).float()
 
-    def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
-        z = target.new_zeros(target.shape[0], model.z_dim)
-        return FrameLatent(z, z, target.new_zeros(target.shape[0]), {})
 
-    return latent
+def gaussian_kl(mu_q: Tensor, log_sigma_q: Tensor, mu_p: Tensor, log_sigma_p: Tensor) -> Tensor:
+    """KL(N(mu_q, sigma_q²) || N(mu_p, sigma_p²)) of diagonal Gaussians, summed over the last dim: (n, d) -> (n,)."""
+    var_ratio = (2 * (log_sigma_q - log_sigma_p)).exp()
+    mean_term = ((mu_q - mu_p) / log_sigma_p.exp()).pow(2)
+    return 0.5 * (var_ratio + mean_term - 1.0).sum(dim=-1) - (log_sigma_q - log_sigma_p).sum(dim=-1)
 
 
 class RolloutPass(NamedTuple):
@@ -124,7 +144,7 @@ def free_running(model: VideoPredictor, video: Tensor, *, context: int, energy: 
     b, horizon = video.shape[0], video.shape[1] - context
     state = model.begin(video[:, :context])
     z_prev = video.new_zeros(b, model.z_dim)
-    terms, kept, frames, outputs, per_frame = [], [], [], [], {}
+    terms, kept, outputs, per_frame = [], [], [], {}
     for k in range(horizon):
         cond, memory = model.condition(state)
         target = video[:, context + k]
@@ -145,3 +165,302 @@ def free_running(model: VideoPredictor, video: Tensor, *, context: int, energy: 
     stats = {"loss": loss.item(), **{name: values.float().mean().item() for name, values in per_frame.items()},
              "out_mean": torch.stack(outputs).mean().item(), "target_mean": video[:, context:].mean().item()}
     return RolloutPass(loss, stats, torch.stack(kept, dim=1).flatten(0, 1), per_frame)
+
+
+def rollout_clip_latents(pass_: RolloutPass) -> ClipLatents:
+    """`ClipLatents` from a free-running pass: a kind that infers nothing has "before" = "after"."""
+    after = pass_.per_frame["energy"]
+    before = pass_.per_frame.get("energy_before", after)
+    zero = pass_.per_frame.get("energy_zero", before)
+    return ClipLatents(pass_.kept, after.flatten(), before.flatten(), zero.flatten())
+
+
+# --- the kinds ----------------------------------------------------------------------------------
+
+
+class Objective:
+    """What one model kind does; see the module docstring. Subclasses fill in the kind's parts."""
+
+    kind: ClassVar[str]
+    regularized: ClassVar[bool] = False  # the energy's R(z) (l1, l2, ball) applies to z
+    stochastic: ClassVar[bool] = True  # its K futures differ (False: K copies of one rollout)
+
+    def __init__(self, model: VideoPredictor, *, steps: int = 1, step_size: float = 0.03,
+                 encoder_weight: float = 1.0, kl_weight: float = 1e-3, dropout: float = 0.0):
+        self.model = model
+        self.steps, self.step_size, self.encoder_weight = steps, step_size, encoder_weight
+        self.kl_weight, self.dropout = kl_weight, dropout
+
+    @staticmethod
+    def heads(model: VideoPredictor, *, amortized: bool, components: int, chained: bool) -> None:
+        """Attach the kind's own modules to a freshly built `model` (none by default)."""
+
+    def draws(self, *, seed: int, step: int, clips: range, frames: int) -> StepDraws:
+        return StepDraws()
+
+    def loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
+             rollout: bool = False) -> tuple[Tensor, dict, Tensor]:
+        """The loss of one batch `(b, t, c, H, W)` (`context` frames given), its statistics (floats),
+        and the latents to keep (n, d); free-running with `rollout`."""
+        if not rollout:
+            return self.teacher_forced_loss(video, context=context, energy=energy, draws=draws)
+        b, frames = video.shape[0], video.shape[1] - context
+        per_clip = lambda t: None if t is None else t.view(b, frames, -1)  # noqa: E731
+        latents = self.frame_latents(energy, StepDraws(per_clip(draws.keep), per_clip(draws.noise)))
+        result = free_running(self.model, video, context=context, energy=energy, latents=latents)
+        return result.loss, result.stats, result.kept
+
+    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy,
+                            draws: StepDraws) -> tuple[Tensor, dict, Tensor]:
+        raise NotImplementedError
+
+    def frame_latents(self, energy: Energy, draws: StepDraws | None = None, *, train: bool = True,
+                      score_zero: bool = False) -> FrameLatents:
+        """How the kind finds each frame's latent along a free-running rollout; `draws` (b, T, ·) per clip."""
+        raise NotImplementedError
+
+    def clip_latents(self, video: Tensor, *, context: int, energy: Energy, rollout: bool = False,
+                     score_zero: bool = False) -> ClipLatents:
+        """Per predicted frame, the latent training would find (without dropout or noise) and the energies."""
+        if rollout:
+            latents = self.frame_latents(energy, train=False, score_zero=score_zero)
+            return rollout_clip_latents(free_running(self.model, video, context=context, energy=energy,
+                                                     latents=latents))
+        return self.teacher_forced_latents(video, context=context, energy=energy, score_zero=score_zero)
+
+    def teacher_forced_latents(self, video: Tensor, *, context: int, energy: Energy,
+                               score_zero: bool) -> ClipLatents:
+        raise NotImplementedError
+
+    def drawer(self, prior: PriorKind, bank: LatentBank | None, generator: torch.Generator | None) -> DrawZ:
+        """A `draw_z(h, k)` for `VideoPredictor.rollout` that samples from the named prior: the learned
+        head (chained: reading the z it drew the step before), or the latent bank and its fit."""
+        check_choice("prior", prior, PriorKind)
+        model = self.model
+        if prior == "learned":
+            if not model.prior.chained:
+                return lambda h, k: model.prior.sample(h, generator=generator)
+            previous: list[Tensor] = []  # the z this drawer gave at the step before, which a chained prior reads
+
+            def draw_chained(h: Tensor, k: int) -> Tensor:
+                z = model.prior.sample(h, generator=generator, z_prev=previous[-1] if k > 0 and previous else None)
+                previous[:] = [z]
+                return z
+            return draw_chained
+        if bank is None:
+            raise ValueError(f"prior {prior!r} needs the latent bank saved in the checkpoint")
+        return lambda h, k: bank.sample(h.shape[0], prior, generator=generator).to(h.device, h.dtype)
+
+    def best_guess(self) -> DrawZ:
+        """The latent of the deterministic prediction: z = 0."""
+        z_dim = self.model.z_dim
+        return lambda h, k: h.new_zeros(h.shape[0], z_dim)
+
+    @torch.no_grad()
+    def deterministic(self, context: Tensor, *, horizon: int) -> Tensor:
+        """(b, C0, c, H, W) -> (b, horizon, c, H, W): the rollout of the kind's best single guess."""
+        return self.model.rollout(context, horizon, self.best_guess())[0]
+
+
+class EnergyObjective(Objective):
+    __doc__ = "The latent-variable energy model: z* = argmin_z E, warm-started by an amortized encoder."
+    kind = "energy"
+    regularized = True
+
+    @staticmethod
+    def heads(model: VideoPredictor, *, amortized: bool, components: int, chained: bool) -> None:
+        widths = model.widths
+        model.latent_encoder = LatentEncoder(channels=model.channels, size=model.size, widths=widths,
+                                             z_dim=model.z_dim) if amortized else None
+        model.prior = ConditionalPrior(width=widths[-1], z_dim=model.z_dim, components=components, chained=chained)
+
+    def draws(self, *, seed: int, step: int, clips: range, frames: int) -> StepDraws:
+        return StepDraws(keep=latent_keep(seed=seed, step=step, clips=clips, frames=frames, dropout=self.dropout))
+
+    def infer(self, video: Tensor, *, context: int, energy: Energy):
+        """Teacher-forced conditioning, target frames, z⁰ and the inference result for a batch of clips."""
+        model = self.model
+        cond, target = model.teacher_forced_pairs(video, context)  # n = b * T frames to predict
+        z0 = model.amortized_latent(cond, target)  # (n, d)
+        frozen = cond.detach()
+        inference = infer_latent(lambda z: model.decode(frozen, z), target, z0, energy, steps=self.steps,
+                                 step_size=self.step_size)
+        return cond, target, z0, inference
+
+    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy,
+                            draws: StepDraws) -> tuple[Tensor, dict, Tensor]:
+        model = self.model
+        cond, target, z0, inference = self.infer(video, context=context, energy=energy)
+        z_star = inference.z
+        keep = draws.keep.to(z_star)
+        z = (z0 + (z_star - z0).detach()) * keep  # straight-through into A; dropped frames use z = 0
+        logits = model.decode(cond, z)
+        e = energy(logits, target, z)  # (n,)
+        encoder_loss = (z0 - z_star).pow(2).sum(dim=1).mean()
+        prior_nll = model.prior.nll(cond.h.detach(), z_star).mean() / model.z_dim
+        loss = e.mean() + self.encoder_weight * encoder_loss + prior_nll
+        stats = {
+            "loss": loss.item(),
+            "energy": e.mean().item(),
+            "energy_before": inference.energy_before.mean().item(),
+            "energy_after": inference.energy_after.mean().item(),
+            "encoder_loss": encoder_loss.item(),
+            "prior_nll": prior_nll.item(),
+            "latent_norm": z_star.norm(dim=1).mean().item(),
+            "latent_active": (z_star != 0).float().mean().item(),  # share of nonzero latent entries
+            "out_mean": torch.sigmoid(logits).mean().item(),  # watch for the all-black collapse
+            "target_mean": target.mean().item(),
+        }
+        return loss, stats, z_star
+
+    def teacher_forced_latents(self, video: Tensor, *, context: int, energy: Energy,
+                               score_zero: bool) -> ClipLatents:
+        cond, target, z0, inference = self.infer(video, context=context, energy=energy)
+        zero = torch.zeros_like(z0)
+        at_zero = energy(self.model.decode(cond, zero), target, zero) if score_zero else inference.energy_before
+        return ClipLatents(inference.z, inference.energy_after, inference.energy_before, at_zero)
+
+    def frame_latents(self, energy: Energy, draws: StepDraws | None = None, *, train: bool = True,
+                      score_zero: bool = False) -> FrameLatents:
+        """Inference from the amortized guess on the rollout state; `draws.keep` (b, T, 1) drops frames
+        to z = 0 (none without draws). `score_zero` adds the energy at z = 0 to the statistics."""
+        model, keep = self.model, None if draws is None else draws.keep
+        encoder_weight = self.encoder_weight if train else 0.0
+
+        def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
+            z0 = model.amortized_latent(cond, target)  # (n, d)
+            frozen = cond.detach()
+            inference = infer_latent(lambda z: model.decode(frozen, z), target, z0, energy, steps=self.steps,
+                                     step_size=self.step_size)
+            z_star = inference.z
+            z = z0 + (z_star - z0).detach()  # straight-through into A
+            if keep is not None:
+                z = z * keep[:, k].to(z)
+            encoder_loss = (z0 - z_star).pow(2).sum(dim=1)
+            prior_nll = model.prior.nll(cond.h.detach(), z_star, z_prev) / model.z_dim
+            stats = {"energy_before": inference.energy_before, "energy_after": inference.energy_after,
+                     "encoder_loss": encoder_loss.detach(), "prior_nll": prior_nll.detach(),
+                     "latent_norm": z_star.norm(dim=1), "latent_active": (z_star != 0).float().mean(dim=1)}
+            if score_zero:
+                with torch.no_grad():
+                    zero = torch.zeros_like(z0)
+                    stats["energy_zero"] = energy(model.decode(frozen, zero), target, zero)
+            return FrameLatent(z, z_star, encoder_weight * encoder_loss + prior_nll, stats)
+
+        return latent
+
+
+class VAEObjective(Objective):
+    __doc__ = "SVG-LP's VAE: a Gaussian posterior from the state and the target, a learned Gaussian prior, β·KL."
+    kind = "vae"
+
+    @staticmethod
+    def heads(model: VideoPredictor, *, amortized: bool, components: int, chained: bool) -> None:
+        top = model.widths[-1]
+        model.prior = GaussianHead(width_in=top, width=top, z_dim=model.z_dim)
+        model.posterior = GaussianHead(width_in=2 * top, width=top, z_dim=model.z_dim)
+
+    def draws(self, *, seed: int, step: int, clips: range, frames: int) -> StepDraws:
+        return StepDraws(noise=latent_noise(seed=seed, step=step, clips=clips, frames=frames, dim=self.model.z_dim))
+
+    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy,
+                            draws: StepDraws) -> tuple[Tensor, dict, Tensor]:
+        model = self.model
+        cond, target = model.teacher_forced_pairs(video, context)
+        mu_q, log_sigma_q = model.posterior_params(cond, target)  # (n, d) each
+        mu_p, log_sigma_p = model.prior.params(cond.h)
+        z = mu_q + log_sigma_q.exp() * draws.noise.to(mu_q)  # reparameterized z ~ q
+        logits = model.decode(cond, z)
+        cost = energy.reconstruction(logits, target)  # (n,)
+        kl = gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p)  # (n,) nats per frame
+        loss = cost.mean() + self.kl_weight * kl.mean()
+        stats = {"loss": loss.item(), "energy": cost.mean().item(), "kl": kl.mean().item(),
+                 "latent_norm": z.norm(dim=1).mean().item(), "posterior_sigma": log_sigma_q.exp().mean().item(),
+                 "prior_sigma": log_sigma_p.exp().mean().item(), "out_mean": torch.sigmoid(logits).mean().item(),
+                 "target_mean": target.mean().item()}
+        return loss, stats, z.detach()
+
+    @torch.no_grad()
+    def teacher_forced_latents(self, video: Tensor, *, context: int, energy: Energy,
+                               score_zero: bool) -> ClipLatents:
+        model = self.model
+        cond, target = model.teacher_forced_pairs(video, context)
+        mu_q, log_sigma_q = model.posterior_params(cond, target)
+        mu_p, log_sigma_p = model.prior.params(cond.h)
+        before = energy.reconstruction(model.decode(cond, mu_p), target)  # KL(p || p) = 0
+        after = energy.reconstruction(model.decode(cond, mu_q), target) + \
+            self.kl_weight * gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p)
+        zero = torch.zeros_like(mu_p)
+        at_zero = energy(model.decode(cond, zero), target, zero) if score_zero else before
+        return ClipLatents(mu_q, after, before, at_zero)
+
+    def frame_latents(self, energy: Energy, draws: StepDraws | None = None, *, train: bool = True,
+                      score_zero: bool = False) -> FrameLatents:
+        """A reparameterized posterior draw (its mean without `draws.noise` (b, T, d))."""
+        model, noise = self.model, None if draws is None else draws.noise
+
+        def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
+            mu_q, log_sigma_q = model.posterior_params(cond, target)  # (n, d) each
+            mu_p, log_sigma_p = model.prior.params(cond.h)
+            z = mu_q if noise is None else mu_q + log_sigma_q.exp() * noise[:, k].to(mu_q)
+            kl = gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p)  # (n,) nats per frame
+            stats = {"kl": kl.detach(), "latent_norm": z.detach().norm(dim=1),
+                     "posterior_sigma": log_sigma_q.detach().exp().mean(dim=1),
+                     "prior_sigma": log_sigma_p.detach().exp().mean(dim=1)}
+            return FrameLatent(z, z.detach(), self.kl_weight * kl, stats)
+
+        return latent
+
+    def best_guess(self) -> DrawZ:
+        """The prior's mean at every step."""
+        prior = self.model.prior
+        return lambda h, k: prior.params(h)[0]
+
+
+class DeterministicObjective(Objective):
+    __doc__ = "No latent: z = 0 always, the loss the cost alone, K futures are K copies of the one prediction."
+    kind = "deterministic"
+    stochastic = False
+
+    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy,
+                            draws: StepDraws) -> tuple[Tensor, dict, Tensor]:
+        model = self.model
+        cond, target = model.teacher_forced_pairs(video, context)
+        z = target.new_zeros(target.shape[0], model.z_dim)
+        logits = model.decode(cond, z)
+        cost = energy.reconstruction(logits, target)  # (n,)
+        loss = cost.mean()
+        stats = {"loss": loss.item(), "energy": loss.item(), "out_mean": torch.sigmoid(logits).mean().item(),
+                 "target_mean": target.mean().item()}
+        return loss, stats, z
+
+    @torch.no_grad()
+    def teacher_forced_latents(self, video: Tensor, *, context: int, energy: Energy,
+                               score_zero: bool) -> ClipLatents:
+        model = self.model
+        cond, target = model.teacher_forced_pairs(video, context)
+        z = target.new_zeros(target.shape[0], model.z_dim)
+        cost = energy.reconstruction(model.decode(cond, z), target)
+        return ClipLatents(z, cost, cost, cost)
+
+    def frame_latents(self, energy: Energy, draws: StepDraws | None = None, *, train: bool = True,
+                      score_zero: bool = False) -> FrameLatents:
+        z_dim = self.model.z_dim
+
+        def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
+            z = target.new_zeros(target.shape[0], z_dim)
+            return FrameLatent(z, z, target.new_zeros(target.shape[0]), {})
+
+        return latent
+
+    def drawer(self, prior: PriorKind, bank: LatentBank | None, generator: torch.Generator | None) -> DrawZ:
+        check_choice("prior", prior, PriorKind)
+        return self.best_guess()  # no latent to draw, whatever the prior
+
+
+OBJECTIVES: dict[str, type[Objective]] = {o.kind: o for o in (EnergyObjective, VAEObjective, DeterministicObjective)}
+
+
+def objective_class(kind: ModelKind) -> type[Objective]:
+    """The objective of a model kind; ValueError naming the kinds there are."""
+    return OBJECTIVES[check_choice("model.kind", kind, ModelKind)]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, ConfigError
+from .errors import ConfigError
 from .distributed import Ranks, sum_over_ranks
 
 try:
@@ -73,13 +73,12 @@ def previous_run_files(out: Path) -> list[Path]:
     return [f for f in files if f.exists()]
 
 
-def check_start(cfg: Config) -> None:
-    """Refuse a fresh run where a run's checkpoint is; with --overwrite, remove the old run's files."""
-    out = cfg.out_dir
+def check_start(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a fresh run where a run's checkpoint is; with `overwrite`, remove the old run's files."""
     last = out / "checkpoints" / "last.pt"
-    if cfg.resume or not last.exists():
+    if resume or not last.exists():
         return  # (--resume without a checkpoint: load_checkpoint names the missing file)
-    if not cfg.overwrite:
+    if not overwrite:
         raise RunFolderError(
             f"{out} already holds a run: {last} exists, and a new run would replace it. To continue that run "
             "use --resume=true; to start over and replace it, --overwrite=true; or give another --out")
@@ -88,13 +87,13 @@ def check_start(cfg: Config) -> None:
 
 
 @contextmanager
-def claim(cfg: Config, ranks: Ranks):
-    """Hold cfg.out_dir for this training process (the main rank); every rank refuses together."""
+def claim(out: Path, ranks: Ranks, *, resume: bool, overwrite: bool):
+    """Hold the output folder `out` for this training process (the main rank); every rank refuses together."""
     lock, error = None, None
     if ranks.main:
         try:
-            lock = FolderLock(cfg.out_dir)
-            check_start(cfg)
+            lock = FolderLock(out)
+            check_start(out, resume=resume, overwrite=overwrite)
         except RunFolderError as e:
             error = e
     refused = sum_over_ranks(torch.tensor([float(error is not None)]), ranks).item() > 0
@@ -102,7 +101,7 @@ def claim(cfg: Config, ranks: Ranks):
         if error is not None:
             raise error
         if refused:
-            raise RunFolderError(f"the main rank refused the output folder {cfg.out_dir} (its message says why)")
+            raise RunFolderError(f"the main rank refused the output folder {out} (its message says why)")
         yield lock
     finally:
         if lock is not None:

@@ -1,7 +1,7 @@
 """`vidpred-sample`: K futures of any clip, its free energy, and fill-in-the-blank inference.
 
     vidpred-sample --ckpt=runs/default/checkpoints/last.pt --input=clip.mp4
-    python -m vidpred.sample --ckpt=... --input=FRAMES_FOLDER|ARRAY.npy [--key=value ...]
+    python -m vidpred.sample_cli --ckpt=... --input=FRAMES_FOLDER|ARRAY.npy [--key=value ...]
 
 The input is a video file (any container PyAV reads), a folder of frames or an array file; the
 context frames are taken from `--start` (a frame) or `--start_time` (seconds), converted to the
@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from .config import CHOICES, ConfigError, check_numbers, describe, parse_overrides, set_key
+from .choices import PriorKind
+from .config import ConfigError, check_numbers, describe, parse_overrides, set_key
 from .data.clips import DataError
 from .media import read_clip, to_model_frames, write_video
 
@@ -48,7 +49,7 @@ class SampleConfig:
     clip: int = 0  # which clip of an array file holding several
     layout: str = "auto"  # axes of an array file, e.g. tnhw (mnist_test_seq.npy), nthwc, thw
     seed: int = 0  # seeds the sampled latents
-    prior: str = ""  # bank | fitted | learned; empty: the checkpoint's
+    prior: PriorKind | None = None  # bank | fitted | learned; empty: the checkpoint's
     video: str = "mp4"  # mp4 | gif
     fps: float = 4.0  # frame rate of the written video
     scale: int = 0  # output pixels per model pixel (0: frames about 128 pixels high)
@@ -71,8 +72,6 @@ def parse_sample_args(argv: list[str]) -> SampleConfig:
             raise ConfigError(f"--{key}=PATH is required: {what}")
     check_numbers(scfg, positive=("samples", "steps", "starts", "fps"),
                   nonneg=("context", "horizon", "start", "clip", "scale"))
-    if scfg.prior and scfg.prior not in CHOICES["prior.kind"]:
-        raise ConfigError(f"prior={scfg.prior!r}: expected one of {', '.join(CHOICES['prior.kind'])}")
     if scfg.video not in ("mp4", "gif"):
         raise ConfigError(f"video={scfg.video!r}: expected mp4 or gif")
     if scfg.start_time is not None and scfg.start_time < 0:
@@ -89,7 +88,7 @@ def parse_frame_list(text: str) -> list[int]:
 
 def build_mask(scfg: SampleConfig, *, horizon: int, size: int, channels: int, input_size: tuple[int, int]) -> Tensor:
     """The observed part of the continuation (T or 1, c or 1, size, size) from --mask and --mask_frames."""
-    from .api import future_mask
+    from .trained import future_mask
 
     frames = parse_frame_list(scfg.mask_frames) if scfg.mask_frames else None
     region = scfg.mask or "all"
@@ -176,8 +175,7 @@ def read_input(scfg: SampleConfig, predictor) -> tuple[Tensor, Tensor | None, di
     for the model; and what was read, for the summary."""
     context_len = scfg.context or predictor.context
     horizon = scfg.horizon or predictor.horizon
-    if context_len < predictor.model.window:
-        raise ConfigError(f"context={context_len}: this model's predictor needs at least {predictor.model.window} frames")
+    predictor.model.check_context(context_len, ConfigError)
     clip = read_clip(scfg.input, count=context_len + horizon, start=scfg.start, start_time=scfg.start_time,
                      clip=scfg.clip, layout=scfg.layout)
     if len(clip.frames) < context_len:
@@ -223,13 +221,13 @@ def fill_in(scfg: SampleConfig, predictor, context: Tensor, truth: Tensor, input
 
 def run(scfg: SampleConfig) -> dict:
     """Sample (and score, and fill in) as configured; writes the outputs and returns the summary."""
-    from .api import load
+    from .trained import load
 
     predictor = load(scfg.ckpt, scfg.device)
     context, truth, summary = read_input(scfg, predictor)
     horizon = summary["horizon"]
     summary.update(checkpoint=scfg.ckpt, samples=scfg.samples, seed=scfg.seed,
-                   prior=scfg.prior or predictor.cfg.prior.kind)
+                   prior=scfg.prior or predictor.prior)
     rows, legend = ([], []) if truth is None else ([truth], ["input"])
     rows.append(predictor.deterministic(context, horizon=horizon)[0])
     legend.append("z = 0")
@@ -269,7 +267,7 @@ def run(scfg: SampleConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--help" in argv or "-h" in argv:
-        print(__doc__ + "\nOptions and defaults:\n  " + "\n  ".join(describe(SampleConfig())))
+        print(__doc__ + "\nOptions (default, meaning, allowed values):\n" + "\n".join(describe(SampleConfig())))
         return 0
     from .checkpoint import CheckpointError
 

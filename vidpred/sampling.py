@@ -1,10 +1,11 @@
 """K futures per clip: autoregressive rollouts, a new z per predicted frame drawn from a prior.
 
-The deterministic prediction is the same rollout with z = 0: with latent dropout in training this
-is the model's best single guess, the blurry mean that sampled futures must beat on best-of-K.
-The baselines (baselines.py): the deterministic model's K samples are K copies of its one
-prediction; the VAE samples z from its learned Gaussian prior p(z | h), and its deterministic
-prediction decodes the prior mean.
+How a future draws its z, and what the single deterministic prediction is, is the model kind's
+(objectives.py `Objective.drawer` and `Objective.deterministic`): the energy model draws from its
+learned prior or its latent bank and predicts with z = 0 (with latent dropout in training, its best
+single guess: the blurry mean that sampled futures must beat on best of K); the VAE draws from its
+Gaussian prior and predicts with the prior mean; the deterministic model's K futures are K copies
+of its one prediction.
 """
 
 from __future__ import annotations
@@ -15,32 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import CHOICES
-from .model import VideoPredictor
+from .choices import PriorKind
+from .objectives import Objective
 from .prior import LatentBank
-
-PRIOR_KINDS = CHOICES["prior.kind"]
-
-
-def latent_drawer(model: VideoPredictor, kind: str, bank: LatentBank | None, generator: torch.Generator):
-    """A `draw_z(h, k)` for `VideoPredictor.rollout` that samples from the named prior."""
-    if kind not in PRIOR_KINDS:
-        raise ValueError(f"prior {kind!r}: expected one of {', '.join(PRIOR_KINDS)}")
-    if model.kind == "deterministic":  # no latent to draw, whatever the prior
-        return lambda h, k: h.new_zeros(h.shape[0], model.z_dim)
-    if kind == "learned":
-        if not model.prior.chained:
-            return lambda h, k: model.prior.sample(h, generator=generator)
-        previous: list[Tensor] = []  # the z this drawer gave at the step before, which a chained prior reads
-
-        def draw_chained(h: Tensor, k: int) -> Tensor:
-            z = model.prior.sample(h, generator=generator, z_prev=previous[-1] if k > 0 and previous else None)
-            previous[:] = [z]
-            return z
-        return draw_chained
-    if bank is None:
-        raise ValueError(f"prior {kind!r} needs the latent bank saved in the checkpoint")
-    return lambda h, k: bank.sample(h.shape[0], kind, generator=generator).to(h.device, h.dtype)
 
 
 SAMPLE_BLOCK = 25  # futures of one clip that draw their latents from one random stream
@@ -52,7 +30,7 @@ def block_seed(seed: int, clip: int, block: int) -> int:
 
 
 @torch.no_grad()
-def sample_futures(model: VideoPredictor, context: Tensor, *, samples: int, horizon: int, prior: str = "learned",
+def sample_futures(objective: Objective, context: Tensor, *, samples: int, horizon: int, prior: PriorKind = "learned",
                    bank: LatentBank | None = None, seed: int = 0, clip_ids: Sequence[int] | None = None,
                    max_batch: int = 1024) -> Tensor:
     """(b, C0, c, H, W) -> (b, samples, horizon, c, H, W).
@@ -62,20 +40,20 @@ def sample_futures(model: VideoPredictor, context: Tensor, *, samples: int, hori
     its latents from its own generator. Rollouts run whole blocks, about `max_batch` futures at a
     time, so memory stays bounded for K = 100; each context is encoded once per block.
     """
-    logits, _ = draw_futures(model, context, samples=samples, horizon=horizon, prior=prior, bank=bank, seed=seed,
+    logits, _ = draw_futures(objective, context, samples=samples, horizon=horizon, prior=prior, bank=bank, seed=seed,
                              clip_ids=clip_ids, max_batch=max_batch)
     return torch.sigmoid(logits)
 
 
 @torch.no_grad()
-def draw_futures(model: VideoPredictor, context: Tensor, *, samples: int, horizon: int, prior: str = "learned",
+def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon: int, prior: PriorKind = "learned",
                  bank: LatentBank | None = None, seed: int = 0, clip_ids: Sequence[int] | None = None,
                  max_batch: int = 1024) -> tuple[Tensor, Tensor]:
     """`sample_futures` as logits (b, samples, horizon, c, H, W), with the latents drawn (b, samples, horizon, d),
     so that each future can be scored by the energy (ranking samples against a partial observation)."""
-    b = context.shape[0]
-    if model.kind == "deterministic":  # all K futures are the one prediction: roll it out once
-        logits, z = model.rollout_logits(context, horizon, latent_drawer(model, prior, bank, None))
+    model, b = objective.model, context.shape[0]
+    if not objective.stochastic:  # all K futures are the one prediction: roll it out once
+        logits, z = model.rollout_logits(context, horizon, objective.drawer(prior, bank, None))
         return logits[:, None].repeat(1, samples, 1, 1, 1, 1), z[:, None].repeat(1, samples, 1, 1)
     clip_ids = list(range(b)) if clip_ids is None else list(clip_ids)
     if len(clip_ids) != b:
@@ -88,7 +66,7 @@ def draw_futures(model: VideoPredictor, context: Tensor, *, samples: int, horizo
         chunk = [blocks.pop(0)]
         while blocks and sum(n for *_, n in chunk) + blocks[0][2] <= max_batch:
             chunk.append(blocks.pop(0))
-        drawers = [latent_drawer(model, prior, bank, torch.Generator(device=generator_device).manual_seed(
+        drawers = [objective.drawer(prior, bank, torch.Generator(device=generator_device).manual_seed(
             block_seed(seed, clip_ids[i], first // SAMPLE_BLOCK))) for i, first, _ in chunk]
         sizes = [n for *_, n in chunk]
 
@@ -101,13 +79,3 @@ def draw_futures(model: VideoPredictor, context: Tensor, *, samples: int, horizo
             logits[i, first:first + n] = part
             latents[i, first:first + n] = part_z
     return logits, latents
-
-
-@torch.no_grad()
-def deterministic_future(model: VideoPredictor, context: Tensor, *, horizon: int) -> Tensor:
-    """(b, C0, c, H, W) -> (b, horizon, c, H, W), the rollout with z = 0 at every step (the VAE:
-    with the mean of its prior p(z | h) at every step)."""
-    if model.kind == "vae":
-        return model.rollout(context, horizon, lambda h, k: model.prior.params(h)[0])[0]
-    zeros = lambda h, k: h.new_zeros(h.shape[0], model.z_dim)  # noqa: E731
-    return model.rollout(context, horizon, zeros)[0]

@@ -1,6 +1,6 @@
 """Use a trained predictor on any clip: sample futures, score a given future, fill in the blanks.
 
-    from vidpred.api import load
+    from vidpred import load                                             # vidpred.trained.load
     predictor = load("runs/default/checkpoints/last.pt")                  # on the GPU if there is one
     futures = predictor.sample(context, k=8, horizon=10, seed=0)          # (b, 8, 10, c, H, W)
     score = predictor.energy(context, future)                             # score.per_frame, score.total
@@ -33,14 +33,14 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
-from .checkpoint import load_predictor, trained_l1
-from .config import Config
-from .energy import Energy, build_energy
+from .build import build_energy, build_objective, load_predictor, trained_l1
+from .choices import PriorKind, check_choice
+from .devices import resolve_device
+from .energy import Energy
 from .inference import infer_latent
-from .model import VideoPredictor
+from .objectives import Objective
 from .prior import LatentBank
-from .distributed import resolve_device
-from .sampling import PRIOR_KINDS, deterministic_future, draw_futures
+from .sampling import draw_futures
 
 
 class Score(NamedTuple):
@@ -72,13 +72,18 @@ class Ranked(NamedTuple):
 
 
 class TrainedPredictor:
-    """A trained model with its energy and latent prior, frozen, on one device."""
+    """A trained model with its objective, energy and latent prior, frozen, on one device.
 
-    def __init__(self, model: VideoPredictor, cfg: Config, bank: LatentBank, *, device: torch.device,
-                 l1: float | None = None):
-        self.model, self.cfg, self.bank, self.device = model.eval(), cfg, bank, device
+    `context` and `horizon` are the frames it was trained with, `prior` the prior its futures draw
+    from unless told otherwise, `step_size` its inference's first step (see inference.py).
+    """
+
+    def __init__(self, objective: Objective, bank: LatentBank, *, energy: Energy, device: torch.device,
+                 context: int, horizon: int, prior: PriorKind, step_size: float):
+        self.objective, self.model, self.bank, self.device = objective, objective.model.eval(), bank, device
         self.model.requires_grad_(False)  # inference moves z only; no weight gradients are ever needed
-        self.energy_fn: Energy = build_energy(cfg, l1=l1)  # the full regularizer, as at the end of training
+        self.energy_fn = energy
+        self.context, self.horizon, self.prior, self.step_size = context, horizon, prior, step_size
 
     @property
     def channels(self) -> int:
@@ -87,16 +92,6 @@ class TrainedPredictor:
     @property
     def size(self) -> int:
         return self.model.size
-
-    @property
-    def context(self) -> int:
-        """Context frames the model was trained with (it accepts any number >= its window)."""
-        return self.cfg.context
-
-    @property
-    def horizon(self) -> int:
-        """Future frames the model was trained to predict."""
-        return self.cfg.horizon
 
     # --- inputs ---------------------------------------------------------------------------------
 
@@ -139,16 +134,14 @@ class TrainedPredictor:
         return torch.sigmoid(logits)
 
     def deterministic(self, context, horizon: int | None = None) -> Tensor:
-        """The z = 0 rollout (b, horizon, c, H, W): the model's single best guess."""
-        return deterministic_future(self.model, self.as_clips(context, "context"), horizon=horizon or self.horizon)
+        """The rollout of the model's single best guess (b, horizon, c, H, W): z = 0 (the VAE: its prior mean)."""
+        return self.objective.deterministic(self.as_clips(context, "context"), horizon=horizon or self.horizon)
 
     def _draw(self, context: Tensor, *, k: int, horizon: int, seed: int, prior: str | None):
-        prior = prior or self.cfg.prior.kind
-        if prior not in PRIOR_KINDS:
-            raise ValueError(f"prior {prior!r}: expected one of {', '.join(PRIOR_KINDS)}")
+        prior = check_choice("prior", prior or self.prior, PriorKind)
         if k <= 0 or horizon <= 0:
             raise ValueError(f"k={k}, horizon={horizon}: expected positive numbers")
-        return draw_futures(self.model, context, samples=k, horizon=horizon, prior=prior, bank=self.bank, seed=seed)
+        return draw_futures(self.objective, context, samples=k, horizon=horizon, prior=prior, bank=self.bank, seed=seed)
 
     # --- scoring --------------------------------------------------------------------------------
 
@@ -170,7 +163,7 @@ class TrainedPredictor:
         twice = cond.repeat(2)
         inference = infer_latent(lambda z: self.model.decode(twice, z), target.repeat_interleave(2, dim=0),
                                  starts.flatten(0, 1), self.energy_fn, steps=steps,
-                                 step_size=self.cfg.latent.step_size)
+                                 step_size=self.step_size)
         best = inference.energy_after.view(-1, 2).argmin(dim=1)
         z = inference.z.view(-1, 2, self.model.z_dim)[torch.arange(best.shape[0], device=best.device), best]
         cost = self.energy_fn.reconstruction(self.model.decode(cond, z), target).view(b, t)
@@ -229,7 +222,7 @@ class TrainedPredictor:
             return self.model.rollout_logits(context, t, lambda h, k: z[:, k], repeats=repeats)[0]
 
         inference = infer_latent(decode, obs, z0.flatten(0, 1), self.energy_fn, steps=steps,
-                                 step_size=self.cfg.latent.step_size, mask=msk)
+                                 step_size=self.step_size, mask=msk)
         best = inference.energy_after.view(b, starts).argmin(dim=1)
         z = inference.z.view(b, starts, t, -1)[torch.arange(b, device=best.device), best]  # (b, T, d)
         logits, _ = self.model.rollout_logits(context, t, lambda h, k: z[:, k])
@@ -241,7 +234,10 @@ def load(ckpt: str | Path, device: str = "auto") -> TrainedPredictor:
     """The predictor saved in checkpoint `ckpt`, on `device` (auto: the GPU if there is one)."""
     target = resolve_device(device)
     model, cfg, bank, state = load_predictor(ckpt, target)
-    return TrainedPredictor(model, cfg, bank, device=target, l1=trained_l1(state, cfg))
+    # the full regularizer, with the sparsity weight training ended with
+    return TrainedPredictor(build_objective(cfg, model), bank, energy=build_energy(cfg, l1=trained_l1(state, cfg)),
+                            device=target, context=cfg.context, horizon=cfg.horizon, prior=cfg.prior.kind,
+                            step_size=cfg.latent.step_size)
 
 
 def future_mask(*, horizon: int, size: int, channels: int = 1, region: str = "all",

@@ -4,10 +4,11 @@
     z*  = argmin_z E(x, y, z)                     N proximal steps from z⁰, weights frozen
     loss = E(x, y, z*) + β·||z⁰ - sg(z*)||² + NLL of z* under the conditional prior
 
-z* enters the weight update straight-through (z⁰ + sg(z* - z⁰)): the decoder is trained at z*,
-and with N = 0 the encoder A gets the full autoencoder gradient (EEN); with N > 0 it is also pulled
-toward z*. With probability `dropout` a frame is trained with z = 0, so the deterministic path
-must predict all that is predictable (PPUU) and z carries only what the context cannot tell.
+(the energy model's loss; each model kind's is in objectives.py). z* enters the weight update
+straight-through (z⁰ + sg(z* - z⁰)): the decoder is trained at z*, and with N = 0 the encoder A
+gets the full autoencoder gradient (EEN); with N > 0 it is also pulled toward z*. With probability
+`dropout` a frame is trained with z = 0, so the deterministic path must predict all that is
+predictable (PPUU) and z carries only what the context cannot tell.
 
 Runs that last: every random draw of a step is a function of (seed, step, clip index) — the data
 (clip = f(seed, index), the loader yields indices step * batch_size + i), the crop, the latent
@@ -23,32 +24,29 @@ import math
 import signal
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .baselines import baseline_latents, deterministic_step, latent_noise, vae_step
-from .checkpoint import build_model, config_changes, fitted_copy, load_checkpoint, save_checkpoint, training_state
-from .config import Config, to_dict
-from .data import build_source, train_loader
+from .build import build_energy, build_model, build_objective, build_source
+from .checkpoint import fitted_copy, load_checkpoint, save_checkpoint, training_state
+from .config import Config, config_changes, to_dict
+from .data import ClipSource, train_loader
 from .distributed import (Interrupted, Ranks, StopRequest, barrier, data_parallel, gather_rows,
                           setup, sum_over_ranks, teardown)
-from .energy import Energy, build_energy
-from .inference import infer_latent
-from .model import VideoPredictor
+from .energy import Energy
 from .monitor import preview
-from .objectives import deterministic_latents, energy_latents, free_running, vae_latents
+from .objectives import Objective, StepDraws
 from .prior import LatentBank
 from .runfolder import claim
 from .tracking import Tracker
 
 PREVIEW_CLIPS = 16  # val clips whose sampled futures are scored (and the first few drawn) at each preview
 
-__all__ = ["train", "train_step", "infer_clip_latents", "learning_rate", "refit_prior", "latent_keep", "steer_sparsity",
-           "validation_energy", "build_energy", "Interrupted"]
+__all__ = ["train", "learning_rate", "refit_prior", "steer_sparsity", "validation_energy", "Interrupted", "RunState"]
 
 
 def steer_sparsity(l1: float, active: float, *, floor: float, cap: float) -> float:
@@ -65,117 +63,6 @@ def steer_sparsity(l1: float, active: float, *, floor: float, cap: float) -> flo
     return min(max(l1 * math.exp(change), 1e-6), cap)
 
 
-def infer_clip_latents(model: VideoPredictor, video: Tensor, *, context: int, energy: Energy, steps: int,
-                       step_size: float, kl_weight: float = 0.0):
-    """Teacher-forced conditioning, target frames, z⁰ and the inference result for a batch of clips.
-    For a baseline, their counterparts without gradients (see `baselines.baseline_latents`)."""
-    if model.kind != "energy":
-        return baseline_latents(model, video, context=context, energy=energy, kl_weight=kl_weight)
-    cond, target = model.teacher_forced_pairs(video, context)  # n = b * T frames to predict
-    z0 = model.amortized_latent(cond, target)  # (n, d)
-    frozen = cond.detach()
-    inference = infer_latent(lambda z: model.decode(frozen, z), target, z0, energy, steps=steps,
-                             step_size=step_size)
-    return cond, target, z0, inference
-
-
-def latent_keep(*, seed: int, step: int, clips: range, frames: int, dropout: float) -> Tensor:
-    """The latent-dropout mask (len(clips) * frames, 1), clip-major like the predicted frames: 0 trains
-    that frame with z = 0. `clips` are positions in the step's global batch; each clip's draws depend
-    only on (seed, step, position), so a resumed run draws the same masks, and N ranks together draw
-    what one process draws for the whole batch."""
-    draws = [np.random.default_rng([seed, step, i, 0x6B656570]).random(frames) for i in clips]
-    u = torch.from_numpy(np.concatenate(draws)) if draws else torch.zeros(0, dtype=torch.float64)
-    return (u >= dropout).float().view(-1, 1)
-
-
-def train_step(model: VideoPredictor, video: Tensor, *, context: int, energy: Energy, steps: int, step_size: float,
-               dropout: float, encoder_weight: float, generator: torch.Generator | None = None,
-               keep: Tensor | None = None, kl_weight: float = 0.0,
-               noise: Tensor | None = None, rollout: bool = False) -> tuple[Tensor, dict, Tensor]:
-    """The loss of one batch `(b, t, c, H, W)`, its statistics, and the inferred z* (n, d).
-
-    `keep` (n, 1) is the latent-dropout mask (see `latent_keep`); without it, one is drawn at rate
-    `dropout` from `generator`. The baselines take their own step (baselines.py): the deterministic
-    one only the cost, the VAE `kl_weight` and its reparameterization `noise` (see `latent_noise`).
-    With `rollout`, the future is predicted free-running (objectives.py) instead of teacher-forced.
-    """
-    if rollout:
-        b, frames = video.shape[0], video.shape[1] - context
-        if keep is None and model.kind == "energy":
-            keep = torch.rand(b * frames, 1, generator=generator) >= dropout
-        if noise is None and model.kind == "vae":
-            noise = torch.randn(b * frames, model.z_dim, generator=generator)
-        latents = frame_latents(model, energy, steps=steps, step_size=step_size, encoder_weight=encoder_weight,
-                                kl_weight=kl_weight, keep=None if keep is None else keep.view(b, frames, 1),
-                                noise=None if noise is None else noise.view(b, frames, -1))
-        result = free_running(model, video, context=context, energy=energy, latents=latents)
-        return result.loss, result.stats, result.kept
-    if model.kind == "deterministic":
-        return deterministic_step(model, video, context=context, energy=energy)
-    if model.kind == "vae":
-        return vae_step(model, video, context=context, energy=energy, kl_weight=kl_weight, noise=noise,
-                        generator=generator)
-    cond, target, z0, inference = infer_clip_latents(model, video, context=context, energy=energy, steps=steps,
-                                                     step_size=step_size)
-    z_star = inference.z
-    if keep is None:
-        keep = torch.rand(z_star.shape[0], 1, generator=generator) >= dropout
-    keep = keep.to(z_star)
-    z = (z0 + (z_star - z0).detach()) * keep  # straight-through into A; dropped frames use z = 0
-    logits = model.decode(cond, z)
-    e = energy(logits, target, z)  # (n,)
-    encoder_loss = (z0 - z_star).pow(2).sum(dim=1).mean()
-    prior_nll = model.prior.nll(cond.h.detach(), z_star).mean() / model.z_dim
-    loss = e.mean() + encoder_weight * encoder_loss + prior_nll
-    stats = {
-        "loss": loss.item(),
-        "energy": e.mean().item(),
-        "energy_before": inference.energy_before.mean().item(),
-        "energy_after": inference.energy_after.mean().item(),
-        "encoder_loss": encoder_loss.item(),
-        "prior_nll": prior_nll.item(),
-        "latent_norm": z_star.norm(dim=1).mean().item(),
-        "latent_active": (z_star != 0).float().mean().item(),  # share of nonzero latent entries
-        "out_mean": torch.sigmoid(logits).mean().item(),  # watch for the all-black collapse
-        "target_mean": target.mean().item(),
-    }
-    return loss, stats, z_star
-
-
-def frame_latents(model: VideoPredictor, energy: Energy, *, steps: int, step_size: float, encoder_weight: float,
-                  kl_weight: float, keep: Tensor | None = None, noise: Tensor | None = None,
-                  score_zero: bool = False):
-    """How the model's kind finds each frame's latent along a free-running rollout (objectives.py)."""
-    if model.kind == "deterministic":
-        return deterministic_latents(model)
-    if model.kind == "vae":
-        return vae_latents(model, kl_weight=kl_weight, noise=noise)
-    return energy_latents(model, energy, steps=steps, step_size=step_size, encoder_weight=encoder_weight, keep=keep,
-                          score_zero=score_zero)
-
-
-def clip_latents(model: VideoPredictor, video: Tensor, cfg: Config, energy: Energy,
-                 score_zero: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per predicted frame of a batch, as training infers them (teacher-forced or free-running, per
-    `cfg.rollout`), without dropout or noise: (z* (n, d), E at z*, E at z⁰, E at z = 0) with n = b * T.
-    For the baselines E at z⁰ and at z = 0 are their cost at the prior's guess (see baselines.py)."""
-    if cfg.rollout:
-        latents = frame_latents(model, energy, steps=cfg.latent.steps, step_size=cfg.latent.step_size,
-                                encoder_weight=0.0, kl_weight=cfg.latent.kl_weight, score_zero=score_zero)
-        result = free_running(model, video, context=cfg.context, energy=energy, latents=latents)
-        after = result.per_frame["energy"]
-        before = result.per_frame.get("energy_before", after)
-        zero = result.per_frame.get("energy_zero", before)
-        return result.kept, after.flatten(), before.flatten(), zero.flatten()
-    cond, target, z0, inference = infer_clip_latents(model, video, context=cfg.context, energy=energy,
-                                                     steps=cfg.latent.steps, step_size=cfg.latent.step_size,
-                                                     kl_weight=cfg.latent.kl_weight)
-    zero = torch.zeros_like(z0)
-    at_zero = energy(model.decode(cond, zero), target, zero) if score_zero else inference.energy_before
-    return inference.z, inference.energy_after, inference.energy_before, at_zero
-
-
 def learning_rate(step: int, *, lr: float, warmup: int, steps: int) -> float:
     """Linear warmup, then cosine decay to lr / 10 at the last step."""
     if step < warmup:
@@ -184,7 +71,7 @@ def learning_rate(step: int, *, lr: float, warmup: int, steps: int) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def refit_prior(model: VideoPredictor, cfg: Config, device: torch.device, l1: float | None = None) -> LatentBank:
+def refit_prior(objective: Objective, cfg: Config, device: torch.device, l1: float | None = None) -> LatentBank:
     """A fresh bank of z* inferred by the final model (with the final sparsity weight `l1`) on unseen
     training clips, with its fit."""
     source = build_source(cfg.data, seed=cfg.seed, split="train", frames=cfg.context + cfg.horizon,
@@ -192,38 +79,39 @@ def refit_prior(model: VideoPredictor, cfg: Config, device: torch.device, l1: fl
     bank = LatentBank(cfg.latent.dim, cfg.prior.bank)
     first = cfg.steps * cfg.batch_size  # indices after the last training clip
     energy = build_energy(cfg, l1=l1)
+    model = objective.model
     model.eval()
     for start in range(0, cfg.prior.fit_clips, cfg.batch_size):
         count = min(cfg.batch_size, cfg.prior.fit_clips - start)
         video = torch.stack([source[first + start + i] for i in range(count)]).to(device)
-        bank.add(clip_latents(model, video, cfg, energy)[0].detach())
+        bank.add(objective.clip_latents(video, context=cfg.context, energy=energy, rollout=cfg.rollout).z.detach())
     bank.fit()
     model.train()
     return bank
 
 
 @torch.no_grad()
-def validation_energy(model: VideoPredictor, source, indices: list[int], *, cfg: Config,
-                      device: torch.device) -> Tensor:
+def validation_energy(objective: Objective, source: ClipSource, indices: list[int], *, context: int, energy: Energy,
+                      batch_size: int, rollout: bool, device: torch.device) -> Tensor:
     """Sums over the predicted frames of clips `indices` of `source`: (E at z*, E at z⁰, E at z = 0, frames).
 
-    Teacher-forced like training, with the full regularizer (no warmup ramp) so that values compare
-    across steps; no rollouts, so it is cheap enough to run often.
+    Trained the way training runs (teacher-forced or free-running), with the full regularizer `energy`
+    (no warmup ramp) so that values compare across steps.
     """
-    energy = build_energy(cfg)
     sums = torch.zeros(4, dtype=torch.float64)
+    model = objective.model
     model.eval()
-    for start in range(0, len(indices), cfg.batch_size):
-        video = torch.stack([source[i] for i in indices[start:start + cfg.batch_size]]).to(device)
-        _, after, before, at_zero = clip_latents(model, video, cfg, energy, score_zero=True)
-        sums += torch.tensor([after.sum().item(), before.sum().item(), at_zero.sum().item(), after.shape[0]],
-                             dtype=torch.float64)
+    for start in range(0, len(indices), batch_size):
+        video = torch.stack([source[i] for i in indices[start:start + batch_size]]).to(device)
+        found = objective.clip_latents(video, context=context, energy=energy, rollout=rollout, score_zero=True)
+        sums += torch.tensor([found.after.sum().item(), found.before.sum().item(), found.zero.sum().item(),
+                              found.after.shape[0]], dtype=torch.float64)
     model.train()
     return sums
 
 
 class StepLoss(nn.Module):
-    """`train_step` (with its keyword arguments) as a module's forward, for DistributedDataParallel.
+    """`objective.loss` as a module's forward, for DistributedDataParallel.
 
     DDP averages gradients only in the backward pass of a forward that went through it, so the whole
     step runs inside. The latent inference's `torch.autograd.grad` calls differentiate with respect
@@ -231,12 +119,13 @@ class StepLoss(nn.Module):
     they trigger no reduction; the step's one `loss.backward()` does.
     """
 
-    def __init__(self, model: VideoPredictor):
+    def __init__(self, objective: Objective):
         super().__init__()
-        self.model = model
+        self.objective, self.model = objective, objective.model  # (the model: so DDP sees its parameters)
 
-    def forward(self, video: Tensor, **options) -> tuple[Tensor, dict, Tensor]:
-        return train_step(self.model, video, **options)
+    def forward(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
+                rollout: bool) -> tuple[Tensor, dict, Tensor]:
+        return self.objective.loss(video, context=context, energy=energy, draws=draws, rollout=rollout)
 
 
 def _crop(video: Tensor, length: int, step: int, seed: int) -> Tensor:
@@ -246,6 +135,42 @@ def _crop(video: Tensor, length: int, step: int, seed: int) -> Tensor:
         return video
     start = int(torch.randint(spare + 1, (1,), generator=torch.Generator().manual_seed(seed * 7919 + step)))
     return video[:, start:start + length]
+
+
+@dataclass
+class RunState:
+    """What the loop keeps besides weights, optimizer and bank; `progress()` is what a checkpoint holds of it."""
+
+    l1: float  # the sparsity weight: lowered while the share of active latents is below latent.min_active
+    step: int = 0  # steps done
+    saved: int | None = None  # step of this run's last good checkpoint (None: none yet)
+    best_energy: float = math.inf  # the lowest validation energy, and its step
+    best_step: int = 0
+    wandb_id: str | None = None
+    sums: dict[str, float] = field(default_factory=dict)  # the log window: statistics summed since the last line
+    count: int = 0  # steps in the log window
+    clips: int = 0  # the log window's throughput (training time only; not kept by checkpoints)
+    busy: float = 0.0
+    wait: float = 0.0
+
+    PROGRESS = ("sums", "count", "best_energy", "best_step", "wandb_id", "l1")
+
+    def progress(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k in self.PROGRESS}
+
+    def add(self, stats: dict[str, float], clips: int) -> None:
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        self.clips += clips
+
+    def close_window(self, lr: float) -> dict[str, float]:
+        """The log line of the window (means of its statistics, lr and throughput); starts a new window."""
+        record = {k: v / self.count for k, v in self.sums.items()}
+        record.update(lr=lr, clips_per_s=self.clips / (self.busy + self.wait),
+                      data_wait=self.wait / (self.busy + self.wait))
+        self.sums, self.count, self.clips, self.busy, self.wait = {}, 0, 0, 0.0, 0.0
+        return record
 
 
 def train(cfg: Config) -> Path:
@@ -258,218 +183,260 @@ def train(cfg: Config) -> Path:
     """
     ranks = setup(device=cfg.device, batch_size=cfg.batch_size)
     try:
-        with claim(cfg, ranks), StopRequest() as stop:  # the run folder is this process's while it trains
-            return _train(cfg, ranks, stop)
+        with claim(cfg.out_dir, ranks, resume=cfg.resume, overwrite=cfg.overwrite), StopRequest() as stop:
+            return _Run(cfg, ranks).train(stop)  # the run folder is this process's while it trains
     finally:
         teardown(ranks)
 
 
-def _train(cfg: Config, ranks: Ranks, stop: StopRequest) -> Path:
-    out, device, main = cfg.out_dir, ranks.device, ranks.main
-    last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+class _Run:
+    """One training run: its model, objective, optimizer, latent bank, state and outputs."""
 
-    model = build_model(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    predictor_params = [p for name, p in model.named_parameters() if not name.startswith("prior.")]
-    bank = LatentBank(cfg.latent.dim, cfg.prior.bank)
-    # what a checkpoint holds besides weights: the partial log window, the best validation, the wandb run
-    progress = {"sums": {}, "count": 0, "best_energy": math.inf, "best_step": 0, "wandb_id": None,
-                "l1": cfg.latent.l1}  # l1 drops while the share of active latents is below latent.min_active
-    start = 0
-    if cfg.resume:
-        state = load_checkpoint(last_path, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        bank = LatentBank.from_state_dict(state["prior"])
-        torch.set_rng_state(state["rng"]["torch"])
-        progress.update(state.get("progress", {}))
-        start = int(state["step"])
-        if main:
-            changes = config_changes(state["config"], cfg)
-            print(f"resuming {last_path} at step {start}" + (f" (changed: {', '.join(changes)})" if changes else ""))
-    saved = start if cfg.resume else None  # step of this run's last good checkpoint
-    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
-    if start >= end:
-        if main:
-            print(f"{last_path} is at step {start}: nothing to train up to step {end}; raise --steps to go on")
-        return last_path
-    if cfg.compile:  # in place: parameter names, and so checkpoints, stay as they are
-        for part in (model.encoder, model.predictor, model.decoder):
-            part.compile()
-    step_loss = data_parallel(StepLoss(model), ranks)
-    tracker = None
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not cfg.resume:  # a best.pt left by an earlier run in this folder must not pass for this run's
-            best_path.unlink(missing_ok=True)
-        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-        tracker = Tracker(out, config=to_dict(cfg), name=cfg.name, project=cfg.wandb_project, mode=cfg.wandb,
-                          resume_step=start if cfg.resume else None, run_id=progress["wandb_id"])
-        progress["wandb_id"] = tracker.run_id
+    def __init__(self, cfg: Config, ranks: Ranks):
+        self.cfg, self.ranks, self.device, self.main = cfg, ranks, ranks.device, ranks.main
+        out = cfg.out_dir
+        self.last_path, self.best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg).to(self.device)
+        self.objective = build_objective(cfg, self.model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.bank = LatentBank(cfg.latent.dim, cfg.prior.bank)
+        self.state = RunState(l1=cfg.latent.l1)
+        self.tracker: Tracker | None = None
+        self.best_pending = False  # the final step's validation was the best: best.pt waits for the refitted prior
+        self.out_of_time = False  # --max_minutes passed: stop as --stop_at does
 
-    source = build_source(cfg.data, seed=cfg.seed, split="train", frames=cfg.data.frames, context=cfg.context)
-    loader = train_loader(source, batch_size=cfg.batch_size, start_step=start, steps=end, workers=cfg.data.workers,
-                          pin_memory=device.type == "cuda", rank=ranks.rank, world=ranks.world)
-    val_source = build_source(cfg.data, seed=cfg.seed, split="val", frames=cfg.context + cfg.horizon,
-                              context=cfg.context)
-    n_val = min(cfg.val_clips, len(val_source))
-    val_indices = list(range(ranks.rank, n_val, ranks.world))  # each rank scores its share
-    local = cfg.batch_size // ranks.world
-    mine = range(ranks.rank * local, (ranks.rank + 1) * local)  # this rank's positions in the global batch
-    steered = cfg.model.kind == "energy" and cfg.latent.min_active > 0 and cfg.latent.l1 > 0
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    if main:
+    def train(self, stop: StopRequest) -> Path:
+        cfg, state = self.cfg, self.state
+        if cfg.resume:
+            self.resume()
+        end = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+        if state.step >= end:
+            self.say(f"{self.last_path} is at step {state.step}: nothing to train up to step {end}; raise --steps to go on")
+            return self.last_path
+        self.prepare()
+        bar = tqdm(total=cfg.steps, initial=state.step, dynamic_ncols=True, desc="train", disable=not self.main,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+        try:
+            end = self.loop(self.batches(end), end, stop, bar)
+        except BaseException:
+            bar.close()
+            if self.tracker is not None:
+                self.tracker.close(exit_code=1)
+            raise
+        bar.close()
+        if end < cfg.steps:  # --stop_at or --max_minutes: the loop saved last.pt at that step
+            self.stopped_early(end)
+        elif self.main:
+            self.finish()
+        barrier(self.ranks)
+        return self.last_path
+
+    # --- the parts of a run, in the order they happen ----------------------------------------------
+
+    def say(self, line: str) -> None:
+        if self.main:
+            print(line)
+
+    def resume(self) -> None:
+        """Go on from last.pt: weights, optimizer, bank, torch RNG and the run's state."""
+        saved = load_checkpoint(self.last_path, map_location=self.device)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.bank = LatentBank.from_state_dict(saved["prior"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        for key, value in saved.get("progress", {}).items():
+            setattr(self.state, key, value)
+        self.state.step = self.state.saved = int(saved["step"])
+        changes = config_changes(saved["config"], self.cfg)
+        self.say(f"resuming {self.last_path} at step {self.state.step}" +
+                 (f" (changed: {', '.join(changes)})" if changes else ""))
+
+    def prepare(self) -> None:
+        """Compile, wrap for the ranks, open the run folder and the tracker, build the validation clips."""
+        cfg, model, ranks = self.cfg, self.model, self.ranks
+        if cfg.compile:  # in place: parameter names, and so checkpoints, stay as they are
+            for part in (model.encoder, model.predictor, model.decoder):
+                part.compile()
+        self.step_loss = data_parallel(StepLoss(self.objective), ranks)
+        self.predictor_params = [p for name, p in model.named_parameters() if not name.startswith("prior.")]
+        if self.main:
+            out = cfg.out_dir
+            out.mkdir(parents=True, exist_ok=True)
+            if not cfg.resume:  # a best.pt left by an earlier run in this folder must not pass for this run's
+                self.best_path.unlink(missing_ok=True)
+            (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+            self.tracker = Tracker(out, config=to_dict(cfg), name=cfg.name, project=cfg.wandb_project, mode=cfg.wandb,
+                                   resume_step=self.state.step if cfg.resume else None, run_id=self.state.wandb_id)
+            self.state.wandb_id = self.tracker.run_id
+        self.val_source = build_source(cfg.data, seed=cfg.seed, split="val", frames=cfg.context + cfg.horizon,
+                                       context=cfg.context)
+        self.n_val = min(cfg.val_clips, len(self.val_source))
+        self.val_indices = list(range(ranks.rank, self.n_val, ranks.world))  # each rank scores its share
+        local = cfg.batch_size // ranks.world
+        self.mine = range(ranks.rank * local, (ranks.rank + 1) * local)  # this rank's positions in the global batch
+        self.steered = self.objective.regularized and cfg.latent.min_active > 0 and cfg.latent.l1 > 0
         n_params = sum(p.numel() for p in model.parameters())
         spread = f" in {ranks.world} processes of {local}" if ranks.world > 1 else ""
-        print(f"vidpred: {n_params / 1e6:.2f}M parameters, {cfg.steps} steps of {cfg.batch_size} clips{spread} "
-              f"({cfg.context} -> {cfg.horizon} frames, {cfg.data.kind} {cfg.data.size}x{cfg.data.size}) on {device}; "
-              f"writing {out}")
+        self.say(f"vidpred: {n_params / 1e6:.2f}M parameters, {cfg.steps} steps of {cfg.batch_size} clips{spread} "
+                 f"({cfg.context} -> {cfg.horizon} frames, {cfg.data.kind} {cfg.data.size}x{cfg.data.size}) on "
+                 f"{self.device}; writing {cfg.out_dir}")
 
-    model.train()
-    bar = tqdm(total=cfg.steps, initial=start, dynamic_ncols=True, desc="train", disable=not main,
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
-    clips, busy, wait = 0, 0.0, 0.0  # throughput of the current log window (training time only)
-    best_pending = False  # the final step's validation was the best: best.pt waits for the refitted prior
-    tick = started = time.perf_counter()
-    out_of_time = False  # --max_minutes passed: stop as --stop_at does
-    try:
-        for step, video in enumerate(loader, start):
+    def batches(self, end: int):
+        cfg = self.cfg
+        source = build_source(cfg.data, seed=cfg.seed, split="train", frames=cfg.data.frames, context=cfg.context)
+        return train_loader(source, batch_size=cfg.batch_size, start_step=self.state.step, steps=end,
+                            workers=cfg.data.workers, pin_memory=self.device.type == "cuda", rank=self.ranks.rank,
+                            world=self.ranks.world)
+
+    def loop(self, loader, end: int, stop: StopRequest, bar: tqdm) -> int:
+        """The training steps up to `end`; returns the step it ended at (earlier when --max_minutes passed)."""
+        cfg, state = self.cfg, self.state
+        tick = started = time.perf_counter()
+        for step, video in enumerate(loader, state.step):
             fetched = time.perf_counter()
-            wait += fetched - tick  # time the step spent waiting for its batch
+            state.wait += fetched - tick  # time the step spent waiting for its batch
             lr = learning_rate(step, lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            video = _crop(video, cfg.context + cfg.horizon, step, cfg.seed).to(device, non_blocking=True)
-            keep = latent_keep(seed=cfg.seed, step=step, clips=mine, frames=cfg.horizon, dropout=cfg.latent.dropout)
-            noise = latent_noise(seed=cfg.seed, step=step, clips=mine, frames=cfg.horizon,
-                                 dim=cfg.latent.dim) if cfg.model.kind == "vae" else None
-            with autocast:
-                loss, stats, z_star = step_loss(video, context=cfg.context,
-                                                energy=build_energy(cfg, step, l1=progress["l1"]),
-                                                steps=cfg.latent.steps, step_size=cfg.latent.step_size,
-                                                dropout=cfg.latent.dropout, keep=keep,
-                                                encoder_weight=cfg.latent.encoder_weight,
-                                                kl_weight=cfg.latent.kl_weight, noise=noise,
-                                                rollout=cfg.rollout and step >= cfg.rollout_start)
-            # One small collective a step: the global batch's statistics, whether any rank was
-            # signalled and whether any ran out of time, so that all ranks stop (or fail) at the same step.
-            timed_out = bool(cfg.max_minutes) and time.perf_counter() - started > 60 * cfg.max_minutes
-            shared = sum_over_ranks(torch.tensor([*stats.values(), float(stop.signum > 0), float(timed_out)],
-                                                 dtype=torch.float64), ranks).tolist()
-            stats = {k: v / ranks.world for k, v in zip(stats, shared)}
-            if cfg.model.kind == "energy":
-                stats["l1"] = progress["l1"]
-            stopping = shared[-2] > 0
-            if not math.isfinite(stats["loss"]):
-                raise _not_finite("the loss", stats["loss"], step + 1, saved, last_path, video)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # The prior head fits z* on detached inputs; clip it apart so its NLL cannot shrink the
-            # predictor's updates through a shared gradient norm.
-            stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(predictor_params, cfg.grad_clip).item()
-            if not math.isfinite(stats["grad_norm"]):  # same on every rank: gradients are already averaged
-                raise _not_finite("the gradient norm", stats["grad_norm"], step + 1, saved, last_path, video)
-            if model.prior is not None:  # (the deterministic baseline has no prior)
-                torch.nn.utils.clip_grad_norm_(model.prior.parameters(), cfg.grad_clip)
-            optimizer.step()
-            bank.add(gather_rows(z_star.detach(), ranks))
-            if steered:  # the same on every rank: stats are shared
-                progress["l1"] = steer_sparsity(progress["l1"], stats["latent_active"], floor=cfg.latent.min_active,
-                                                cap=cfg.latent.l1)
-            for k, v in stats.items():
-                progress["sums"][k] = progress["sums"].get(k, 0.0) + v
-            progress["count"] += 1
-            clips += cfg.batch_size
-            done = step + 1
-            busy += time.perf_counter() - fetched
+            stats, stopping, timed_out = self.step(step, video, lr, stop, started)
+            done = state.step = step + 1
+            state.busy += time.perf_counter() - fetched
             bar.update(1)
-
             record, images, videos = {}, {}, {}
             if done % cfg.log_every == 0 or done == cfg.steps:
-                record.update({k: v / progress["count"] for k, v in progress["sums"].items()})
-                record.update(lr=lr, clips_per_s=clips / (busy + wait), data_wait=wait / (busy + wait))
-                if "energy_before" in record:
-                    bar.set_postfix(E=f"{record['energy_before']:.4f}>{record['energy_after']:.4f}",
-                                    z_active=f"{record['latent_active']:.2f}", clips_s=f"{record['clips_per_s']:.0f}",
-                                    data_wait=f"{record['data_wait']:.0%}")
-                else:  # a baseline (baselines.py): its cost, and the VAE's KL
-                    bar.set_postfix(C=f"{record['energy']:.4f}", KL=f"{record.get('kl', 0.0):.3f}",
-                                    clips_s=f"{record['clips_per_s']:.0f}", data_wait=f"{record['data_wait']:.0%}")
-                progress["sums"], progress["count"] = {}, 0
-                clips, busy, wait = 0, 0.0, 0.0
-            improved = False
-            if cfg.val_every and (done % cfg.val_every == 0 or done == cfg.steps):
-                sums = sum_over_ranks(validation_energy(model, val_source, val_indices, cfg=cfg, device=device),
-                                      ranks)
-                energy = (sums[0] / sums[3]).item()
-                improved = energy < progress["best_energy"]
-                if improved:
-                    progress.update(best_energy=energy, best_step=done)
-                record.update({"val/energy": energy, "val/energy_z0": (sums[1] / sums[3]).item(),
-                               "val/energy_z_zero": (sums[2] / sums[3]).item(),
-                               "val/best_energy": progress["best_energy"]})
-            if main and cfg.media_every and (done % cfg.media_every == 0 or done == cfg.steps):
-                shown = torch.stack([val_source[i] for i in range(min(n_val, PREVIEW_CLIPS))]).to(device)
-                metrics, images["samples"], videos["futures"] = preview(
-                    model, shown, context=cfg.context, prior=cfg.prior.kind, bank=fitted_copy(bank), seed=cfg.seed,
-                    folder=out / "media", step=done)
-                record.update(metrics)
-            if main and record:
-                tracker.log(done, record, images=images, videos=videos)
-
+                record.update(state.close_window(lr))
+                bar.set_postfix(**progress_line(record))
+            improved = self.validate(done, record)
+            if self.main and cfg.media_every and (done % cfg.media_every == 0 or done == cfg.steps):
+                record.update(self.preview(done, images, videos))
+            if self.main and record:
+                self.tracker.log(done, record, images=images, videos=videos)
             unfinished = done < cfg.steps
-            if shared[-1] > 0 and unfinished:
-                out_of_time, end = True, done
-            if main and unfinished and (done % cfg.ckpt_every == 0 or stopping or done == end or improved):
-                state = training_state(model, optimizer, bank, cfg, done, progress)
-                if done % cfg.ckpt_every == 0 or stopping or done == end:
-                    saved = _save(last_path, state, model, done, saved)
-                if improved:
-                    _save(best_path, state, model, done, saved)
-            best_pending = improved and not unfinished
+            if timed_out and unfinished:
+                self.out_of_time, end = True, done
+            self.checkpoint(done, last=unfinished and (done % cfg.ckpt_every == 0 or stopping or done == end),
+                            best=unfinished and improved)
+            self.best_pending = improved and not unfinished
             if stopping and unfinished:  # (a signal during the last step lets the run finish normally)
-                signum = stop.signum or signal.SIGTERM  # a rank that was not signalled itself stops with its peers
-                if main:
-                    tracker.log_checkpoints([last_path, best_path], step=done)
-                    tracker.close(exit_code=128 + signum)
-                bar.close()
-                barrier(ranks)
-                raise Interrupted(signum, done, last_path)
-            if out_of_time:
+                self.interrupted(done, stop, bar)
+            if timed_out and unfinished:
                 break
             tick = time.perf_counter()
-    except BaseException:
-        bar.close()
-        if tracker is not None:
-            tracker.close(exit_code=1)
-        raise
-    bar.close()
+        return end
 
-    if end < cfg.steps:  # --stop_at or --max_minutes: the loop saved last.pt at that step
-        if main:
-            tracker.log_checkpoints([last_path, best_path], step=end)
-            tracker.close()
-            asked = f"--max_minutes={cfg.max_minutes}" if out_of_time else f"--stop_at={cfg.stop_at}"
-            print(f"stopped after step {end} as asked ({asked}); saved {last_path}; go on with --resume")
-        barrier(ranks)
-        return last_path
-    if main:
-        bank = refit_prior(model, cfg, device, l1=progress["l1"])
-        state = training_state(model, optimizer, bank, cfg, cfg.steps, progress)
-        _save(last_path, state, model, cfg.steps, saved)
-        if best_pending:
-            _save(best_path, state, model, cfg.steps, saved)
-        tracker.log_checkpoints([last_path, best_path], step=cfg.steps)
-        tracker.summary({"steps": cfg.steps, "best_val_energy": progress["best_energy"],
-                         "best_step": progress["best_step"]})
-        tracker.close()
-        print(f"saved {last_path}" + (f" and {best_path} (validation energy {progress['best_energy']:.5f} "
-                                      f"at step {progress['best_step']})" if best_path.exists() else ""))
-    barrier(ranks)
-    return last_path
+    def step(self, step: int, video: Tensor, lr: float, stop: StopRequest,
+             started: float) -> tuple[dict[str, float], bool, bool]:
+        """One optimizer step: (its statistics, shared over the ranks; whether any rank was signalled;
+        whether any ran out of --max_minutes)."""
+        cfg, state, ranks = self.cfg, self.state, self.ranks
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        video = _crop(video, cfg.context + cfg.horizon, step, cfg.seed).to(self.device, non_blocking=True)
+        draws = self.objective.draws(seed=cfg.seed, step=step, clips=self.mine, frames=cfg.horizon)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            loss, stats, kept = self.step_loss(video, context=cfg.context, energy=build_energy(cfg, step, l1=state.l1),
+                                               draws=draws, rollout=cfg.rollout and step >= cfg.rollout_start)
+        # One small collective a step: the global batch's statistics, whether any rank was signalled
+        # and whether any ran out of time, so that all ranks stop (or fail) at the same step.
+        timed_out = bool(cfg.max_minutes) and time.perf_counter() - started > 60 * cfg.max_minutes
+        shared = sum_over_ranks(torch.tensor([*stats.values(), float(stop.signum > 0), float(timed_out)],
+                                             dtype=torch.float64), ranks).tolist()
+        stats = {k: v / ranks.world for k, v in zip(stats, shared)}
+        if self.objective.regularized:
+            stats["l1"] = state.l1
+        if not math.isfinite(stats["loss"]):
+            raise _not_finite("the loss", stats["loss"], step + 1, state.saved, self.last_path, video)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # The prior head fits z* on detached inputs; clip it apart so its NLL cannot shrink the
+        # predictor's updates through a shared gradient norm.
+        stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.predictor_params, cfg.grad_clip).item()
+        if not math.isfinite(stats["grad_norm"]):  # same on every rank: gradients are already averaged
+            raise _not_finite("the gradient norm", stats["grad_norm"], step + 1, state.saved, self.last_path, video)
+        if self.model.prior is not None:  # (the deterministic baseline has no prior)
+            torch.nn.utils.clip_grad_norm_(self.model.prior.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.bank.add(gather_rows(kept.detach(), ranks))
+        if self.steered:  # the same on every rank: stats are shared
+            state.l1 = steer_sparsity(state.l1, stats["latent_active"], floor=cfg.latent.min_active, cap=cfg.latent.l1)
+        state.add(stats, cfg.batch_size)
+        return stats, shared[-2] > 0, shared[-1] > 0
+
+    def validate(self, done: int, record: dict) -> bool:
+        """At validation steps, the validation energies into `record`; whether this is the best so far."""
+        cfg, state = self.cfg, self.state
+        if not cfg.val_every or not (done % cfg.val_every == 0 or done == cfg.steps):
+            return False
+        sums = sum_over_ranks(validation_energy(
+            self.objective, self.val_source, self.val_indices, context=cfg.context, energy=build_energy(cfg),
+            batch_size=cfg.batch_size, rollout=cfg.rollout, device=self.device), self.ranks)
+        energy = (sums[0] / sums[3]).item()
+        improved = energy < state.best_energy
+        if improved:
+            state.best_energy, state.best_step = energy, done
+        record.update({"val/energy": energy, "val/energy_z0": (sums[1] / sums[3]).item(),
+                       "val/energy_z_zero": (sums[2] / sums[3]).item(), "val/best_energy": state.best_energy})
+        return improved
+
+    def preview(self, done: int, images: dict, videos: dict) -> dict:
+        cfg = self.cfg
+        shown = torch.stack([self.val_source[i] for i in range(min(self.n_val, PREVIEW_CLIPS))]).to(self.device)
+        metrics, images["samples"], videos["futures"] = preview(
+            self.objective, shown, context=cfg.context, prior=cfg.prior.kind, bank=fitted_copy(self.bank),
+            seed=cfg.seed, folder=cfg.out_dir / "media", step=done)
+        return metrics
+
+    def checkpoint(self, done: int, *, last: bool, best: bool) -> None:
+        """Save last.pt (when `last`) and best.pt (when `best`) at step `done`; the main rank saves."""
+        if not self.main or not (last or best):
+            return
+        state = training_state(self.model, self.optimizer, self.bank, to_dict(self.cfg), done, self.state.progress())
+        if last:
+            self.state.saved = _save(self.last_path, state, self.model, done, self.state.saved)
+        if best:
+            _save(self.best_path, state, self.model, done, self.state.saved)
+
+    def interrupted(self, done: int, stop: StopRequest, bar: tqdm) -> None:
+        signum = stop.signum or signal.SIGTERM  # a rank that was not signalled itself stops with its peers
+        if self.main:
+            self.tracker.log_checkpoints([self.last_path, self.best_path], step=done)
+            self.tracker.close(exit_code=128 + signum)
+        bar.close()
+        barrier(self.ranks)
+        raise Interrupted(signum, done, self.last_path)
+
+    def stopped_early(self, end: int) -> None:
+        if not self.main:
+            return
+        cfg = self.cfg
+        self.tracker.log_checkpoints([self.last_path, self.best_path], step=end)
+        self.tracker.close()
+        asked = f"--max_minutes={cfg.max_minutes}" if self.out_of_time else f"--stop_at={cfg.stop_at}"
+        print(f"stopped after step {end} as asked ({asked}); saved {self.last_path}; go on with --resume")
+
+    def finish(self) -> None:
+        """The last step's checkpoint, with the latent bank refilled by the final model."""
+        cfg, state = self.cfg, self.state
+        bank = refit_prior(self.objective, cfg, self.device, l1=state.l1)
+        saved = training_state(self.model, self.optimizer, bank, to_dict(cfg), cfg.steps, state.progress())
+        _save(self.last_path, saved, self.model, cfg.steps, state.saved)
+        if self.best_pending:
+            _save(self.best_path, saved, self.model, cfg.steps, state.saved)
+        self.tracker.log_checkpoints([self.last_path, self.best_path], step=cfg.steps)
+        self.tracker.summary({"steps": cfg.steps, "best_val_energy": state.best_energy, "best_step": state.best_step})
+        self.tracker.close()
+        print(f"saved {self.last_path}" + (f" and {self.best_path} (validation energy {state.best_energy:.5f} "
+                                           f"at step {state.best_step})" if self.best_path.exists() else ""))
+
+
+def progress_line(record: dict) -> dict[str, str]:
+    """The progress bar's figures of a log line: the energy before > after inference, or a baseline's cost."""
+    pace = {"clips_s": f"{record['clips_per_s']:.0f}", "data_wait": f"{record['data_wait']:.0%}"}
+    if "energy_before" in record:
+        return {"E": f"{record['energy_before']:.4f}>{record['energy_after']:.4f}",
+                "z_active": f"{record['latent_active']:.2f}", **pace}
+    return {"C": f"{record['energy']:.4f}", "KL": f"{record.get('kl', 0.0):.3f}", **pace}
 
 
 def _not_finite(what: str, value: float, step: int, saved: int | None, last_path: Path,

@@ -1,4 +1,4 @@
-"""Clip sources and loaders. Every source yields clips `(t, c, h, w)` float32 in [0, 1]."""
+"""Clip sources and loaders. Every source yields clips `(t, c, h, w)` float32 in [0, 1]; build.py picks one by `data.kind`."""
 
 from __future__ import annotations
 
@@ -8,42 +8,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..config import PATH_NEEDS, DataConfig
 from .arrays import ArrayClips
-from .clips import DataError
+from .clips import ClipSource, DataError
 from .mmnist import MovingMNIST
-from .sprites import ClipSource, ForkToy, MovingSprites
+from .sprites import ForkToy, MovingSprites
 from .video import VideoFolder
 
 __all__ = ["ArrayClips", "ClipSource", "DataError", "ForkToy", "MovingMNIST", "MovingSprites", "VideoFolder",
-           "build_source", "train_loader", "IndexSampler", "EpochSampler", "RankShard"]
-
-
-def build_source(data: DataConfig, *, seed: int, split: str, frames: int, context: int) -> ClipSource:
-    """The clip source named by `data.kind`, producing clips of `frames` frames.
-
-    `context` places the fork of the fork toy right after the given frames, and is where the
-    enumerated futures of discrete bounces branch.
-    """
-    bouncing = dict(seed=seed, split=split, size=data.size, channels=data.channels, frames=frames,
-                    objects=data.objects, max_speed=data.max_speed, bounce=data.bounce, branches=data.branches,
-                    context=context, composite=data.composite)
-    if data.kind in PATH_NEEDS and not data.path:  # (config.validate_data says so first; other callers reach here)
-        raise DataError(f"data.kind={data.kind} needs --data.path: {PATH_NEEDS[data.kind]}")
-    if data.kind == "sprites":
-        return MovingSprites(sprite_min=data.sprite_min, sprite_max=data.sprite_max, **bouncing)
-    if data.kind == "mmnist":
-        return MovingMNIST(data.path, download=data.download, **bouncing)
-    if data.kind == "fork":
-        return ForkToy(seed=seed, split=split, size=data.size, channels=data.channels, frames=frames,
-                       fork_at=context, branches=data.branches, sprite=data.sprite_min, speed=data.max_speed)
-    if data.kind == "video":
-        return VideoFolder(data.path, seed=seed, split=split, frames=frames, size=data.size, channels=data.channels,
-                           frame_step=data.frame_step, stride=data.clip_stride, val_share=data.val_share)
-    if data.kind == "array":
-        return ArrayClips(data.path, seed=seed, frames=frames, size=data.size, channels=data.channels,
-                          layout=data.layout, frame_step=data.frame_step, stride=data.clip_stride)
-    raise ValueError(f"data.kind={data.kind!r}: expected sprites, fork, mmnist, video or array")
+           "train_loader", "IndexSampler", "EpochSampler", "RankShard"]
 
 
 class IndexSampler(Sampler[int]):
@@ -132,7 +104,3 @@ def train_loader(source: ClipSource, *, batch_size: int, start_step: int, steps:
                       prefetch_factor=4 if workers else None, worker_init_fn=seed_worker if workers else None,
                       generator=torch.Generator().manual_seed((source.seed * 1_000_003 + start_step) * 64 + rank))
 
-
-def test_clips(source: ClipSource, count: int) -> torch.Tensor:
-    """The first `count` clips of a source, stacked: `(n, t, c, h, w)`."""
-    return torch.stack([source[i] for i in range(count)])

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import CHOICES
+from ..choices import Layout, values
 from .clips import ClipWindows, DataError, fit_frames, non_finite_pixels
-from .sprites import ClipSource
+from .clips import ClipSource
 
-LAYOUTS = CHOICES["data.layout"]
+LAYOUTS = values(Layout)
 EXPECTED = "(t, n, h, w), (n, t, h, w), (n, t, h, w, c) or (n, t, c, h, w) with c = 1 or 3"
 
 

@@ -1,14 +1,16 @@
-"""What the file-backed sources (video folders, array files) share: their error type, cutting
-sequences into clips of `frames` frames, and fitting decoded frames to the model's canvas."""
+"""What every clip source shares: the `ClipSource` base, the error type, and for the file-backed
+sources (video folders, array files) cutting sequences into clips of `frames` frames and fitting
+decoded frames to the model's canvas."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 
 class DataError(ConfigError):
@@ -22,6 +24,41 @@ def non_finite_pixels(frames: np.ndarray, where: str):
     found = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
     return DataError(f"{where}: {found} of its {frames.size} pixel values are not finite; expected numbers in [0, 1] "
                      "(or uint8 0..255): fix or drop that clip")
+
+
+class ClipSource(Dataset):
+    """A dataset of clips `(t, c, h, w)` float32 in [0, 1]: `source[i]` is a torch tensor.
+
+    Generated sources (`finite = False`) are pure functions of (seed, split, index) and are read
+    at ever new indices; finite ones (files) are read in seeded epochs of permutations.
+    """
+
+    frames: int
+    channels: int
+    size: int
+    seed: int = 0
+    finite = False
+    lists_futures = False  # True where `futures(i)` can list every true continuation of clip i (coverage)
+
+    def clip(self, index: int) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must implement clip(index)")
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        video = torch.from_numpy(self.clip(int(index)))
+        if not bool(torch.isfinite(video).all()):  # the last gate: no source may serve NaN or inf pixels
+            raise non_finite_pixels(video.numpy(), f"clip {int(index)} of {self.describe()}")
+        return video
+
+    def futures(self, index: int) -> np.ndarray:
+        """(m, t, c, h, w): every clip that shares clip `index`'s context, where `lists_futures` says the
+        source can list them; a DataError saying why not otherwise."""
+        raise DataError(f"{self.describe()} cannot list the possible futures of a clip (mode coverage needs them): "
+                        "only generated sources with deterministic or discrete bounces, and the fork toy, can")
+
+    def describe(self) -> str:
+        """The source, as an error message names it: its file or folder, else its kind."""
+        where = getattr(self, "path", None) or getattr(self, "root", None)
+        return str(where) if where is not None else f"the {type(self).__name__} source"
 
 
 class ClipWindows:

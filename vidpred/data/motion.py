@@ -18,10 +18,8 @@ import itertools
 
 import numpy as np
 
-from ..config import CHOICES
+from ..choices import Bounce, Composite, check_choice
 
-BOUNCE_MODES = CHOICES["data.bounce"]
-COMPOSITES = CHOICES["data.composite"]
 MAX_CONTINUATIONS = 4096  # per object; beyond this the tree of bounces is too big to list
 
 
@@ -44,10 +42,10 @@ def tangential_speeds(max_speed: int, branches: int) -> np.ndarray:
 
 def check_modes(*, bounce: str | None = None, composite: str | None = None) -> None:
     """Refuse a bounce mode or a compositing rule motion.py does not know."""
-    if bounce is not None and bounce not in BOUNCE_MODES:
-        raise ValueError(f"bounce mode {bounce!r}: expected one of {', '.join(BOUNCE_MODES)}")
-    if composite is not None and composite not in COMPOSITES:
-        raise ValueError(f"composite {composite!r}: expected one of {', '.join(COMPOSITES)}")
+    if bounce is not None:
+        check_choice("bounce", bounce, Bounce)
+    if composite is not None:
+        check_choice("composite", composite, Composite)
 
 
 def _check(mode: str, size: int, canvas: int) -> int:

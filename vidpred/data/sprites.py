@@ -10,11 +10,8 @@ turns into one of `branches` equally likely directions; its futures can be enume
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from .clips import non_finite_pixels
-
+from .clips import ClipSource
 from .motion import (bounce_continuations, bounce_trajectory, check_modes, paste_max, render, render_futures,
                      tangential_speeds)
 
@@ -66,34 +63,6 @@ def random_sprite(rng: np.random.Generator, *, channels: int, side_min: int, sid
     return (mask[None] * colour).astype(np.float32)
 
 
-class ClipSource(Dataset):
-    """A dataset of clips `(t, c, h, w)` float32 in [0, 1]: `source[i]` is a torch tensor.
-
-    Generated sources (`finite = False`) are pure functions of (seed, split, index) and are read
-    at ever new indices; finite ones (files) are read in seeded epochs of permutations.
-    """
-
-    frames: int
-    channels: int
-    size: int
-    seed: int = 0
-    finite = False
-
-    def clip(self, index: int) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} must implement clip(index)")
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        video = torch.from_numpy(self.clip(int(index)))
-        if not bool(torch.isfinite(video).all()):  # the last gate: no source may serve NaN or inf pixels
-            raise non_finite_pixels(video.numpy(), f"clip {int(index)} of {self.describe()}")
-        return video
-
-    def describe(self) -> str:
-        """The source, as an error message names it: its file or folder, else its kind."""
-        where = getattr(self, "path", None) or getattr(self, "root", None)
-        return str(where) if where is not None else f"the {type(self).__name__} source"
-
-
 class BouncingObjects(ClipSource):
     """`objects` sprites bouncing on a black canvas under motion.py's rules; a subclass says how
     one sprite is drawn (`sprite(rng)`). Stochastic bounces make the future multimodal; with
@@ -108,10 +77,8 @@ class BouncingObjects(ClipSource):
         check_modes(bounce=bounce, composite=composite)  # and these, rather than at the first clip drawn
         if bounce == "discrete":
             tangential_speeds(max_speed, branches)  # validates the branch count now
-        if bounce in ("discrete", "deterministic"):
-            # Evaluation measures mode coverage on sources that have `futures`; stochastic
-            # bounces have too many futures to list, so those sources do not get the method.
-            self.futures = self._futures
+        # stochastic bounces have too many futures to list (a new direction at any wall, any time)
+        self.lists_futures = bounce in ("discrete", "deterministic")
 
     def __len__(self) -> int:
         return self.length
@@ -122,7 +89,7 @@ class BouncingObjects(ClipSource):
     def _objects(self, index: int, trace) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The sprites of clip `index` and, for each, `trace(rng, **motion)` — its path, or every
         continuation of it — drawn in one order from the clip's generator, so that `clip` and
-        `_futures` see the same objects."""
+        `futures` see the same objects."""
         rng = clip_rng(self.seed, self.split, index)
         sprites, paths = [], []
         for _ in range(self.objects):
@@ -135,9 +102,11 @@ class BouncingObjects(ClipSource):
         sprites, paths = self._objects(index, lambda rng, **motion: bounce_trajectory(rng, **motion)[0])
         return render(sprites, paths, channels=self.channels, size=self.size, composite=self.composite)
 
-    def _futures(self, index: int) -> np.ndarray:
+    def futures(self, index: int) -> np.ndarray:
         """(m, t, c, h, w): every clip whose first `context` frames are those of clip `index`
         (clip `index` among them): one per combination of the objects' possible bounces."""
+        if not self.lists_futures:
+            super().futures(index)  # refuses, saying why
         sprites, paths = self._objects(
             index, lambda rng, **motion: bounce_continuations(rng, context=self.context, **motion))
         count = int(np.prod([len(p) for p in paths]))
@@ -168,6 +137,8 @@ class MovingSprites(BouncingObjects):
 class ForkToy(ClipSource):
     """One sprite glides right along the middle; at frame `fork_at` it turns into one of `branches`
     directions, equally likely, and keeps it. `futures(i)` lists every possible clip i could be."""
+
+    lists_futures = True
 
     def __init__(self, *, seed: int = 0, split: str = "train", size: int = 16, channels: int = 1,
                  frames: int = 6, fork_at: int = 3, branches: int = 2, sprite: int = 4, speed: int = 2,

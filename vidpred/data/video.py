@@ -32,7 +32,7 @@ from av.video.reformatter import VideoReformatter
 from ..files import atomic_path
 from ..reports import report
 from .clips import ClipWindows, DataError, fit_frames
-from .sprites import ClipSource
+from .clips import ClipSource
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv",
                     ".3gp", ".ts")
