@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidpred.api import TrainedPredictor, future_mask, load
+from vidpred.trained import TrainedPredictor, future_mask, load
 from vidpred.config import parse_args
 from vidpred.data import ForkToy
 from vidpred.data.motion import bounce_trajectory, paste_max

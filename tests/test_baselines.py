@@ -1,17 +1,17 @@
-"""The baselines of baselines.py: trained by the same loop, saved, reloaded and sampled by kind."""
+"""The baselines of objectives.py: trained by the same loop, saved, reloaded and sampled by kind."""
 
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
 from conftest import tiny_args
-from vidpred.baselines import gaussian_kl, latent_noise, vae_step
-from vidpred.checkpoint import load_checkpoint, load_predictor
+from vidpred.build import build_objective, load_predictor, predictor_of_kind
+from vidpred.checkpoint import load_checkpoint
 from vidpred.config import ConfigError, parse_args
 from vidpred.energy import Energy
 from vidpred.evaluation import EvalConfig, evaluate
-from vidpred.model import VideoPredictor
-from vidpred.sampling import deterministic_future, sample_futures
+from vidpred.objectives import StepDraws, VAEObjective, gaussian_kl, latent_noise
+from vidpred.sampling import sample_futures
 from vidpred.training import train
 
 
@@ -26,7 +26,7 @@ def test_each_kind_trains_saves_and_reloads_as_its_kind(trained):
     state = load_checkpoint(ckpt)
     assert state["step"] == 6 and state["config"]["model"]["kind"] == kind
     model, cfg, _, _ = load_predictor(ckpt)
-    assert model.kind == cfg.model.kind == kind
+    assert build_objective(cfg, model).kind == cfg.model.kind == kind
     assert model.latent_encoder is None  # neither baseline has the energy model's amortized encoder
     names = {name.split(".")[0] for name in state["model"]}
     assert names == ({"encoder", "predictor", "decoder"} if kind == "deterministic" else
@@ -35,11 +35,12 @@ def test_each_kind_trains_saves_and_reloads_as_its_kind(trained):
 
 def test_samples_have_the_protocol_shape_and_the_kind_s_spread(trained):
     kind, ckpt = trained
-    model, _, bank, _ = load_predictor(ckpt)
+    model, cfg, bank, _ = load_predictor(ckpt)
+    objective = build_objective(cfg, model)
     context = torch.rand(2, 3, 1, 16, 16)
-    futures = sample_futures(model, context, samples=6, horizon=4, bank=bank, seed=3)
+    futures = sample_futures(objective, context, samples=6, horizon=4, bank=bank, seed=3)
     assert futures.shape == (2, 6, 4, 1, 16, 16)
-    det = deterministic_future(model, context, horizon=4)
+    det = objective.deterministic(context, horizon=4)
     spread = (futures - futures[:, :1]).abs().amax().item()
     if kind == "deterministic":  # its K samples are all the one prediction
         assert spread == 0.0 and torch.equal(futures[:, 0], det)
@@ -72,12 +73,13 @@ def test_gaussian_kl_matches_torch_and_is_zero_only_for_equal_gaussians():
 
 def test_vae_step_decodes_the_reparameterized_posterior_draw_and_its_kl_vanishes_when_q_is_p():
     torch.manual_seed(0)
-    model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3, kind="vae")
+    model = predictor_of_kind("vae", channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3)
+    objective = VAEObjective(model, kl_weight=1e-3)
     video = torch.rand(2, 5, 1, 16, 16)
     noise = latent_noise(seed=0, step=7, clips=range(2), frames=2, dim=3)
     assert torch.equal(noise, latent_noise(seed=0, step=7, clips=range(2), frames=2, dim=3))
     assert torch.equal(noise[2:], latent_noise(seed=0, step=7, clips=range(1, 2), frames=2, dim=3))  # per clip
-    loss, stats, z = vae_step(model, video, context=3, energy=Energy(), kl_weight=1e-3, noise=noise)
+    loss, stats, z = objective.loss(video, context=3, energy=Energy(), draws=StepDraws(noise=noise))
     cond = model.teacher_forced(video, 3)
     mu_q, log_sigma_q = model.posterior_params(cond, video[:, 3:].flatten(0, 1))
     assert torch.allclose(z, mu_q + log_sigma_q.exp() * noise, atol=1e-6)
@@ -90,7 +92,7 @@ def test_vae_step_decodes_the_reparameterized_posterior_draw_and_its_kl_vanishes
         first = model.posterior.trunk[0][0].weight  # conv over [h, Enc(y)]: keep h's half, zero the target's
         first[:, :16] = model.prior.trunk[0][0].weight
         first[:, 16:] = 0
-    _, stats, _ = vae_step(model, video, context=3, energy=Energy(), kl_weight=1e-3, noise=noise)
+    _, stats, _ = objective.loss(video, context=3, energy=Energy(), draws=StepDraws(noise=noise))
     assert stats["kl"] == pytest.approx(0.0, abs=1e-5)
 
 

@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from vidpred.data import ForkToy, MovingSprites
+from vidpred.data import DataError, ForkToy, MovingSprites
 from vidpred.data.motion import bounce_continuations, bounce_trajectory, paste, tangential_speeds
 from vidpred.data.sprites import SHAPES, draw_shape
 
@@ -106,7 +106,10 @@ def test_sprite_futures_list_every_clip_sharing_the_context(bounce):
 
 
 def test_stochastic_sources_do_not_pretend_to_enumerate_futures():
-    assert not hasattr(MovingSprites(), "futures")
+    stochastic = MovingSprites()
+    assert not stochastic.lists_futures and MovingSprites(bounce="discrete").lists_futures and ForkToy().lists_futures
+    with pytest.raises(DataError, match="cannot list the possible futures of a clip"):
+        stochastic.futures(0)
     with pytest.raises(ValueError, match="too many futures"):
         bounce_continuations(np.random.default_rng(0), frames=5, canvas=16, size=4, max_speed=2,
                              mode="stochastic", context=2)

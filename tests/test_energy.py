@@ -3,14 +3,14 @@ import torch
 
 from vidpred.energy import Energy
 from vidpred.inference import infer_latent
-from vidpred.model import VideoPredictor
-from vidpred.training import infer_clip_latents
+from vidpred.build import predictor_of_kind
+from vidpred.objectives import EnergyObjective
 
 
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=6)
+    model = predictor_of_kind("energy", channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=6)
     # The output layer starts at zero (a blank frame), where nothing depends on z; give it weights
     # like a trained decoder's so that z matters (|dC/dz| ~ 1e-2).
     torch.nn.init.normal_(model.decoder.out.weight, 0.0, 0.3)
@@ -88,8 +88,9 @@ def test_l2_penalty_and_ball_bound_the_norm(setup):
 
 def test_amortized_start_is_used_and_zero_steps_return_it(setup):
     model, video = setup
-    cond, target, z0, result = infer_clip_latents(model, video, context=3, energy=Energy(l1=0.01), steps=0,
-                                                  step_size=1.0)
+    cond, target, z0, result = EnergyObjective(model, steps=0, step_size=1.0).infer(video, context=3,
+                                                                                    energy=Energy(l1=0.01))
+    assert z0.abs().sum() > 0  # the encoder's guess, not z = 0
     assert torch.equal(result.z, z0.detach()) and torch.equal(result.energy_before, result.energy_after)
 
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from vidpred.checkpoint import load_checkpoint, load_predictor, save_checkpoint
+from vidpred.build import build_objective, build_source, load_predictor
+from vidpred.checkpoint import load_checkpoint, save_checkpoint
 from vidpred.config import ConfigError, parse_args
-from vidpred.data import ForkToy, build_source
+from vidpred.data import ForkToy
 from vidpred.evaluation import EvalConfig, evaluate, parse_eval_args
 from vidpred.metrics import PSNR_CAP_DB
 from vidpred.prior import LatentBank
@@ -64,7 +65,7 @@ def test_metrics_json_holds_the_contract_and_every_output_is_written(checkpoints
         assert set(GROUP_KEYS) <= set(group)
         assert all(len(group[k]) == 3 for k in GROUP_KEYS if "per_frame" in k)
         assert all(group[k] > 0 for k in ("psnr_ci95", "ssim_ci95", "mse_ci95"))
-    assert metrics["diversity"] >= 0 and metrics["diversity_ci95"] is not None
+    assert metrics["diversity"] > 0 and metrics["diversity_ci95"] is not None  # draws from the learned prior differ
     assert metrics["coverage"] is None and metrics["coverage_ci95"] is None  # sprites cannot list their futures
     for name in ("per_frame.png", "samples.png", "samples.mp4"):
         assert (tmp_path / name).stat().st_size > 1000, name
@@ -86,7 +87,7 @@ def test_numbers_agree_with_scikit_image_on_the_same_samples(checkpoints, tmp_pa
     model, cfg, bank, _ = load_predictor(checkpoints["sprites"])
     source = build_source(cfg.data, seed=3, split="test", frames=6, context=3)
     video = torch.stack([source[i] for i in range(5)])
-    futures = sample_futures(model, video[:, :3], samples=5, horizon=3, prior="fitted", bank=bank, seed=3).numpy()
+    futures = sample_futures(build_objective(cfg, model), video[:, :3], samples=5, horizon=3, prior="fitted", bank=bank, seed=3).numpy()
     truth = video[:, 3:].numpy().astype(np.float64)
     ssim = np.array([[[structural_similarity(truth[n, t], futures[n, k, t].astype(np.float64), gaussian_weights=True,
                                              sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=0)
@@ -113,16 +114,12 @@ def test_numbers_agree_with_scikit_image_on_the_same_samples(checkpoints, tmp_pa
     assert metrics["floors"]["blank"]["psnr"] == pytest.approx(blank.mean(), abs=1e-4)
 
 
-def test_best_of_k_beats_mean_of_k_on_every_metric_and_equals_it_for_k_1(checkpoints, tmp_path):
+def test_svg_s_best_sample_is_the_ssim_best_and_k_1_makes_every_group_one_sample(checkpoints, tmp_path):
     many = _evaluate(checkpoints["fork"], tmp_path / "k5", prior="bank")
-    assert many["diversity"] > 1e-4  # the samples differ, so best and mean must too
-    for name in ("psnr", "ssim"):
-        assert many["best_of_k"][name] > many["mean_of_k"][name]
-    assert many["best_of_k"]["mse"] < many["mean_of_k"]["mse"]
-    # SVG's single sample is the per-metric best for SSIM only, and no better on the others
+    assert many["diversity"] > 1e-4  # the samples differ, so the groups can
+    # SVG's single sample is the one with the best mean SSIM: the per-metric best for SSIM only
     assert many["best_of_k"]["ssim"] == many["best_of_k_svg"]["ssim"]
-    assert many["best_of_k"]["psnr"] >= many["best_of_k_svg"]["psnr"]
-    assert many["best_of_k"]["mse"] <= many["best_of_k_svg"]["mse"]
+    assert many["best_of_k_svg"]["psnr"] < many["best_of_k"]["psnr"]
     one = _evaluate(checkpoints["fork"], tmp_path / "k1", prior="bank", samples=1)
     for name in ("psnr", "ssim", "mse"):
         assert one["best_of_k"][name] == pytest.approx(one["mean_of_k"][name])
@@ -157,17 +154,18 @@ def test_the_same_seed_gives_the_same_numbers_twice_whatever_the_batching(checkp
 
 
 def test_sample_futures_rolls_out_whole_blocks_within_the_budget(checkpoints, monkeypatch):
-    model, _, bank, _ = load_predictor(checkpoints["fork"])
+    model, cfg, bank, _ = load_predictor(checkpoints["fork"])
+    objective = build_objective(cfg, model)
     context = torch.rand(3, 3, 1, 16, 16)
     rows = []
     rollout = model.rollout_logits
     monkeypatch.setattr(model, "rollout_logits",
                         lambda *a, **kw: rows.append(int(kw["repeats"].sum())) or rollout(*a, **kw))
     b = SAMPLE_BLOCK
-    together = sample_futures(model, context, samples=b + 20, horizon=2, prior="learned", seed=1,
+    together = sample_futures(objective, context, samples=b + 20, horizon=2, prior="learned", seed=1,
                               max_batch=2 * b + 20)
     assert rows == [2 * b + 20, b + 40]  # blocks (b, 20, b | 20, b, 20): whole blocks within max_batch
-    alone = sample_futures(model, context[2:], samples=b + 20, horizon=2, prior="learned", seed=1, clip_ids=[2])
+    alone = sample_futures(objective, context[2:], samples=b + 20, horizon=2, prior="learned", seed=1, clip_ids=[2])
     assert torch.equal(together[2], alone[0])
 
 
@@ -190,7 +188,8 @@ def test_coverage_end_to_end_for_an_oracle_and_a_one_branch_model(checkpoints, t
     assert one_way["coverage"] == pytest.approx(1 / branches) and one_way["diversity"] == 0.0
     monkeypatch.undo()
     real = _evaluate(checkpoints["fork"], tmp_path / "real", prior="bank")
-    assert 0.0 <= real["coverage"] <= 1.0
+    per_clip = real["coverage"] * real["protocol"]["clips"] * branches  # each clip covers 0..branches of its futures
+    assert per_clip == pytest.approx(round(per_clip), abs=1e-6)
 
 
 def test_a_source_with_short_clips_is_refused(checkpoints, tmp_path, monkeypatch):

@@ -4,18 +4,18 @@ training, chained prior."""
 import pytest
 import torch
 
+from vidpred.build import predictor_of_kind
 from vidpred.energy import Energy
 from vidpred.model import ConditionalPrior, Decoder, VideoPredictor
-from vidpred.objectives import deterministic_latents, energy_latents, free_running, vae_latents
-from vidpred.sampling import latent_drawer
+from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
-def small(*, perturb: bool = False, **options) -> VideoPredictor:
+def small(*, perturb: bool = False, kind: str = "energy", chained: bool = False, **options) -> VideoPredictor:
     """A tiny model; `perturb` moves its weights off the initialization (whose zero output layer
     predicts the same frame whatever the input), so outputs depend on the inputs."""
     torch.manual_seed(0)
-    model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3, skip_frames=2,
-                           **options).eval()
+    model = predictor_of_kind(kind, chained=chained, channels=1, size=16, widths=(8, 16), window=2, blocks=1,
+                              z_dim=3, skip_frames=2, **options).eval()
     if perturb:
         with torch.no_grad():
             for p in model.parameters():
@@ -79,11 +79,11 @@ def test_free_running_trains_through_the_fed_back_frames(kind):
     video = torch.rand(3, 6, 1, 16, 16)
     energy = Energy(l1=0.01)
     if kind == "energy":
-        latents = energy_latents(model, energy, steps=1, step_size=0.03, encoder_weight=1.0)
+        latents = EnergyObjective(model, steps=1, step_size=0.03, encoder_weight=1.0).frame_latents(energy)
     elif kind == "vae":
-        latents = vae_latents(model, kl_weight=1e-3, noise=torch.randn(3, 3, 3))
+        latents = VAEObjective(model, kl_weight=1e-3).frame_latents(energy, StepDraws(noise=torch.randn(3, 3, 3)))
     else:
-        latents = deterministic_latents(model)
+        latents = DeterministicObjective(model).frame_latents(energy)
     fed_back = []
 
     def spy(k, cond, target, z_prev):
@@ -105,7 +105,8 @@ def test_latent_dropout_mask_zeroes_the_decoded_latent_per_frame():
     video = torch.rand(2, 5, 1, 16, 16)
     keep = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1)
     seen = []
-    latents = energy_latents(model, Energy(), steps=2, step_size=0.5, encoder_weight=1.0, keep=keep)
+    latents = EnergyObjective(model, steps=2, step_size=0.5, encoder_weight=1.0).frame_latents(Energy(),
+                                                                                                StepDraws(keep=keep))
 
     def spy(k, cond, target, z_prev):
         found = latents(k, cond, target, z_prev)
@@ -134,7 +135,7 @@ def test_chained_prior_reads_the_previous_latent():
 
 
 def test_chained_drawer_hands_each_step_its_own_previous_draw():
-    model = small(recurrent=True, chained_prior=True)
+    model = small(recurrent=True, chained=True)
     calls = []
     original = model.prior.sample
 
@@ -144,7 +145,8 @@ def test_chained_drawer_hands_each_step_its_own_previous_draw():
         return z
 
     model.prior.sample = recording
-    model.rollout(torch.rand(2, 3, 1, 16, 16), 3, latent_drawer(model, "learned", None, torch.Generator().manual_seed(1)))
+    drawer = EnergyObjective(model).drawer("learned", None, torch.Generator().manual_seed(1))
+    model.rollout(torch.rand(2, 3, 1, 16, 16), 3, drawer)
     assert calls[0][0] is None
     assert torch.equal(calls[1][0], calls[0][1]) and torch.equal(calls[2][0], calls[1][1])
 

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import runpy
 from pathlib import Path
 
@@ -10,12 +11,13 @@ import pytest
 import torch
 
 from vidpred.config import DataConfig
-from vidpred.data import ArrayClips, DataError, MovingMNIST, build_source
+from vidpred.build import build_source
+from vidpred.data import ArrayClips, DataError, MovingMNIST
 from vidpred.data.mmnist import load_digits, read_idx_images
 from vidpred.metrics import coverage
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_MNIST = Path("/work/shared/data/mnist")
+REAL_MNIST = Path(os.environ.get("VIDPRED_MNIST", "data/mnist"))  # real MNIST files, where a user has them
 TRAIN_LEVEL, TEST_LEVEL = 100, 200  # every fake training digit is solid 100, every test digit 200
 
 

@@ -20,7 +20,30 @@ def test_shapes_through_the_model(channels, size, widths, window, skip_frames):
     assert z0.shape == (6, 5)
     frames, zs = model.rollout(video[:, :4], horizon=5, draw_z=lambda h, k: torch.zeros(h.shape[0], 5))
     assert frames.shape == (2, 5, channels, size, size) and zs.shape == (2, 5, 5)
-    assert 0.0 <= frames.min() and frames.max() <= 1.0
+    # the rollout's first frame is the teacher-forced prediction from the same true context
+    first = model.teacher_forced(video[:, :5], context=4)
+    assert torch.allclose(frames[:, 0], torch.sigmoid(model.decode(first, torch.zeros(2, 5))), atol=1e-6)
+
+
+def test_a_residual_decoder_corrects_the_last_frame_in_logit_space():
+    """model.residual=True: the same weights give the plain decoder's logits plus logit(last frame),
+    so at initialization (a constant output layer) the prediction follows the last frame."""
+    torch.manual_seed(0)
+    plain = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3)
+    residual = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3, residual=True)
+    residual.load_state_dict(plain.state_dict())
+    video = torch.rand(2, 5, 1, 16, 16)
+    cond = plain.teacher_forced(video, context=3)
+    z = torch.randn(4, 3)
+    last = video[:, 2:4].flatten(0, 1)
+    assert torch.equal(cond.last, last)
+    expected = plain.decode(cond, z) + torch.logit(last.clamp(0.02, 0.98))
+    assert torch.allclose(residual.decode(cond, z), expected, atol=1e-6)
+    bright, dark = last > 0.9, last < 0.1
+    predicted = torch.sigmoid(residual.decode(cond, z))
+    assert predicted[bright].min() > predicted[dark].max()  # brighter where the last frame was bright
+    with pytest.raises(ValueError, match="kernels decoder already moves"):
+        VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, residual=True, output="kernels")
 
 
 def test_rollout_matches_teacher_forcing_on_its_own_predictions():

@@ -18,11 +18,12 @@ from conftest import tiny_args
 
 import vidpred.training as training
 from vidpred.checkpoint import load_checkpoint, save_checkpoint
+from vidpred.objectives import Objective
 from vidpred.config import ConfigError, parse_args
 from vidpred.training import Interrupted, train
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_STEP = training.train_step
+TRAIN_STEP = Objective.loss  # every kind's training step (objectives.py); tests wrap it
 VAL = "--val_every=2", "--val_clips=8"  # validate (and keep best.pt) every 2 steps, on 8 held-out clips
 TIMING = ("clips_per_s", "data_wait")  # wall-clock figures: the only fields a resumed log may change
 # Two ranks average per-rank mean gradients and run convolutions on half batches: the same sums in
@@ -177,7 +178,7 @@ def test_disabled_wandb_writes_no_wandb_folder(uninterrupted):
 
 
 def _signal_at(monkeypatch, call: int, signum: int) -> None:
-    """Send `signum` to this process from inside the `call`-th train_step, as a user or scheduler would."""
+    """Send `signum` to this process from inside the `call`-th training step, as a user or scheduler would."""
     calls = []
 
     def step(*args, **kwargs):
@@ -185,7 +186,7 @@ def _signal_at(monkeypatch, call: int, signum: int) -> None:
         if len(calls) == call:
             os.kill(os.getpid(), signum)
         return TRAIN_STEP(*args, **kwargs)
-    monkeypatch.setattr(training, "train_step", step)
+    monkeypatch.setattr(Objective, "loss", step)
 
 
 @pytest.mark.parametrize("how", ["stop_at", "SIGINT"])  # (SIGTERM: the torchrun test)
@@ -201,7 +202,7 @@ def test_interrupted_then_resumed_logs_and_ends_exactly_as_uninterrupted(uninter
             train(parse_args(tiny_args(out, *VAL)))
         assert stopped.value.signum == getattr(signal, how)
         assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers  # given back
-        monkeypatch.setattr(training, "train_step", TRAIN_STEP)
+        monkeypatch.setattr(Objective, "loss", TRAIN_STEP)
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 3
     assert [r["step"] for r in read_log(out)] == [2]
     train(parse_args(tiny_args(out, *VAL, "--resume")))
@@ -280,7 +281,7 @@ def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
             loss = loss * float("nan") if poison == "nan_loss" else _InfiniteGradient.apply(loss)
             stats["loss"] = loss.item()
         return loss, stats, z
-    monkeypatch.setattr(training, "train_step", step_fn)
+    monkeypatch.setattr(Objective, "loss", step_fn)
     out = tmp_path / "run"
     with pytest.raises(FloatingPointError, match=message):
         train(parse_args(tiny_args(out, "--ckpt_every=2", *VAL)))

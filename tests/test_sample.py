@@ -14,7 +14,7 @@ from PIL import Image
 from vidpred.config import parse_args, tomllib  # tomllib, or tomli on Python 3.10
 from vidpred.data import DataError
 from vidpred.media import read_clip, to_model_frames
-from vidpred.sample import main
+from vidpred.sample_cli import main
 from vidpred.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def test_the_module_runs_on_a_frame_folder(ckpt, tmp_path):
     folder.mkdir()
     for t, image in enumerate(moving_square(5)):  # frame_10 must come after frame_9: natural order
         Image.fromarray(image[..., 0]).save(folder / f"frame_{t + 7}.png")
-    result = subprocess.run([sys.executable, "-m", "vidpred.sample", f"--ckpt={ckpt}", f"--input={folder}",
+    result = subprocess.run([sys.executable, "-m", "vidpred.sample_cli", f"--ckpt={ckpt}", f"--input={folder}",
                              f"--out={tmp_path / 'out'}", "--samples=2", "--horizon=4"],
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidpred.checkpoint import CheckpointError, load_checkpoint, load_predictor, save_checkpoint
+from vidpred.build import build_objective, load_predictor
+from vidpred.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vidpred.config import parse_args
 from vidpred.prior import LatentBank
-from vidpred.sampling import deterministic_future, sample_futures
+from vidpred.sampling import sample_futures
 from vidpred.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +58,13 @@ def test_reloading_a_checkpoint_gives_identical_samples(trained, tmp_path):
     runs = []
     for _ in range(2):
         model, cfg, bank, _ = load_predictor(ckpt)
-        runs.append({p: sample_futures(model, clips, samples=5, horizon=4, prior=p, bank=bank, seed=7)
+        objective = build_objective(cfg, model)
+        runs.append({p: sample_futures(objective, clips, samples=5, horizon=4, prior=p, bank=bank, seed=7)
                      for p in ("bank", "fitted", "learned")})
     for prior in runs[0]:
         assert runs[0][prior].shape == (2, 5, 4, 1, 16, 16)
         assert torch.equal(runs[0][prior], runs[1][prior])
-        other = sample_futures(model, clips, samples=5, horizon=4, prior=prior, bank=bank, seed=8)
+        other = sample_futures(objective, clips, samples=5, horizon=4, prior=prior, bank=bank, seed=8)
         assert not torch.equal(other, runs[0][prior]), f"prior {prior}: another seed gave the same futures"
 
 
@@ -108,11 +110,12 @@ def test_fork_toy_best_of_k_beats_the_blurry_deterministic_prediction(tmp_path):
                       "--steps=300", "--batch_size=32", "--lr=3e-3", "--warmup=20", "--log_every=100",
                       "--prior.fit_clips=256", "--prior.kind=bank"])
     model, _, bank, _ = load_predictor(train(cfg))
+    objective = build_objective(cfg, model)
     toy = ForkToy(seed=1, split="test", size=16, frames=5, fork_at=3, branches=2, sprite=4, speed=2)
     clips = torch.stack([toy[i] for i in range(32)])
     context, truth = clips[:, :3], clips[:, 3:]
-    futures = sample_futures(model, context, samples=20, horizon=2, prior="bank", bank=bank, seed=0)
-    det = deterministic_future(model, context, horizon=2)
+    futures = sample_futures(objective, context, samples=20, horizon=2, prior="bank", bank=bank, seed=0)
+    det = objective.deterministic(context, horizon=2)
     err = (futures - truth[:, None]).pow(2).mean(dim=(2, 3, 4, 5))  # (clips, K)
     best, det_err = err.min(dim=1).values.mean(), (det - truth).pow(2).mean()
     assert best < 0.5 * det_err, f"best-of-20 MSE {best:.4f} vs deterministic {det_err:.4f}"
@@ -141,8 +144,8 @@ def test_sparsity_steering_revives_dead_latents_and_returns_to_the_configured_l1
 def test_a_steered_l1_is_saved_and_used_by_the_api(tmp_path):
     from conftest import tiny_args
 
-    from vidpred import api
-    from vidpred.checkpoint import trained_l1
+    import vidpred
+    from vidpred.build import trained_l1
 
     # l1 = 1 kills z at once (|dC/dz| is far below it): the steering must lower it, and say so
     ckpt = train(parse_args(tiny_args(tmp_path, "--latent.l1=1.0", "--latent.min_active=0.5", "--latent.warmup=0")))
@@ -150,4 +153,4 @@ def test_a_steered_l1_is_saved_and_used_by_the_api(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert records[-1]["l1"] < records[0]["l1"] <= 1.0
     assert trained_l1(state, parse_args(tiny_args(tmp_path))) == state["progress"]["l1"] < 1.0
-    assert api.load(ckpt).energy_fn.l1 == pytest.approx(state["progress"]["l1"])
+    assert vidpred.load(ckpt).energy_fn.l1 == pytest.approx(state["progress"]["l1"])
