@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidpred.checkpoint import build_model  # noqa: E402
+from vidpred.build import build_model, build_objective, build_source  # noqa: E402
 from vidpred.config import Config, DataConfig, parse_overrides, set_key  # noqa: E402
-from vidpred.data import MovingSprites, build_source, train_loader  # noqa: E402
+from vidpred.data import MovingSprites, train_loader  # noqa: E402
 from throughput import training_step  # noqa: E402  (bench/ is on sys.path when this runs)
 
 
@@ -37,7 +37,7 @@ class BenchConfig:
     steps: int = 30  # batches timed per loader
     workers: tuple[int, ...] = (0, 1, 2)
     model_steps: int = 5
-    mnist: str = "../shared/data/mnist"
+    mnist: str = ""  # folder of the MNIST IDX files; empty: the mmnist rows are skipped
     video: str = ""  # a folder of videos; empty: synthetic files in a temporary folder
     threads: int = 2  # torch threads of the training step (the machine's cores)
 
@@ -73,14 +73,14 @@ def model_seconds_per_step(batch: int, steps: int) -> float:
     """Seconds per training step (inference over z, forward, backward, update) of the default model."""
     cfg = Config()
     model = build_model(cfg)
+    objective = build_objective(cfg, model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     source = MovingSprites(size=cfg.data.size, frames=cfg.context + cfg.horizon)
     video = torch.stack([source[i] for i in range(batch)])
-    generator = torch.Generator().manual_seed(0)
     times = []
-    for _ in range(steps + 1):
+    for step in range(steps + 1):
         start = time.perf_counter()
-        training_step(model, optimizer, video, cfg, generator)  # as bench/throughput.py times it
+        training_step(objective, optimizer, video, cfg, step)  # as bench/throughput.py times it
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))  # the first step warms up
 
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
         array = tmp / "clips.npy"
         np.save(array, np.random.default_rng(0).integers(0, 256, (2000, 20, 64, 64), dtype=np.uint8))
         sources = {"sprites 32x32": DataConfig()}
-        if Path(bench.mnist).is_dir():
+        if bench.mnist and Path(bench.mnist).is_dir():
             sources["mmnist 64x64"] = DataConfig(kind="mmnist", path=bench.mnist, size=64, max_speed=4)
         sources["video -> 32x32 gray"] = DataConfig(kind="video", path=str(video), val_share=0)
         sources["array 64x64 -> 32x32"] = DataConfig(kind="array", path=str(array), layout="nthw")

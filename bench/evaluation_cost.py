@@ -26,13 +26,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vidpred.checkpoint import build_model, load_predictor, save_checkpoint  # noqa: E402
+from vidpred.build import build_model, build_objective, build_source, load_predictor  # noqa: E402
+from vidpred.checkpoint import save_checkpoint  # noqa: E402
 from vidpred.config import Config, ConfigError, parse_overrides, set_key, to_dict  # noqa: E402
-from vidpred.data import build_source  # noqa: E402
 from vidpred.evaluation import auto_rollout_batch  # noqa: E402
 from vidpred.metrics import frame_scores, pairwise_diversity  # noqa: E402
 from vidpred.prior import LatentBank  # noqa: E402
-from vidpred.sampling import deterministic_future, sample_futures  # noqa: E402
+from vidpred.sampling import sample_futures  # noqa: E402
 
 
 def make_checkpoint(path: Path, *, size: int, channels: int) -> Path:
@@ -54,14 +54,15 @@ def timed(fn):
 
 def time_parts(ckpt: Path, *, samples: int, horizon: int, clips: int) -> dict[str, float]:
     model, cfg, bank, _ = load_predictor(ckpt)
+    objective = build_objective(cfg, model)
     source = build_source(cfg.data, seed=0, split="test", frames=5 + horizon, context=5)
     video = torch.stack([source[i] for i in range(clips)])
     context, truth = video[:, :5], video[:, 5:]
     with torch.inference_mode():
-        futures, rollout = timed(lambda: sample_futures(model, context, samples=samples, horizon=horizon,
+        futures, rollout = timed(lambda: sample_futures(objective, context, samples=samples, horizon=horizon,
                                                         prior="learned", bank=bank, seed=0,
                                                         max_batch=auto_rollout_batch(torch.device("cpu"), cfg.data.size)))
-        _, det = timed(lambda: deterministic_future(model, context, horizon=horizon))
+        _, det = timed(lambda: objective.deterministic(context, horizon=horizon))
         _, scores = timed(lambda: frame_scores(futures, truth))
         _, diversity = timed(lambda: pairwise_diversity(futures))
     return {"rollouts": rollout, "deterministic": det, "psnr/ssim/mse": scores, "diversity": diversity}
@@ -101,7 +102,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_checkpoint(Path(tmp) / "bench.pt", size=opts["size"], channels=opts["channels"])
         # Memory first, smallest process first: ru_maxrss of children is the largest child so far.
-        load_only = peak_rss_mb(f"import torch; torch.set_num_threads(1); from vidpred.checkpoint import "
+        load_only = peak_rss_mb(f"import torch; torch.set_num_threads(1); from vidpred.build import "
                                 f"load_predictor; load_predictor({str(ckpt)!r})")
         ecfg = {"ckpt": str(ckpt), "out": str(Path(tmp) / "eval"), "samples": opts["samples"], "context": 5,
                 "horizon": opts["horizon"], "clips": opts["clips"], "prior": "learned"}

@@ -52,11 +52,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import vidpred.training as training  # noqa: E402
-from vidpred.checkpoint import build_model  # noqa: E402
+import vidpred.objectives as objectives  # noqa: E402
+from vidpred.build import build_energy, build_model, build_objective, build_source  # noqa: E402
 from common import load_average, split_options  # noqa: E402  (bench/ is sys.path[0] when a bench runs)
 from vidpred.config import Config, ConfigError, parse_args  # noqa: E402
-from vidpred.data import build_source  # noqa: E402
 from vidpred.sampling import sample_futures  # noqa: E402
 
 
@@ -181,31 +180,28 @@ def matmul_peak(device: torch.device, side: int, seconds: float = 3.0) -> float:
 # --- one model -----------------------------------------------------------------------------------
 
 
-def training_step(model, optimizer, video, cfg: Config, generator: torch.Generator) -> None:
+def training_step(objective, optimizer, video, cfg: Config, step: int = 0) -> None:
     """One step as the training loop takes it (without data loading and logging)."""
-    loss, _, _ = training.train_step(model, video, context=cfg.context, energy=training.build_energy(cfg),
-                                     steps=cfg.latent.steps, step_size=cfg.latent.step_size,
-                                     dropout=cfg.latent.dropout, encoder_weight=cfg.latent.encoder_weight,
-                                     kl_weight=cfg.latent.kl_weight, generator=generator)
+    draws = objective.draws(seed=cfg.seed, step=step, clips=range(video.shape[0]), frames=video.shape[1] - cfg.context)
+    loss, _, _ = objective.loss(video, context=cfg.context, energy=build_energy(cfg), draws=draws, rollout=cfg.rollout)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    torch.nn.utils.clip_grad_norm_(objective.model.parameters(), cfg.grad_clip)
     optimizer.step()
 
 
 def step_flops(cfg: Config, model, video) -> tuple[int, int]:
     """(FLOPs of a step outside latent inference, FLOPs of one inference step); see the module docstring."""
-    generator = torch.Generator().manual_seed(0)
     no_inference = dataclasses.replace(cfg, latent=dataclasses.replace(cfg.latent, steps=0))
     scratch = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(scratch.parameters(), lr=cfg.lr)
-    outside = count_flops(lambda: training_step(scratch, optimizer, video, no_inference, generator))
-    if model.kind != "energy" or cfg.latent.steps == 0:
+    outside = count_flops(lambda: training_step(build_objective(no_inference, scratch), optimizer, video, no_inference))
+    if not isinstance(build_objective(cfg, model), objectives.EnergyObjective) or cfg.latent.steps == 0:
         return outside, 0
     frozen = copy.deepcopy(model).requires_grad_(False)
     cond, target = frozen.teacher_forced_pairs(video, cfg.context)
     z = torch.zeros(target.shape[0], model.z_dim, device=video.device, requires_grad=True)
-    energy = training.build_energy(cfg)
+    energy = build_energy(cfg)
     per_step = count_flops(lambda: energy.reconstruction(frozen.decode(cond, z), target).sum().backward())
     return outside, per_step
 
@@ -213,24 +209,24 @@ def step_flops(cfg: Config, model, video) -> tuple[int, int]:
 def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, video: torch.Tensor) -> dict:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device).train()
+    objective = build_objective(cfg, model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    generator = torch.Generator().manual_seed(0)
-    infer = Stopwatch(training.infer_latent, device)
+    infer = Stopwatch(objectives.infer_latent, device)
     amortized = Stopwatch(model.amortized_latent, device)
     whole = Stopwatch(training_step, device)
-    training.infer_latent, model.amortized_latent = infer, amortized  # timed stand-ins for this model's steps
+    objectives.infer_latent, model.amortized_latent = infer, amortized  # timed stand-ins for this model's steps
     try:
         with PeakMemory(device) as train_memory:
             times, inside, guess = [], [], []
             for i in range(bench.warmup_steps + bench.timed_steps):
                 infer.seconds = amortized.seconds = whole.seconds = 0.0
-                whole(model, optimizer, video, cfg, generator)
+                whole(objective, optimizer, video, cfg, i)
                 if i >= bench.warmup_steps:
                     times.append(whole.seconds)
                     inside.append(infer.seconds)
                     guess.append(amortized.seconds)
     finally:
-        training.infer_latent = infer.fn
+        objectives.infer_latent = infer.fn
         del model.amortized_latent
     step = statistics.median(times)
     t_infer, t_guess = statistics.median(inside), statistics.median(guess)
@@ -239,16 +235,16 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
 
     model.eval()
     context = video[:1, :cfg.context]
-    sample_futures(model, context, samples=bench.samples, horizon=bench.sample_horizon, seed=0)  # warm-up
+    sample_futures(objective, context, samples=bench.samples, horizon=bench.sample_horizon, seed=0)  # warm-up
     sampling, draw = [], Stopwatch(sample_futures, device)
     with PeakMemory(device) as sample_memory:
         for seed in range(3):
             draw.seconds = 0.0
-            draw(model, context, samples=bench.samples, horizon=bench.sample_horizon, seed=seed)
+            draw(objective, context, samples=bench.samples, horizon=bench.sample_horizon, seed=seed)
             sampling.append(draw.seconds)
     sample_s = statistics.median(sampling)
     return {
-        "model": name, "kind": cfg.model.kind, "inference_steps": cfg.latent.steps if cfg.model.kind == "energy" else 0,
+        "model": name, "kind": cfg.model.kind, "inference_steps": cfg.latent.steps if objective.regularized else 0,
         "parameters": sum(p.numel() for p in model.parameters()),
         "step_s": step, "clips_per_s": video.shape[0] / step,
         "inference_s": t_infer, "amortized_s": t_guess, "rest_s": step - t_infer - t_guess,
