@@ -71,7 +71,18 @@ def train_main(argv: list[str], program: str = "vidpred train") -> int:
         return _fail(program, e, 128 + e.signum)
     except FloatingPointError as e:
         return _fail(program, e, 1)
+    except OSError as e:  # disk full, a read-only or vanished folder: the path, why, and the last good checkpoint
+        return _fail(program, _write_failure(e, cfg), 1)
     return 0
+
+
+def _write_failure(error: OSError, cfg) -> Exception:
+    from .checkpoint import last_good
+    from .files import WriteError
+
+    if isinstance(error, WriteError) and error.then:
+        return error
+    return WriteError(error.filename or cfg.out_dir, error, then=last_good(cfg.out_dir / "checkpoints" / "last.pt"))
 
 
 def evaluate_main(argv: list[str], program: str = "vidpred evaluate") -> int:

@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 
+from .files import WriteError
 from .reports import report
 
 
@@ -50,9 +51,12 @@ class Tracker:
         kept = []
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
-        self.file = self.path.open("w")
-        self.file.writelines(line + "\n" for line in kept)
-        self.file.flush()
+        try:
+            self.file = self.path.open("w")
+            self.file.writelines(line + "\n" for line in kept)
+            self.file.flush()
+        except OSError as e:  # disk full, a read-only folder: the path and why (train.py adds the checkpoint)
+            raise WriteError(self.path, e) from None
         self.name = name
         self.run = None
         if mode != "disabled":
@@ -93,8 +97,11 @@ class Tracker:
             videos: dict[str, Path] | None = None) -> None:
         """One record for `step`: scalars to log.jsonl and wandb; image and video files to wandb."""
         record = {"step": step, **{k: _plain(v) for k, v in values.items()}}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:
+            raise WriteError(self.path, e) from None
         if self.run is None:
             return
         import wandb
@@ -134,7 +141,10 @@ class Tracker:
 
     def close(self, exit_code: int = 0) -> None:
         if not self.file.closed:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:  # a full disk refused the last flush; log() has raised WriteError for it already
+                pass
         if self.run is not None:
             run, self.run = self.run, None
             try:

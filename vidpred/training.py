@@ -19,6 +19,7 @@ would, and N torchrun ranks (each with its slice of the global batch) compute wh
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import signal
@@ -32,12 +33,13 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .build import build_energy, build_model, build_objective, build_source
-from .checkpoint import fitted_copy, load_checkpoint, save_checkpoint, training_state
+from .checkpoint import fitted_copy, last_good, load_checkpoint, save_checkpoint, training_state
 from .config import Config, config_changes, to_dict
 from .data import ClipSource, train_loader
 from .distributed import (Interrupted, Ranks, StopRequest, barrier, data_parallel, gather_rows,
                           setup, sum_over_ranks, teardown)
 from .energy import Energy
+from .files import WriteError
 from .monitor import preview
 from .objectives import Objective, StepDraws
 from .prior import LatentBank
@@ -463,5 +465,10 @@ def _save(path: Path, state: dict, model: nn.Module, step: int, saved: int | Non
     """Save a checkpoint, refusing weights that are not finite; returns its step."""
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise _not_finite("a weight", "not finite", step, saved, path.with_name("last.pt"))
-    save_checkpoint(path, state)
+    try:
+        if not path.parent.parent.is_dir():  # the run folder vanished: do not silently make a new one
+            raise WriteError(path, FileNotFoundError(errno.ENOENT, "no such folder", str(path.parent.parent)))
+        save_checkpoint(path, state)
+    except WriteError as e:  # disk full, read-only, the folder gone: name what is left to go on from
+        raise WriteError(path, e, then=last_good(path.with_name("last.pt"))) from None
     return step
