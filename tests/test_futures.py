@@ -100,6 +100,30 @@ def test_free_running_trains_through_the_fed_back_frames(kind):
     assert fed_back[0].grad is not None and fed_back[0].grad.abs().sum() > 0
 
 
+def test_detached_feedback_rolls_out_the_same_frames_but_no_gradient_runs_through_them():
+    """`feedback_grad=False`: the same forward pass (same loss), but the frame fed back carries no
+    gradient, so the loss of frame k trains only the step that made it from the model's own inputs."""
+    model = small(recurrent=True, perturb=True).train()
+    video = torch.rand(3, 6, 1, 16, 16)
+    energy = Energy(l1=0.01)
+    latents = DeterministicObjective(model).frame_latents(energy)
+    results, seen = {}, {}
+    for grad in (True, False):
+        inputs = []
+
+        def spy(k, cond, target, z_prev):
+            inputs.append(cond.last)
+            return latents(k, cond, target, z_prev)
+
+        results[grad] = free_running(model, video, context=3, energy=energy, latents=spy, feedback_grad=grad)
+        seen[grad] = inputs
+    assert results[False].loss.item() == pytest.approx(results[True].loss.item(), rel=1e-6)
+    assert seen[True][1].requires_grad and not seen[False][1].requires_grad
+    assert torch.equal(seen[True][2].detach(), seen[False][2])  # the same fed-back frames
+    results[False].loss.backward()  # still trains the weights
+    assert model.decoder.out.weight.grad.abs().sum() > 0
+
+
 def test_latent_dropout_mask_zeroes_the_decoded_latent_per_frame():
     model = small(recurrent=True)
     video = torch.rand(2, 5, 1, 16, 16)

@@ -46,7 +46,8 @@ def build_objective(cfg: Config, model: VideoPredictor) -> Objective:
     """The model kind's objective (objectives.py) over `model`, with the configured inference and loss weights."""
     return objective_class(cfg.model.kind)(
         model, steps=cfg.latent.steps, step_size=cfg.latent.step_size, encoder_weight=cfg.latent.encoder_weight,
-        kl_weight=cfg.latent.kl_weight, dropout=cfg.latent.dropout)
+        kl_weight=cfg.latent.kl_weight, dropout=cfg.latent.dropout,
+        feedback_grad=cfg.rollout_grad)
 
 
 def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) -> Energy:

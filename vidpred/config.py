@@ -108,6 +108,7 @@ class Config:
     horizon: int = 5  # frames predicted per training clip
     rollout: bool = False  # train free-running: predictions are fed back, z inferred frame by frame along the rollout
     rollout_start: int = 0  # rollout=true: teacher-forced steps before free-running starts (a cheap, fast first phase)
+    rollout_grad: bool = True  # rollout=true: gradients flow back through fed-back frames (false: each frame trains its own step, on the model's own inputs)
     log_every: int = 25  # steps per log.jsonl line (means over the steps since the last)
     ckpt_every: int = 500  # steps between saves of checkpoints/last.pt (also saved at the end and when stopped)
     val_every: int = 250  # validation energy on held-out clips (split "val"); best.pt keeps the lowest (0: off)

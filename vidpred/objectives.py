@@ -137,9 +137,12 @@ class RolloutPass(NamedTuple):
 
 
 def free_running(model: VideoPredictor, video: Tensor, *, context: int, energy: Energy,
-                 latents: FrameLatents) -> RolloutPass:
+                 latents: FrameLatents, feedback_grad: bool = True) -> RolloutPass:
     """Roll out the future of `video` (b, t, c, H, W) from its first `context` frames on the model's
-    own predictions, each frame decoded with the latent `latents` finds for it; see the module docstring."""
+    own predictions, each frame decoded with the latent `latents` finds for it; see the module docstring.
+
+    `feedback_grad=False` feeds the predictions back detached: every frame's cost still trains the
+    step that made it from the model's own past outputs, but no gradient runs through time."""
     model.check_video(video)
     b, horizon = video.shape[0], video.shape[1] - context
     state = model.begin(video[:, :context])
@@ -157,7 +160,8 @@ def free_running(model: VideoPredictor, video: Tensor, *, context: int, energy: 
         pixels = torch.sigmoid(logits)
         outputs.append(pixels.detach().mean())
         if k + 1 < horizon:
-            state = model.advance(state, memory, pixels)  # fed back with gradients: the rollout is trained whole
+            fed = pixels if feedback_grad else pixels.detach()  # with gradients, the rollout is trained whole
+            state = model.advance(state, memory if feedback_grad or memory is None else memory.detach(), fed)
         kept.append(found.kept)
         z_prev = found.kept.detach()
     loss = torch.stack(terms, dim=1).mean()
@@ -186,8 +190,10 @@ class Objective:
     stochastic: ClassVar[bool] = True  # its K futures differ (False: K copies of one rollout)
 
     def __init__(self, model: VideoPredictor, *, steps: int = 1, step_size: float = 0.03,
-                 encoder_weight: float = 1.0, kl_weight: float = 1e-3, dropout: float = 0.0):
+                 encoder_weight: float = 1.0, kl_weight: float = 1e-3, dropout: float = 0.0,
+                 feedback_grad: bool = True):
         self.model = model
+        self.feedback_grad = feedback_grad  # free-running training: backpropagate through the fed-back frames
         self.steps, self.step_size, self.encoder_weight = steps, step_size, encoder_weight
         self.kl_weight, self.dropout = kl_weight, dropout
 
@@ -207,7 +213,8 @@ class Objective:
         b, frames = video.shape[0], video.shape[1] - context
         per_clip = lambda t: None if t is None else t.view(b, frames, -1)  # noqa: E731
         latents = self.frame_latents(energy, StepDraws(per_clip(draws.keep), per_clip(draws.noise)))
-        result = free_running(self.model, video, context=context, energy=energy, latents=latents)
+        result = free_running(self.model, video, context=context, energy=energy, latents=latents,
+                              feedback_grad=self.feedback_grad)
         return result.loss, result.stats, result.kept
 
     def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy,
