@@ -11,12 +11,13 @@ from torch.utils.data import DataLoader, Sampler
 from ..config import PATH_NEEDS, DataConfig
 from .arrays import ArrayClips
 from .clips import DataError
+from .frames import FrameFolders
 from .mmnist import MovingMNIST
 from .sprites import ClipSource, ForkToy, MovingSprites
 from .video import VideoFolder
 
-__all__ = ["ArrayClips", "ClipSource", "DataError", "ForkToy", "MovingMNIST", "MovingSprites", "VideoFolder",
-           "build_source", "train_loader", "IndexSampler", "EpochSampler", "RankShard"]
+__all__ = ["ArrayClips", "ClipSource", "DataError", "ForkToy", "FrameFolders", "MovingMNIST", "MovingSprites",
+           "VideoFolder", "build_source", "train_loader", "IndexSampler", "EpochSampler", "RankShard"]
 
 
 def build_source(data: DataConfig, *, seed: int, split: str, frames: int, context: int) -> ClipSource:
@@ -40,10 +41,14 @@ def build_source(data: DataConfig, *, seed: int, split: str, frames: int, contex
     if data.kind == "video":
         return VideoFolder(data.path, seed=seed, split=split, frames=frames, size=data.size, channels=data.channels,
                            frame_step=data.frame_step, stride=data.clip_stride, val_share=data.val_share)
+    if data.kind == "frames":
+        return FrameFolders(data.path, seed=seed, split=split, frames=frames, size=data.size, channels=data.channels,
+                            frame_step=data.frame_step, stride=data.clip_stride, val_share=data.val_share,
+                            split_by=data.split_by, test_subjects=data.test_subjects)
     if data.kind == "array":
         return ArrayClips(data.path, seed=seed, frames=frames, size=data.size, channels=data.channels,
                           layout=data.layout, frame_step=data.frame_step, stride=data.clip_stride)
-    raise ValueError(f"data.kind={data.kind!r}: expected sprites, fork, mmnist, video or array")
+    raise ValueError(f"data.kind={data.kind!r}: expected sprites, fork, mmnist, video, frames or array")
 
 
 class IndexSampler(Sampler[int]):
