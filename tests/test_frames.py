@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from vidpred.config import ConfigError, parse_args
-from vidpred.data import DataError, FrameFolders
+from vidpred.data import DataError, FrameFolders, VideoFolder
 from vidpred.data.splits import parse_subjects, subject_of
 
 
@@ -106,6 +106,17 @@ def test_subject_names_and_ranges():
         parse_subjects("25-17")
 
 
+def test_raw_kth_videos_are_split_by_subject_too(tmp_path):
+    from test_video import encoded_frames, write_video
+
+    for person in (3, 18):
+        write_video(tmp_path / f"person{person:02d}_running_d2_uncomp.avi", encoded_frames()[:8, :32, :32],
+                    codec="mjpeg")
+    train = VideoFolder(tmp_path, split="train", frames=4, size=16, split_by="subject")
+    test = VideoFolder(tmp_path, split="test", frames=4, size=16, split_by="subject")
+    assert train.files == ["person03_running_d2_uncomp.avi"] and test.files == ["person18_running_d2_uncomp.avi"]
+
+
 def test_a_bad_image_is_reported_naming_the_file_and_its_clips_are_skipped(tmp_path):
     video = write_frames(tmp_path / "v", np.arange(12) * 10)
     good = (video / "3.png").read_bytes()
@@ -153,6 +164,24 @@ def test_one_frame_folder_is_split_in_time(tmp_path):
     write_frames(tmp_path / "two" / "b", 100 + np.arange(10))
     test = FrameFolders(tmp_path / "two", split="test", frames=1, size=8, val_share=0.3, split_by="time")
     assert sorted(round(float(test[i][0, 0, 0, 0]) * 255) for i in range(len(test))) == [7, 8, 9, 107, 108, 109]
+
+
+@pytest.mark.parametrize("name_the_file", [False, True])
+def test_one_video_file_is_a_dataset_split_in_time(tmp_path, name_the_file):
+    from test_video import FRAMES, encoded_frames, write_video
+
+    (tmp_path / "long").mkdir()
+    path = write_video(tmp_path / "long" / "only.avi", encoded_frames(), codec="mjpeg")  # 30 frames
+    where = path if name_the_file else path.parent
+    train = VideoFolder(where, split="train", frames=3, size=16, val_share=0.2)
+    test = VideoFolder(where, split="test", frames=3, size=16, val_share=0.2)
+    assert train.spans == [(0, 24)] and test.spans == [(24, 6)] and (len(train), len(test)) == (8, 2)
+    frame_number = lambda clip: np.round(clip[:, 0, 14:, :].mean(axis=(1, 2)) * 255 / 7)  # noqa: E731
+    np.testing.assert_allclose(frame_number(test.clip(1)), [27, 28, 29], atol=0.5)  # the last frames
+    np.testing.assert_allclose(frame_number(train.clip(7)), [21, 22, 23], atol=0.5)
+    assert FRAMES == 30
+    cfg = parse_args(["--data.kind=video", f"--data.path={path}"])  # a file is a valid data.path for video
+    assert cfg.data.path == str(path)
 
 
 @pytest.mark.parametrize("args, message", [

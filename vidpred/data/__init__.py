@@ -40,7 +40,8 @@ def build_source(data: DataConfig, *, seed: int, split: str, frames: int, contex
                        fork_at=context, branches=data.branches, sprite=data.sprite_min, speed=data.max_speed)
     if data.kind == "video":
         return VideoFolder(data.path, seed=seed, split=split, frames=frames, size=data.size, channels=data.channels,
-                           frame_step=data.frame_step, stride=data.clip_stride, val_share=data.val_share)
+                           frame_step=data.frame_step, stride=data.clip_stride, val_share=data.val_share,
+                           split_by=data.split_by, test_subjects=data.test_subjects)
     if data.kind == "frames":
         return FrameFolders(data.path, seed=seed, split=split, frames=frames, size=data.size, channels=data.channels,
                             frame_step=data.frame_step, stride=data.clip_stride, val_share=data.val_share,
