@@ -91,6 +91,11 @@ def test_kth_is_split_by_subject_and_no_subject_is_in_two_splits(tmp_path):
         for split, source in sources.items():  # the pixels are the subject: each clip comes from its split
             levels = {round(float(source[i][0, 0, 0, 0]) * 255) for i in range(len(source))}
             assert levels == (train if split == "train" else test)
+    # clips take turns among the videos: the first clips of a split come from all of its videos
+    longer = kth(tmp_path / "longer", [21, 22], frames=9)
+    source = FrameFolders(longer, split="test", frames=3, size=8, split_by="subject", test_subjects="21-25")
+    assert [source.locate(i) for i in range(len(source))] == [(v, 3 * k) for k in range(3) for v in range(4)]
+    assert source.videos[1] == "boxing/person22_boxing_d1" and float(source[1][0, 0, 0, 0]) * 255 == pytest.approx(22)
     (root / "boxing" / "extra_clip").mkdir()
     write_frames(root / "boxing" / "extra_clip", [0] * 6)
     with pytest.raises(DataError, match=r"1 of the 15 sequences .* name no subject \(first: boxing/extra_clip\)"):

@@ -6,7 +6,9 @@ Every folder under the root that holds image files is one video, its frames thos
 natural order (`2.png` before `10.png`), so nesting (action/video, split/shard/video) is free. A
 clip is `frames` frames `frame_step` apart, a new one every `stride` frames (0: back to back), as
 with video files; frames are read with PIL, resized (shorter side) and centre-cropped to the
-canvas, in grayscale or RGB.
+canvas, in grayscale or RGB. Clips take turns among the videos (clip 0 of every video, then clip 1
+of every video, ...), so that `evaluate.py --clips=N` scores clips of all the test videos, not the
+first few videos' every clip.
 
 Split (`split_by=auto`): with `train/` and `test/` (or `val/`) folders at the root, those (val reads
 `val/` when there is one, else `test/`; test reads `test/`, else `val/`); otherwise a hashed
@@ -113,6 +115,10 @@ class FrameFolders(ClipSource):
             longest = max(p[2] for p in parts)
             raise DataError(f"the {split} frame folders of {self.root} are too short for clips of {frames} frames "
                             f"{frame_step} apart ({self.windows.span} frames; the longest has {longest})")
+        counts = self.windows.counts
+        turn = np.concatenate([np.arange(c) for c in counts])  # clip k of its video ...
+        video = np.repeat(np.arange(len(counts)), counts)  # ... of video s
+        self.order = np.lexsort((video, turn))  # first clip of every video, then the second of each, ...
         self.failed: set[int] = set()  # clips that would not read, replaced by the next good one
         self.bad: dict[Path, str] = {}  # images found unreadable, with the reason (each reported once)
         self._reported: set[Path] = set()
@@ -125,9 +131,15 @@ class FrameFolders(ClipSource):
     def __len__(self) -> int:
         return len(self.windows)
 
+    def locate(self, index: int) -> tuple[int, int]:
+        """(video, first frame of the video's part) of clip `index`. Clips take turns among the
+        videos (clip 0 of each, then clip 1 of each, ...), so the first N clips that evaluation
+        reads spread over every video of the split instead of exhausting the first few."""
+        return self.windows.locate(int(self.order[index % len(self)]))
+
     def frame_paths(self, index: int) -> list[Path]:
         """The image files of clip `index`, in order."""
-        seq, start = self.windows.locate(index)
+        seq, start = self.locate(index)
         folder, names = self.root / self.videos[seq], self.images[seq]
         return [folder / names[i] for i in self.offsets[seq] + self.windows.frame_indices(start)]
 
@@ -148,7 +160,7 @@ class FrameFolders(ClipSource):
         known = next((p for p in paths if p in self.bad), None)
         if known is not None:
             raise DataError(f"{known}: {self.bad[known]}")
-        expected = self._reference_size(self.windows.locate(index)[0])
+        expected = self._reference_size(self.locate(index)[0])
         out = []
         for path in paths:
             try:
