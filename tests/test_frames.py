@@ -172,7 +172,7 @@ def test_one_frame_folder_is_split_in_time(tmp_path):
 
 
 @pytest.mark.parametrize("name_the_file", [False, True])
-def test_one_video_file_is_a_dataset_split_in_time(tmp_path, name_the_file):
+def test_one_video_file_is_a_dataset_split_in_time(tmp_path, name_the_file, capsys):
     from test_video import FRAMES, encoded_frames, write_video
 
     (tmp_path / "long").mkdir()
@@ -181,6 +181,9 @@ def test_one_video_file_is_a_dataset_split_in_time(tmp_path, name_the_file):
     train = VideoFolder(where, split="train", frames=3, size=16, val_share=0.2)
     test = VideoFolder(where, split="test", frames=3, size=16, val_share=0.2)
     assert train.spans == [(0, 24)] and test.spans == [(24, 6)] and (len(train), len(test)) == (8, 2)
+    said = f"video file {path}" if name_the_file else f"video folder {path.parent}"
+    assert f"{said}: 1 files, 1 decodable, 0 skipped; split test (the last 20% of each file's frames)" in \
+        capsys.readouterr().out
     frame_number = lambda clip: np.round(clip[:, 0, 14:, :].mean(axis=(1, 2)) * 255 / 7)  # noqa: E731
     np.testing.assert_allclose(frame_number(test.clip(1)), [27, 28, 29], atol=0.5)  # the last frames
     np.testing.assert_allclose(frame_number(train.clip(7)), [21, 22, 23], atol=0.5)

@@ -47,9 +47,9 @@ class DataConfig:
     layout: str = "auto"  # array files: auto | tnhw (mnist_test_seq.npy) | nthw | nthwc | ntchw
     frame_step: int = 1  # video / frames / array: take every frame_step-th frame
     clip_stride: int = 0  # video / frames / array: frames between the starts of clips (0: clips back to back)
-    val_share: float = 0.1  # video / frames: share of the videos held out for val/test (without train/, test/ folders; of the frames, for one video or split_by=time)
-    split_by: str = "auto"  # video / frames: auto (train/ test/ folders, else val_share of the videos; one video: by time) | subject | time
-    test_subjects: str = "17-25"  # split_by=subject: subjects held out for val/test (KTH's personNN), e.g. 17-25 or 21-25
+    val_share: float = 0.1  # video / frames: share of the videos held out for val/test (one video: of its frames)
+    split_by: str = "auto"  # video / frames: auto (train/, test/ folders, else val_share) | subject | time
+    test_subjects: str = "17-25"  # split_by=subject: the subjects held out for val/test (KTH: personNN), e.g. 21-25
 
 
 @dataclass

@@ -188,7 +188,8 @@ class VideoFolder(ClipSource):
             raise ValueError(f"split {split!r}: expected train, val or test")
         self.root, self.seed, self.split = Path(root), seed, split
         self.frames, self.size, self.channels = frames, size, channels
-        if self.root.is_file():  # one video file: a dataset split in time
+        named = self.root if self.root.is_file() else None
+        if named:  # one video file: a dataset split in time
             self.root, files = self.root.parent, [self.root.name]
         else:
             files = find_videos(self.root)
@@ -228,7 +229,8 @@ class VideoFolder(ClipSource):
                             f"{frame_step} apart ({self.windows.span} frames; the longest has {longest})")
         self.failed: set[int] = set()  # clips that would not decode, replaced by the next good one
         n_split = f"{len(self.files)} file{'s' * (len(self.files) != 1)}"
-        print(f"video folder {self.root}: {len(files)} files, {len(good)} decodable, {len(self.skipped)} skipped; "
+        where = f"video file {named}" if named else f"video folder {self.root}"
+        print(f"{where}: {len(files)} files, {len(good)} decodable, {len(self.skipped)} skipped; "
               f"split {split}{how}: {n_split}, {len(self)} clips of {frames} frames")
 
     def __len__(self) -> int:
