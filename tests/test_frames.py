@@ -109,6 +109,8 @@ def test_subject_names_and_ranges():
     assert parse_subjects("17-25") == set(range(17, 26)) and parse_subjects("9, 11") == {9, 11}
     with pytest.raises(DataError, match="runs backwards"):
         parse_subjects("25-17")
+    with pytest.raises(ValueError, match="split_by='persons': expected one of auto, subject, time"):
+        FrameFolders(".", frames=2, size=8, split_by="persons")  # evaluate.py's --data.* overrides come here
 
 
 def test_raw_kth_videos_are_split_by_subject_too(tmp_path):

@@ -34,7 +34,7 @@ from PIL import Image
 
 from ..reports import report
 from .clips import ClipWindows, DataError, fit_frames
-from .splits import hash_split, subject_split, time_split
+from .splits import check_split_by, hash_split, subject_split, time_split
 from .sprites import ClipSource
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -80,6 +80,7 @@ class FrameFolders(ClipSource):
                  split_by: str = "auto", test_subjects: str = "17-25"):
         if split not in SPLIT_DIRS:
             raise ValueError(f"split {split!r}: expected train, val or test")
+        check_split_by(split_by)
         self.root, self.seed, self.split = Path(root), seed, split
         self.frames, self.size, self.channels = frames, size, channels
         videos = find_frame_folders(self.root)

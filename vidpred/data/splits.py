@@ -20,7 +20,13 @@ from pathlib import PurePosixPath
 from .clips import DataError
 
 HELD_OUT = ("val", "test")
+SPLIT_BY = ("auto", "subject", "time")
 SUBJECT = re.compile(r"^(?:person|subject|s)[_-]?0*(\d+)(?![0-9])", re.IGNORECASE)
+
+
+def check_split_by(split_by: str) -> None:
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by={split_by!r}: expected one of {', '.join(SPLIT_BY)}")
 
 
 def parse_subjects(text: str) -> set[int]:

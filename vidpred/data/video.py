@@ -34,7 +34,7 @@ from av.video.reformatter import VideoReformatter
 from ..files import atomic_path
 from ..reports import report
 from .clips import ClipWindows, DataError, fit_frames
-from .splits import subject_split, time_split
+from .splits import check_split_by, subject_split, time_split
 from .sprites import ClipSource
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv",
@@ -186,6 +186,7 @@ class VideoFolder(ClipSource):
                  split_by: str = "auto", test_subjects: str = "17-25"):
         if split not in ("train", "val", "test"):
             raise ValueError(f"split {split!r}: expected train, val or test")
+        check_split_by(split_by)
         self.root, self.seed, self.split = Path(root), seed, split
         self.frames, self.size, self.channels = frames, size, channels
         named = self.root if self.root.is_file() else None
