@@ -225,7 +225,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
         f.truncate(f.tell() // 2)  # half the bytes reached the disk, then the "disk is full"
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(torch, "save", dies_halfway)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match=f"could not write {path}: no space left on device"):
         save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": {}, "prior": {}, "step": 2})
     state = load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["model"]["w"], torch.ones(3))

@@ -160,6 +160,9 @@ def test_folders_without_usable_video_are_errors(tmp_path):
     (tmp_path / "short").mkdir()
     write_video(tmp_path / "short" / "s.mp4", encoded_frames()[:5])
     with pytest.raises(DataError, match=r"too short for clips of 8 frames 1 apart \(8 frames; the longest has 5\)"):
+        VideoFolder(tmp_path / "short", frames=8, size=16, val_share=0)
+    # one file is split in time: training gets the first 90% of its 5 frames
+    with pytest.raises(DataError, match=r"short \(the first 90% of each file's frames\) are too short .* has 4\)"):
         VideoFolder(tmp_path / "short", frames=8, size=16)
 
 

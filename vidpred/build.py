@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .choices import ModelKind
+from .choices import DataKind, ModelKind, check_choice
 from .config import PATH_NEEDS, Config, ConfigError, DataConfig, from_dict
-from .data import ArrayClips, ClipSource, DataError, ForkToy, MovingMNIST, MovingSprites, VideoFolder
+from .data import ArrayClips, ClipSource, DataError, ForkToy, FrameFolders, MovingMNIST, MovingSprites, VideoFolder
 from .energy import Energy
 from .model import VideoPredictor
 from .objectives import Objective, objective_class
@@ -79,13 +79,18 @@ def build_source(data: DataConfig, *, seed: int, split: str, frames: int, contex
     if data.kind == "fork":
         return ForkToy(seed=seed, split=split, size=data.size, channels=data.channels, frames=frames,
                        fork_at=context, branches=data.branches, sprite=data.sprite_min, speed=data.max_speed)
+    folders = dict(seed=seed, split=split, frames=frames, size=data.size, channels=data.channels,
+                   frame_step=data.frame_step, stride=data.clip_stride, val_share=data.val_share,
+                   split_by=data.split_by, test_subjects=data.test_subjects)
     if data.kind == "video":
-        return VideoFolder(data.path, seed=seed, split=split, frames=frames, size=data.size, channels=data.channels,
-                           frame_step=data.frame_step, stride=data.clip_stride, val_share=data.val_share)
+        return VideoFolder(data.path, **folders)
+    if data.kind == "frames":
+        return FrameFolders(data.path, **folders)
     if data.kind == "array":
         return ArrayClips(data.path, seed=seed, frames=frames, size=data.size, channels=data.channels,
                           layout=data.layout, frame_step=data.frame_step, stride=data.clip_stride)
-    raise ValueError(f"data.kind={data.kind!r}: expected sprites, fork, mmnist, video or array")
+    check_choice("data.kind", data.kind, DataKind)
+    raise AssertionError(f"data.kind={data.kind!r} has no source")
 
 
 def trained_l1(state: dict, cfg: Config) -> float:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import typing
 from typing import Literal
 
-DataKind = Literal["sprites", "fork", "mmnist", "video", "array"]
+DataKind = Literal["sprites", "fork", "mmnist", "video", "frames", "array"]
+SplitBy = Literal["auto", "subject", "time"]  # how a video or frame folder is split into train / val / test
 Bounce = Literal["stochastic", "deterministic", "discrete"]  # discrete: one of `branches` directions per bounce
 Composite = Literal["max", "sum"]  # how overlapping objects combine
 Layout = Literal["auto", "tnhw", "nthw", "nthwc", "ntchw"]  # axes of an array file of clips

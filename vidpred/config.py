@@ -26,7 +26,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli 
 
 from . import choices
 from .choices import (Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, Layout, ModelKind, Precision,
-                      PriorKind, WandbMode)
+                      PriorKind, SplitBy, WandbMode)
 from .errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "DataConfig", "LatentConfig", "ModelConfig", "PriorConfig", "parse_args",
@@ -35,8 +35,8 @@ __all__ = ["Config", "ConfigError", "DataConfig", "LatentConfig", "ModelConfig",
 
 @dataclass
 class DataConfig:
-    kind: DataKind = "sprites"  # sprites | fork | mmnist | video | array
-    path: str | None = None  # MNIST folder, video folder or array file, for the kinds that read files
+    kind: DataKind = "sprites"  # sprites | fork | mmnist | video | frames | array
+    path: str | None = None  # MNIST folder, video folder or file, folder of frame folders, array file
     size: int = 32  # frames are size x size pixels (the canvas; mmnist: 64 unless set)
     channels: Channels = 1  # 1 (grayscale) or 3 (RGB)
     frames: int = 10  # length of a training clip; context + horizon must fit in it
@@ -50,9 +50,11 @@ class DataConfig:
     composite: Composite = "max"  # how overlapping objects combine: max | sum (clipped to 1)
     download: bool = False  # mmnist: let torchvision download MNIST into data.path when it is missing
     layout: Layout = "auto"  # array files: auto | tnhw (mnist_test_seq.npy) | nthw | nthwc | ntchw
-    frame_step: int = 1  # video / array: take every frame_step-th frame
-    clip_stride: int = 0  # video / array: frames between the starts of clips (0: clips back to back)
-    val_share: float = 0.1  # video: share of the files held out for val/test (without train/, test/ folders)
+    frame_step: int = 1  # video / frames / array: take every frame_step-th frame
+    clip_stride: int = 0  # video / frames / array: frames between the starts of clips (0: clips back to back)
+    val_share: float = 0.1  # video / frames: share of the videos held out for val/test (one video: of its frames)
+    split_by: SplitBy = "auto"  # video / frames: auto (train/, test/ folders, else val_share) | subject | time
+    test_subjects: str = "17-25"  # split_by=subject: the subjects held out for val/test (KTH: personNN), e.g. 21-25
 
 
 @dataclass
@@ -224,7 +226,8 @@ def validate(cfg: Config) -> Config:
 
 # the data kinds that read files, and what their data.path must name
 PATH_NEEDS = {"mmnist": "a folder with the MNIST IDX files (train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz])",
-              "video": "a folder of video files", "array": "an .npy or .npz file of clips"}
+              "video": "a folder of video files, or one video file", "array": "an .npy or .npz file of clips",
+              "frames": "a folder of frame folders (one folder of png/jpg images per video)"}
 
 
 def validate_data(data: DataConfig) -> None:
@@ -234,12 +237,18 @@ def validate_data(data: DataConfig) -> None:
     if data.bounce == "discrete" and not 2 <= data.branches <= 2 * data.max_speed + 1:
         raise ConfigError(f"data.branches={data.branches}: discrete bounces pick among 2 .. 2 * data.max_speed + 1 "
                           f"= {2 * data.max_speed + 1} distinct integer speeds")
+    if data.split_by != "auto" and data.kind not in ("video", "frames"):
+        raise ConfigError(f"data.split_by={data.split_by}: only data.kind=video and frames split their videos "
+                          f"(data.kind={data.kind} has its own splits)")
+    if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", data.test_subjects.replace(" ", "")):
+        raise ConfigError(f"data.test_subjects={data.test_subjects!r}: expected subject numbers and ranges, "
+                          "e.g. 17-25 or 9,11")
     if data.kind not in PATH_NEEDS:
         return
     if not data.path:
         raise ConfigError(f"data.kind={data.kind} needs --data.path: {PATH_NEEDS[data.kind]}")
     path = Path(data.path)
-    exists = path.is_file() if data.kind == "array" else path.is_dir()
+    exists = path.is_file() if data.kind == "array" else path.exists() if data.kind == "video" else path.is_dir()
     if not exists and not (data.kind == "mmnist" and data.download):
         raise ConfigError(f"data.path={data.path}: no such {'file' if data.kind == 'array' else 'folder'}; "
                           f"data.kind={data.kind} reads {PATH_NEEDS[data.kind]}")

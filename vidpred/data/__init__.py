@@ -10,12 +10,13 @@ from torch.utils.data import DataLoader, Sampler
 
 from .arrays import ArrayClips
 from .clips import ClipSource, DataError
+from .frames import FrameFolders
 from .mmnist import MovingMNIST
 from .sprites import ForkToy, MovingSprites
 from .video import VideoFolder
 
-__all__ = ["ArrayClips", "ClipSource", "DataError", "ForkToy", "MovingMNIST", "MovingSprites", "VideoFolder",
-           "train_loader", "IndexSampler", "EpochSampler", "RankShard"]
+__all__ = ["ArrayClips", "ClipSource", "DataError", "ForkToy", "FrameFolders", "MovingMNIST", "MovingSprites",
+           "VideoFolder", "train_loader", "IndexSampler", "EpochSampler", "RankShard"]
 
 
 class IndexSampler(Sampler[int]):

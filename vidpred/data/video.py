@@ -14,7 +14,9 @@ canvas with torchvision, in grayscale or RGB.
 
 Files are split by file: with `train/` and `test/` (or `val/`) subfolders, those; otherwise a
 `val_share` of the files, chosen by a hash of their path (stable as files are added), is held out
-for the `val` and `test` splits.
+for the `val` and `test` splits. One video (a folder holding one decodable file, or `root` naming
+the file) is split in time: its last `val_share` of frames are held out. `split_by=subject` or
+`time` splits every file by its subject or in time instead (splits.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..files import atomic_path
 from ..reports import report
 from .clips import ClipWindows, DataError, fit_frames
 from .clips import ClipSource
+from .splits import check_split_by, subject_split, time_split
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv",
                     ".3gp", ".ts")
@@ -179,12 +182,18 @@ class VideoFolder(ClipSource):
     finite = True
 
     def __init__(self, root: str | Path, *, seed: int = 0, split: str = "train", frames: int, size: int,
-                 channels: int = 1, frame_step: int = 1, stride: int = 0, val_share: float = 0.1):
+                 channels: int = 1, frame_step: int = 1, stride: int = 0, val_share: float = 0.1,
+                 split_by: str = "auto", test_subjects: str = "17-25"):
         if split not in ("train", "val", "test"):
             raise ValueError(f"split {split!r}: expected train, val or test")
+        check_split_by(split_by)
         self.root, self.seed, self.split = Path(root), seed, split
         self.frames, self.size, self.channels = frames, size, channels
-        files = find_videos(self.root)
+        named = self.root if self.root.is_file() else None
+        if named:  # one video file: a dataset split in time
+            self.root, files = self.root.parent, [self.root.name]
+        else:
+            files = find_videos(self.root)
         index = load_index(self.root, files)
         self.skipped = {f: index[f]["error"] for f in files if "error" in index[f]}
         for rel, reason in self.skipped.items():
@@ -193,21 +202,37 @@ class VideoFolder(ClipSource):
         if not good:
             raise DataError(f"none of the {len(files)} video files under {self.root} could be decoded "
                             f"(first: {files[0]}: {self.skipped[files[0]]})")
-        self.files = split_files(self.root, good, split, val_share)
+        in_folders = (self.root / "train").is_dir() and any((self.root / d).is_dir() for d in ("test", "val"))
+        spans, how = None, ""  # spans: (first frame, frames) of each file that the split takes
+        if split_by == "subject":
+            self.files = subject_split(good, split, test_subjects, str(self.root))
+            how = f" (subjects {'' if split in ('val', 'test') else 'other than '}{test_subjects})"
+        elif split_by == "time" or (split_by == "auto" and len(good) == 1 and not in_folders):
+            if split != "train" and val_share == 0:
+                raise DataError(f"the videos of {self.root} are split in time ({len(good)} file"
+                                f"{'s' * (len(good) != 1)}), and data.val_share=0 holds no frames out for split "
+                                f"{split!r}; raise data.val_share")
+            self.files = good
+            spans = [time_split(index[f]["frames"], split, val_share) for f in good]
+            share = val_share if split in ("val", "test") else 1 - val_share
+            how = f" (the {'last' if split in ('val', 'test') else 'first'} {share:.0%} of each file's frames)"
+        else:
+            self.files = split_files(self.root, good, split, val_share)
         self.meta = [index[f] for f in self.files]
-        self.windows = ClipWindows([m["frames"] for m in self.meta], frames=frames, frame_step=frame_step,
-                                   stride=stride)
+        self.spans = spans or [(0, m["frames"]) for m in self.meta]
+        self.windows = ClipWindows([n for _, n in self.spans], frames=frames, frame_step=frame_step, stride=stride)
         if not self.files:
             raise DataError(f"no video file of {self.root} falls in split {split!r} ({len(good)} decodable "
                             "files; add files, raise data.val_share, or use train/ and test/ subfolders)")
         if len(self.windows) == 0:
-            longest = max(m["frames"] for m in self.meta)
-            raise DataError(f"the {split} videos of {self.root} are too short for clips of {frames} frames "
+            longest = max(n for _, n in self.spans)
+            raise DataError(f"the {split} videos of {self.root}{how} are too short for clips of {frames} frames "
                             f"{frame_step} apart ({self.windows.span} frames; the longest has {longest})")
         self.failed: set[int] = set()  # clips that would not decode, replaced by the next good one
         n_split = f"{len(self.files)} file{'s' * (len(self.files) != 1)}"
-        print(f"video folder {self.root}: {len(files)} files, {len(good)} decodable, {len(self.skipped)} skipped; "
-              f"split {split}: {n_split}, {len(self)} clips of {frames} frames")
+        where = f"video file {named}" if named else f"video folder {self.root}"
+        print(f"{where}: {len(files)} files, {len(good)} decodable, {len(self.skipped)} skipped; "
+              f"split {split}{how}: {n_split}, {len(self)} clips of {frames} frames")
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -216,7 +241,8 @@ class VideoFolder(ClipSource):
         """The decoded frames of clip `index`, uint8 `(frames, H, W)` or `(frames, H, W, 3)`."""
         seq, start = self.windows.locate(index)
         meta = self.meta[seq]
-        return read_frames(self.root / self.files[seq], self.windows.frame_indices(start), fps=meta["fps"],
+        return read_frames(self.root / self.files[seq], self.spans[seq][0] + self.windows.frame_indices(start),
+                           fps=meta["fps"],
                            start=meta["start"], channels=self.channels)
 
     def clip(self, index: int) -> np.ndarray:
