@@ -100,3 +100,23 @@ def test_a_folder_a_live_run_writes_refuses_a_second_start_until_that_run_is_kil
     step = load_checkpoint(out / "checkpoints" / "last.pt")["step"]
     train(parse_args(tiny_args(out, "--steps=100000", "--resume=true", f"--stop_at={step + 1}")))
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == step + 1
+
+
+def test_resume_auto_starts_a_new_folder_then_goes_on_from_its_checkpoint(tmp_path):
+    """One command for the first launch and every restart (torchrun --max-restarts, a requeued job)."""
+    out = tmp_path / "run"
+    train(parse_args(tiny_args(out, "--resume=auto", "--stop_at=4")))  # nothing there: starts at step 0
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 4
+    first_log = (out / "log.jsonl").read_text().splitlines()
+    train(parse_args(tiny_args(out, "--resume=auto")))  # the same command again: goes on to --steps
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 6
+    log = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert (out / "log.jsonl").read_text().splitlines()[:len(first_log)] == first_log and log == [2, 4, 6]
+
+
+def test_resume_takes_true_false_or_auto_and_names_them_otherwise():
+    assert parse_args(["--resume=auto"]).resume == "auto" and parse_args(["--resume=yes"]).resume is True
+    with pytest.raises(ConfigError, match=r"resume='later': expected a boolean \(true/false\) or one of auto"):
+        parse_args(["--resume=later"])
+    with pytest.raises(ConfigError, match="resume=auto and overwrite=true contradict each other"):
+        parse_args(["--resume=auto", "--overwrite=true"])

@@ -22,6 +22,7 @@ PriorKind = Literal["bank", "fitted", "learned"]  # what futures draw z from
 Cost = Literal["bce", "mse", "l1"]  # the per-pixel cost C of the energy
 WandbMode = Literal["offline", "online", "disabled"]
 Precision = Literal["fp32", "bf16"]
+Auto = Literal["auto"]  # decided at run time (--resume=auto: resume where a checkpoint exists)
 
 
 def values(tp) -> tuple:

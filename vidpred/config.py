@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli 
     import tomli as tomllib
 
 from . import choices
-from .choices import (Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, Layout, ModelKind, Precision,
+from .choices import (Auto, Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, Layout, ModelKind, Precision,
                       PriorKind, SplitBy, WandbMode)
 from .errors import ConfigError
 
@@ -120,7 +120,7 @@ class Config:
     max_minutes: float = 0.0  # stop after the step that passes this much training time, as stop_at does (0: no limit)
     wandb: WandbMode = "offline"  # offline | online | disabled
     wandb_project: str = "vidpred"  # wandb project of the run
-    resume: bool = False  # go on from out/checkpoints/last.pt
+    resume: bool | Auto = False  # go on from out/checkpoints/last.pt (auto: if it exists, else start)
     overwrite: bool = False  # start over where a run's checkpoint exists, removing that run's files (else refused)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads (0: torch's default)
@@ -187,14 +187,14 @@ def validate(cfg: Config) -> Config:
     for key, tp in choice_keys(cfg).items():  # (set_key refuses them too)
         choices.check_choice(key, get_key(cfg, key), tp, ConfigError)
     check_numbers(cfg, positive=["steps", "batch_size", "context", "horizon", "data.size", "data.frames",
-                                 "data.objects", "data.max_speed", "data.branches", "data.frame_step", "model.window",
-                                 "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips"],
+                                 "data.objects", "data.max_speed", "data.branches", "data.frame_step", "model.window", "data.sprite_min",
+                                 "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips", "prior.components"],
                   nonneg=["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.step_size",
                           "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
                           "prior.fit_clips", "val_every", "rollout_start", "media_every", "stop_at", "data.clip_stride",
-                          "latent.kl_weight", "max_minutes"])
+                          "latent.kl_weight", "max_minutes", "seed", "model.blocks", "threads"])
     if cfg.resume and cfg.overwrite:
-        raise ConfigError("resume=true and overwrite=true contradict each other: --resume continues the run in "
+        raise ConfigError(f"resume={str(cfg.resume).lower()} and overwrite=true contradict each other: --resume continues the run in "
                           f"{cfg.out_dir}, --overwrite replaces it; give one of them")
     if not 0.0 <= cfg.latent.min_active < 1.0:
         raise ConfigError(f"latent.min_active={cfg.latent.min_active}: expected a share in [0, 1) (0: l1 stays fixed)")
@@ -209,7 +209,7 @@ def validate(cfg: Config) -> Config:
     if cfg.model.window > cfg.context:
         raise ConfigError(f"model.window={cfg.model.window} must be <= context={cfg.context}: the "
                           "predictor looks back at most over the given frames")
-    if cfg.model.decoder == "kernels" and (cfg.model.kernel < 1 or cfg.model.kernel % 2 == 0):
+    if cfg.model.kernel < 1 or cfg.model.kernel % 2 == 0:  # (checked whatever the decoder: a later --model.decoder=kernels reads it)
         raise ConfigError(f"model.kernel={cfg.model.kernel}: expected an odd size >= 1 (the kernel is centred on the pixel)")
     if cfg.model.residual and cfg.model.decoder != "pixels":
         raise ConfigError("model.residual=true needs model.decoder=pixels: the kernels decoder already moves the last frame")
@@ -302,7 +302,13 @@ def _convert(value, tp, key: str):
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key)
+        errors = []
+        for option in inner:  # the first type that takes the value (bool | Literal["auto"]: true, false or auto)
+            try:
+                return _convert(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e).split(": expected ", 1)[-1])
+        raise ConfigError(f"{key}={value!r}: expected " + " or ".join(errors))
     if origin is tuple:
         (elem, _ellipsis) = typing.get_args(tp)
         if isinstance(value, str):
@@ -467,7 +473,9 @@ def describe(cfg, prefix: str = "") -> list[str]:
         if typing.get_origin(tp) is typing.Literal or any(typing.get_origin(a) is typing.Literal
                                                          for a in typing.get_args(tp)):
             allowed = choices.values(tp)
-            kind = "choice"
+            kind = "choice" if typing.get_origin(tp) is typing.Literal or type(None) in typing.get_args(tp) else \
+                " or ".join(_type_name(a) if typing.get_origin(a) is not typing.Literal else " | ".join(map(str, typing.get_args(a)))
+                            for a in typing.get_args(tp))
             if not all(re.search(rf"\b{re.escape(str(v))}\b", meaning) for v in allowed):  # the comment lists them
                 listed = " | ".join(map(str, allowed))
                 meaning = f"{meaning} [{listed}]" if meaning else f"[{listed}]"

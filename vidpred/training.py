@@ -209,10 +209,13 @@ class _Run:
         self.tracker: Tracker | None = None
         self.best_pending = False  # the final step's validation was the best: best.pt waits for the refitted prior
         self.out_of_time = False  # --max_minutes passed: stop as --stop_at does
+        # --resume=auto: go on where this folder holds a checkpoint, else start (one command for the first
+        # launch and every restart: torchrun --max-restarts, a requeued job)
+        self.resuming = cfg.resume is True or (cfg.resume == "auto" and self.last_path.is_file())
 
     def train(self, stop: StopRequest) -> Path:
         cfg, state = self.cfg, self.state
-        if cfg.resume:
+        if self.resuming:
             self.resume()
         end = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
         if state.step >= end:
@@ -267,11 +270,11 @@ class _Run:
         if self.main:
             out = cfg.out_dir
             out.mkdir(parents=True, exist_ok=True)
-            if not cfg.resume:  # a best.pt left by an earlier run in this folder must not pass for this run's
+            if not self.resuming:  # a best.pt left by an earlier run in this folder must not pass for this run's
                 self.best_path.unlink(missing_ok=True)
             (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
             self.tracker = Tracker(out, config=to_dict(cfg), name=cfg.name, project=cfg.wandb_project, mode=cfg.wandb,
-                                   resume_step=self.state.step if cfg.resume else None, run_id=self.state.wandb_id)
+                                   resume_step=self.state.step if self.resuming else None, run_id=self.state.wandb_id)
             self.state.wandb_id = self.tracker.run_id
         self.val_source = build_source(cfg.data, seed=cfg.seed, split="val", frames=cfg.context + cfg.horizon,
                                        context=cfg.context)
