@@ -99,8 +99,11 @@ def trained_l1(state: dict, cfg: Config) -> float:
 
 
 def load_predictor(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, its config, its latent bank, the raw checkpoint) from a checkpoint file."""
-    state = load_checkpoint(path)
+    """(model in eval mode, its config, its latent bank, the raw checkpoint) from a checkpoint file
+    or a folder that `vidpred export` wrote."""
+    from .export import is_export, read_export
+
+    state = read_export(path) if is_export(path) else load_checkpoint(path)
     try:
         cfg = from_dict(state["config"], source=f"config saved in {path}")
     except ConfigError as e:

@@ -4,6 +4,7 @@
     vidpred evaluate --ckpt=PATH [--key=value ...]       the evaluation protocol (also: python evaluate.py)
     vidpred sample   --ckpt=PATH --input=FILE ...        futures of a user's clip, scores, fill-in (also: vidpred-sample)
     vidpred prepare  --mnist=FOLDER [--key=value ...]    write the fixed SM-MNIST test set (also: python data/prepare.py)
+    vidpred export   --ckpt=PATH --out=FOLDER            a folder to share: safetensors weights, config, prior, metrics, model card
 
 `vidpred SUBCOMMAND --help` lists every key with its default, its meaning and its allowed values;
 `vidpred train --print_config` (and evaluate's) prints the resolved configuration as JSON and exits.
@@ -19,7 +20,7 @@ import sys
 
 from .config import Config, ConfigError, describe, parse_args, to_dict
 
-COMMANDS = ("train", "evaluate", "sample", "prepare")
+COMMANDS = ("train", "evaluate", "sample", "prepare", "export")
 
 
 def _fail(program: str, error: Exception, code: int) -> int:
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "prepare":
         from .prepare import main as prepare_main
         return prepare_main(rest)
+    if command == "export":
+        from .export import main as export_main
+        return export_main(rest)
     print(f"vidpred: unknown command {command!r}: expected one of {', '.join(COMMANDS)} (vidpred --help)",
           file=sys.stderr)
     return 2

@@ -231,7 +231,7 @@ class TrainedPredictor:
 
 
 def load(ckpt: str | Path, device: str = "auto") -> TrainedPredictor:
-    """The predictor saved in checkpoint `ckpt`, on `device` (auto: the GPU if there is one)."""
+    """The predictor saved in checkpoint `ckpt` (or a folder `vidpred export` wrote), on `device` (auto: the GPU if there is one)."""
     target = resolve_device(device)
     model, cfg, bank, state = load_predictor(ckpt, target)
     # the full regularizer, with the sparsity weight training ended with
