@@ -51,7 +51,8 @@ def test_an_evaluated_run_exports_its_metrics_and_the_card_shows_them(run, tmp_p
     assert "| blank (floor) |" in card
     # evaluation reads the exported folder as it reads the checkpoint
     again = evaluate(*parse_eval_args([f"--ckpt={folder}", "--context=3", "--horizon=3", "--samples=2", "--clips=2",
-                                      "--video=none", f"--out={tmp_path / 'eval'}"]))
+                                      "--video=none"]))
+    assert (folder / "eval" / "metrics.json").is_file()  # an export's outputs go inside it
     assert again["best_of_k"]["psnr"] == pytest.approx(metrics["best_of_k"]["psnr"], abs=1e-9)
 
 

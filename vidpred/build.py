@@ -20,7 +20,7 @@ from .model import VideoPredictor
 from .objectives import Objective, objective_class
 from .prior import LatentBank
 
-__all__ = ["build_model", "predictor_of_kind", "build_objective", "build_energy", "build_source", "load_predictor", "trained_l1"]
+__all__ = ["build_model", "predictor_of_kind", "build_objective", "build_energy", "build_source", "load_predictor", "run_home", "trained_l1"]
 
 
 def build_model(cfg: Config) -> VideoPredictor:
@@ -96,6 +96,15 @@ def build_source(data: DataConfig, *, seed: int, split: str, frames: int, contex
 def trained_l1(state: dict, cfg: Config) -> float:
     """The sparsity weight the model ended training with (lowered by steering while too few latents are active: latent.min_active)."""
     return float(state.get("progress", {}).get("l1", cfg.latent.l1))
+
+
+def run_home(path: str | Path) -> Path:
+    """Where outputs about a model go by default: the run folder of a checkpoint (RUN/checkpoints/x.pt),
+    or an exported folder itself."""
+    from .export import is_export
+
+    path = Path(path).resolve()
+    return path if is_export(path) else path.parent.parent
 
 
 def load_predictor(path: str | Path, device: str | torch.device = "cpu"):

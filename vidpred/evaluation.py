@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .build import build_objective, build_source, load_predictor
+from .build import build_objective, build_source, load_predictor, run_home
 from .choices import PriorKind
 from .config import ConfigError, DataConfig, check_numbers, parse_overrides, set_key, to_dict
 from .devices import resolve_device
@@ -188,7 +188,7 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
     if len(source) < ecfg.clips:
         raise ConfigError(f"clips={ecfg.clips}, but the test split of {data.kind} has {len(source)} clips; "
                           f"pass --clips={len(source)} or fewer")
-    out = Path(ecfg.out) if ecfg.out else Path(ecfg.ckpt).resolve().parent.parent / "eval"
+    out = Path(ecfg.out) if ecfg.out else run_home(ecfg.ckpt) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     batch = ecfg.batch or _auto_batch(ecfg, data.channels, data.size)
     rollout_batch = ecfg.rollout_batch or auto_rollout_batch(device, data.size)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from .build import run_home
 from .choices import PriorKind
 from .config import ConfigError, check_numbers, describe, parse_overrides, set_key
 from .data.clips import DataError
@@ -249,7 +250,7 @@ def run(scfg: SampleConfig) -> dict:
         per_frame = " ".join(f"{v:.4f}" for v in score.per_frame[0].tolist())
         print(f"free energy of the input's continuation: {score.total.item():.4f} (per frame: {per_frame})")
 
-    out = Path(scfg.out) if scfg.out else Path(scfg.ckpt).resolve().parent.parent / "samples" / Path(scfg.input).stem
+    out = Path(scfg.out) if scfg.out else run_home(scfg.ckpt) / "samples" / Path(scfg.input).stem
     out.mkdir(parents=True, exist_ok=True)
     scale = scfg.scale or max(1, round(128 / predictor.size))
     written = write_outputs(out, panels(context, rows), scale=scale, video=scfg.video, fps=scfg.fps)
