@@ -358,3 +358,24 @@ def test_torchrun_matches_one_process_stops_on_sigterm_and_resumes_across(tmp_pa
     assert f"resuming {single / 'checkpoints' / 'last.pt'} at step {s}" in output
     assert_same_weights(single / "checkpoints" / "last.pt", whole / "checkpoints" / "last.pt", atol=DDP_ATOL)
     assert [r["step"] for r in read_log(single)] == [r["step"] for r in read_log(whole)]
+
+
+def test_a_run_killed_during_the_final_prior_refit_finishes_it_on_resume(uninterrupted, tmp_path, monkeypatch):
+    """The process dies refitting the prior after the last step: last.pt is still the loop's last
+    save (the final step is saved only with the refitted prior), so --resume redoes the rest and
+    ends as the uninterrupted run ends."""
+    out = tmp_path / "run"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # (as abrupt as kill -9 for what is on disk: nothing more is written)
+    monkeypatch.setattr(training, "refit_prior", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(parse_args(tiny_args(out, *VAL, "--ckpt_every=3")))
+    half = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert half["step"] == 3
+    monkeypatch.undo()
+    monkeypatch.setattr(Objective, "loss", TRAIN_STEP)
+    train(parse_args(tiny_args(out, *VAL, "--ckpt_every=3", "--resume=auto")))
+    a, b = (load_checkpoint(p / "checkpoints" / "last.pt") for p in (out, uninterrupted))
+    assert torch.equal(a["prior"]["z"], b["prior"]["z"])  # the refitted bank, not the training one
+    assert_same_weights(out / "checkpoints" / "last.pt", uninterrupted / "checkpoints" / "last.pt")
