@@ -8,7 +8,8 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from vidpred.data import ForkToy
-from vidpred.metrics import (FRAME_METRICS, PSNR_CAP_DB, best_of_k, coverage, frame_scores, mean_ci95,
+from vidpred.metrics import (FRAME_METRICS, PSNR_CAP_DB, best_of_k, coverage, coverage_per_frame, frame_scores,
+                             mean_ci95,
                              pairwise_diversity, psnr, ssim)
 
 
@@ -128,3 +129,28 @@ def test_coverage_is_1_over_k_for_one_branch_and_1_for_an_oracle(branches):
     assert torch.equal(coverage(blur, continuations), torch.zeros(4))  # the average of the branches is none of them
     nearly = (oracle + 0.01 * torch.randn_like(oracle)).clamp(0, 1)  # small pixel noise still matches
     assert torch.equal(coverage(nearly, continuations), torch.ones(4))
+
+
+def test_coverage_per_frame_counts_samples_that_stay_on_a_branch():
+    toy = ForkToy(seed=1, split="test", size=16, frames=9, fork_at=3, branches=2, sprite=4, speed=2)
+    truths = torch.from_numpy(toy.futures(0))[:, 3:]  # (2, 6, 1, 16, 16): the two branches from the first frame on
+    assert not torch.equal(truths[0, 0], truths[1, 0])
+    a, b = truths[0], truths[1]
+    switcher = torch.cat([a[:3], b[3:]])  # follows branch a for 3 frames, then jumps onto b
+    curve = coverage_per_frame(switcher[None, None], [truths])[0]
+    assert curve.tolist() == [0.5, 0.5, 0.5, 0.0, 0.0, 0.0]  # a followed through frame 3; b never from frame 1
+    both = torch.stack([a, b, switcher])[None]
+    assert coverage_per_frame(both, [truths])[0].tolist() == [1.0] * 6
+    late = torch.cat([a[:5], torch.zeros_like(a[5:])])  # a blank last frame: not on a at frame 6
+    assert coverage_per_frame(late[None, None], [truths])[0].tolist() == [0.5] * 5 + [0.0]
+
+
+def test_coverage_counts_futures_equal_so_far_once():
+    """Two continuations that part only at the third frame: before that one future, covered by either."""
+    first = torch.zeros(4, 1, 8, 8)
+    first[:, :, 2:4, 2:4] = 1.0
+    second = first.clone()
+    second[2:] = torch.roll(first[2:], 3, dims=-1)  # parts from frame 3 on
+    truths = torch.stack([first, second])
+    curve = coverage_per_frame(first[None, None], [truths])[0]
+    assert curve.tolist() == [1.0, 1.0, 0.5, 0.5]

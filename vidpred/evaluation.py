@@ -30,7 +30,7 @@ from .build import build_objective, build_source, load_predictor, run_home
 from .choices import PriorKind
 from .config import ConfigError, DataConfig, check_numbers, parse_overrides, set_key, to_dict
 from .devices import resolve_device
-from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage,
+from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage_per_frame,
                       frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
 from .report import (FLOOR_LABELS, GROUP_LABELS, VIDEO_FORMATS, format_table, save_per_frame_plot, save_samples_png,
                      save_video, video_frames)
@@ -143,9 +143,10 @@ def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, step: int)
         "summary": "mean over clips of each clip's time-averaged score; *_ci95: 1.96 standard errors of "
                    "that mean (null with one clip); *_per_frame: the mean over clips at each predicted frame",
         "diversity": "mean pairwise per-pixel L1 distance between the K futures of a clip, averaged over clips",
-        "coverage": f"share of a clip's true continuations matched by some sample (MSE below "
-                    f"{COVERAGE_TOLERANCE:g} x the MSE between that continuation and its nearest other one); "
-                    "null when the data cannot list its futures",
+        "coverage": "per predicted frame t, the share of a clip's true futures (distinct up to t) that some sample "
+                    f"followed through t, each frame's MSE below {COVERAGE_TOLERANCE:g} x the MSE between that true "
+                    "frame and the nearest other one (a blank frame where all agree); coverage is its mean over "
+                    "frames, coverage_per_frame the curve; null when the data cannot list its futures",
     }
 
 
@@ -213,7 +214,7 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
             diversity.append(pairwise_diversity(futures).cpu())
             if enumerable:
                 truths = [torch.from_numpy(source.futures(i))[:, ecfg.context:frames].to(device) for i in idx]
-                covered.append(coverage(futures, truths).cpu())
+                covered.append(coverage_per_frame(futures, truths).cpu())
             for i in range(min(len(idx), ecfg.show - len(shown))):  # copies: a view would keep the whole batch
                 shown.append([part.clone() for part in (context[i], truth[i], det[i], futures[i, svg_pick[i]],
                                                         futures[i, :ecfg.show_samples])])
@@ -228,7 +229,11 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
         "floors": {g: summarize(merged[g]) for g in FLOORS},
     }
     metrics["diversity"], metrics["diversity_ci95"] = _interval(torch.cat(diversity))
-    metrics["coverage"], metrics["coverage_ci95"] = _interval(torch.cat(covered)) if covered else (None, None)
+    covered = torch.cat(covered) if covered else None  # (clips, T)
+    metrics["coverage"], metrics["coverage_ci95"], metrics["coverage_per_frame"] = None, None, None
+    if covered is not None:
+        metrics["coverage"], metrics["coverage_ci95"] = _interval(covered.mean(dim=1))
+        metrics["coverage_per_frame"] = covered.mean(dim=0).tolist()
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     save_per_frame_plot(out / "per_frame.png", metrics)
     written = [out / "metrics.json", out / "per_frame.png"]

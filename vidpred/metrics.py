@@ -9,7 +9,9 @@
   SVG's variant (Denton & Fergus 2018): one sample per clip, chosen by time-averaged SSIM, every
   metric read from it.
 - diversity: mean pairwise per-pixel L1 distance between the K futures of a clip.
-- coverage: the share of a clip's enumerable true futures that some sample matches.
+- coverage, per predicted frame t: the share of a clip's distinct true futures (as far as frame t)
+  that some sample has followed through frame t, each frame within `tolerance` of the true one
+  relative to how far apart the futures are there; its mean over the frames sums it up.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ PSNR_CAP_DB = 100.0  # PSNR of frames closer than MSE = 1e-10 (identical frames 
 SSIM_SIGMA, SSIM_TRUNCATE = 1.5, 3.5
 SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # (K1·L)², (K2·L)² with data range L = 1
 SSIM_WINDOW = 2 * int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5) + 1  # 11, as scipy.ndimage.gaussian_filter
-COVERAGE_TOLERANCE = 0.1
+COVERAGE_TOLERANCE = 0.2  # the average of two branches is at 0.25 of their distance from each: never counted
 SCORE_CHUNK_PIXELS = 2**20  # frames scored at once hold at most this many pixels (bounds memory)
 
 
@@ -138,29 +140,50 @@ def pairwise_diversity(futures: Tensor) -> Tensor:
 
 def _mse_matrix(a: Tensor, b: Tensor) -> Tensor:
     """(p, D), (q, D) -> (p, q): the per-pixel MSE between every row of `a` and every row of `b`."""
-    return torch.stack([(a - row).pow(2).mean(dim=1) for row in b], dim=1)
+    a, b = a.double(), b.double()
+    sq = a.pow(2).sum(dim=1, keepdim=True) + b.pow(2).sum(dim=1) - 2 * a @ b.T
+    return sq.clamp(min=0.0) / a.shape[1]
 
 
-def coverage(futures: Tensor, continuations: list[Tensor], tolerance: float = COVERAGE_TOLERANCE) -> Tensor:
-    """Share of each clip's true continuations that some sample matches: (n,) in [0, 1].
+def coverage_per_frame(futures: Tensor, continuations: list[Tensor], tolerance: float = COVERAGE_TOLERANCE) -> Tensor:
+    """Per clip and predicted frame, the share of the true futures some sample has followed so far: (n, T) in [0, 1].
 
     futures (n, K, T, ...); continuations[i] (m_i, T, ...) lists every true future of clip i. A
-    sample matches a continuation when its MSE to it is below `tolerance` times the MSE between
-    that continuation and its nearest other one — so the blurry average of two branches (MSE of
-    a quarter of that distance) never counts as either. A clip with a single true future uses the
-    MSE between that future and a blank clip instead.
+    sample is *on* continuation j at frame s when its MSE to j's frame s is below `tolerance` times
+    the MSE between that frame and the nearest other true frame at s (the nearest distinct one; a
+    blank frame where all futures agree). It has *followed* j through frame t when it was on j at
+    every frame 1..t. Coverage at t is the share of the futures that are distinct up to frame t
+    (continuations identical so far count once) that some sample has followed through t.
+
+    So an oracle scores 1 at every frame, a model that always takes one of k branches 1/k once they
+    part, and the blurry average of two branches 0 where they differ (its MSE to each is a quarter
+    of theirs, above the tolerance of 0.2); a sample that switches branches stops counting.
     """
     out = []
     for sample, truths in zip(futures, continuations):
-        m = truths.shape[0]
-        t_flat = truths.reshape(m, -1).float()
-        s_flat = sample.reshape(sample.shape[0], -1).float()
-        d = _mse_matrix(s_flat, t_flat)  # (K, m) per-pixel MSE
-        if m == 1:  # no other future to measure against: use the distance to a blank clip
-            threshold = tolerance * t_flat.pow(2).mean(dim=1)
-        else:
-            between = _mse_matrix(t_flat, t_flat)  # (m, m), symmetric
-            between.fill_diagonal_(float("inf"))
-            threshold = tolerance * between.min(dim=1).values  # (m,)
-        out.append((d < threshold).any(dim=0).float().mean())
-    return torch.stack(out)
+        m, horizon, k = truths.shape[0], truths.shape[1], sample.shape[0]
+        group = torch.zeros(m, dtype=torch.long, device=truths.device)  # continuations equal up to frame t
+        followed = torch.ones(k, m, dtype=torch.bool, device=truths.device)
+        curve = []
+        for t in range(horizon):
+            true_t = truths[:, t].reshape(m, -1)
+            distinct, frame_of = torch.unique(true_t, dim=0, return_inverse=True)
+            if len(distinct) > 1:
+                between = _mse_matrix(distinct, distinct)
+                between.fill_diagonal_(float("inf"))
+                reference = between.min(dim=1).values[frame_of]  # (m,)
+            else:  # every future shows this frame: measure against a blank frame
+                reference = true_t.double().pow(2).mean(dim=1)
+            d = _mse_matrix(sample[:, t].reshape(k, -1), true_t)  # (K, m)
+            followed &= (d < tolerance * reference) | (d == 0)
+            group = torch.unique(torch.stack([group, frame_of], dim=1), dim=0, return_inverse=True)[1]
+            covered = followed.any(dim=0).double()  # (m,): equal within a group
+            per_group = torch.zeros(int(group.max()) + 1, dtype=torch.float64, device=truths.device)
+            curve.append(per_group.scatter_reduce(0, group, covered, "amax").mean())
+        out.append(torch.stack(curve))
+    return torch.stack(out).float()
+
+
+def coverage(futures: Tensor, continuations: list[Tensor], tolerance: float = COVERAGE_TOLERANCE) -> Tensor:
+    """`coverage_per_frame` averaged over the predicted frames: (n,) in [0, 1]."""
+    return coverage_per_frame(futures, continuations, tolerance).mean(dim=1)
