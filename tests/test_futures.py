@@ -1,4 +1,4 @@
-"""The parts that keep futures together: recurrent predictor, kernels decoder, free-running
+"""The parts that keep futures together: recurrent predictor, kernels and splat decoders, free-running
 training, chained prior."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from vidpred.build import predictor_of_kind
 from vidpred.energy import Energy
-from vidpred.model import ConditionalPrior, Decoder, VideoPredictor
+from vidpred.model import ConditionalPrior, Decoder, VideoPredictor, motion_costs
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -23,7 +23,8 @@ def small(*, perturb: bool = False, kind: str = "energy", chained: bool = False,
     return model
 
 
-@pytest.mark.parametrize("recurrent, output", [(True, "pixels"), (False, "kernels"), (True, "kernels")])
+@pytest.mark.parametrize("recurrent, output", [(True, "pixels"), (False, "kernels"), (True, "kernels"),
+                                               (False, "splat"), (True, "splat")])
 def test_teacher_forcing_replays_a_rollout_on_its_own_frames(recurrent, output):
     """The batched teacher-forced path and the step-by-step rollout are one model: fed the rollout's
     own frames as truth, teacher forcing reproduces its logits (the recurrent memory included)."""
@@ -69,6 +70,73 @@ def test_kernels_decoder_starts_as_a_copy_and_shifts_exactly_with_one_hot_taps()
     expected = torch.zeros_like(last)
     expected[:, :, 5:9, 7:11] = 1.0  # moved down by one and right by two, not blurred
     assert torch.allclose(shifted, expected, atol=2e-3)
+
+
+def square(frames: int, *, start=(3, 4), velocity=(2, -1), size: int = 16, side: int = 4) -> torch.Tensor:
+    """A bright square moving at constant velocity: (1, frames, 1, size, size)."""
+    video = torch.zeros(1, frames, 1, size, size)
+    texture = torch.linspace(0.5, 1.0, side * side).view(side, side)  # moves with the square
+    for t in range(frames):
+        y, x = start[0] + t * velocity[0], start[1] + t * velocity[1]
+        video[0, t, 0, y:y + side, x:x + side] = texture
+    return video
+
+
+def displacement(index: int, kernel: int) -> tuple[int, int]:
+    r = kernel // 2
+    return index // kernel - r, index % kernel - r
+
+
+@pytest.mark.parametrize("velocity", [(2, -1), (0, 0), (-3, 3)])
+def test_motion_costs_are_lowest_at_the_displacement_between_the_two_frames(velocity):
+    video = square(2, start=(6, 6), velocity=velocity, size=20, side=6)
+    costs = motion_costs(video[:, 0], video[:, 1], radius=3)  # (1, 49, 20, 20)
+    inside = costs[0, :, 7:11, 7:11].flatten(1)  # blocks inside the square's second position
+    assert {displacement(int(j), 7) for j in inside.argmin(dim=0)} == {velocity}
+    assert (inside.min(dim=0).values == 0).all()
+
+
+def test_splat_decoder_sends_each_pixel_by_its_displacement_and_keeps_it_whole():
+    dec = Decoder(channels=1, widths=(8, 16), z_dim=3, skip_frames=1, output="splat", kernel=5)
+    last = square(1, start=(4, 5))[:, 0]
+    features, generated = torch.zeros(1, 8, 16, 16), torch.full((1, 1, 16, 16), -30.0)
+    no_motion = torch.zeros(1, 25, 16, 16)
+    with torch.no_grad():  # every pixel sends itself one row down and two columns left
+        dec.taps.bias.zero_()
+        dec.taps.bias[(1 + 2) * 5 + (-2 + 2)] = 60.0
+        dec.mask.bias.fill_(60.0)
+    moved = torch.sigmoid(dec.splat(last, no_motion, features, generated))
+    expected = torch.roll(last, (1, -2), dims=(-2, -1))
+    assert torch.allclose(moved, expected, atol=2e-3)
+
+
+@pytest.mark.parametrize("sharp", [False, True])
+def test_splat_model_starts_by_continuing_the_motion_it_sees(sharp):
+    """Untrained, the splat decoder moves each pixel as it moved between the last two frames: constant
+    motion, exact with sharp=true; the pixel decoder predicts a dark frame."""
+    video = square(5, start=(2, 12), velocity=(2, -2))
+    model = small(output="splat", kernel=5, sharp=sharp)
+    frames, _ = model.rollout(video[:, :3], horizon=2, draw_z=lambda h, k: torch.zeros(1, 3))
+    error = (frames - video[:, 3:]).abs()
+    if sharp:
+        assert error.max() < 5e-3  # (MOVED_EPS keeps pixels off 0 and 1, twice)
+    else:
+        assert error[:, 0].mean() < 0.02 and error.mean() < 0.05
+    pixels = small(output="pixels")
+    dark, _ = pixels.rollout(video[:, :3], horizon=2, draw_z=lambda h, k: torch.zeros(1, 3))
+    assert (dark - video[:, 3:]).abs().mean() > 3 * error.mean()
+
+
+def test_sharp_splat_passes_gradients_to_the_soft_choices():
+    """Straight-through: the forward pass takes the likeliest displacement, the backward pass reaches
+    the logits of every displacement and the mask."""
+    model = small(output="splat", kernel=5, sharp=True).train()
+    video = square(5, velocity=(1, 1))
+    cond, target = model.teacher_forced_pairs(video, context=3)
+    loss = Energy()(model.decode(cond, torch.zeros(2, 3)), target, torch.zeros(2, 3)).sum()
+    loss.backward()
+    assert model.decoder.taps.weight.grad.abs().sum() > 0 and model.decoder.mask.weight.grad.abs().sum() > 0
+    assert model.decoder.motion_scale.grad is not None and model.decoder.motion_scale.grad != 0
 
 
 @pytest.mark.parametrize("kind", ["energy", "vae", "deterministic"])

@@ -29,7 +29,7 @@ def build_model(cfg: Config) -> VideoPredictor:
         cfg.model.kind, amortized=cfg.model.encoder, components=cfg.prior.components, chained=cfg.prior.chained,
         channels=cfg.data.channels, size=cfg.data.size, widths=cfg.model.widths, window=cfg.model.window,
         blocks=cfg.model.blocks, z_dim=cfg.latent.dim, skip_frames=cfg.model.skip_frames, residual=cfg.model.residual,
-        recurrent=cfg.model.recurrent, output=cfg.model.decoder, kernel=cfg.model.kernel,
+        recurrent=cfg.model.recurrent, output=cfg.model.decoder, kernel=cfg.model.kernel, sharp=cfg.model.sharp,
     ).to(memory_format=torch.channels_last)
 
 

@@ -17,7 +17,8 @@ Composite = Literal["max", "sum"]  # how overlapping objects combine
 Layout = Literal["auto", "tnhw", "nthw", "nthwc", "ntchw"]  # axes of an array file of clips
 Channels = Literal[1, 3]  # grey or RGB
 ModelKind = Literal["energy", "deterministic", "vae"]  # see objectives.py
-DecoderOutput = Literal["pixels", "kernels"]  # generated pixels, or kernels that move the last frame
+# generated pixels, or per-pixel kernels that gather the last frame's pixels (kernels) or send them (splat)
+DecoderOutput = Literal["pixels", "kernels", "splat"]
 PriorKind = Literal["bank", "fitted", "learned"]  # what futures draw z from
 Cost = Literal["bce", "mse", "l1"]  # the per-pixel cost C of the energy
 WandbMode = Literal["offline", "online", "disabled"]

@@ -68,7 +68,8 @@ class ModelConfig:
     kind: ModelKind = "energy"  # energy | deterministic (z = 0, no latent) | vae (SVG-LP-style baseline); see objectives.py
     recurrent: bool = False  # a ConvGRU memory in the predictor, carried through the whole clip
     decoder: DecoderOutput = "pixels"  # pixels (generated) | kernels (per-pixel kernels move the last frame, a mask adds generated pixels)
-    kernel: int = 7  # decoder=kernels: side of the per-pixel kernels (moves up to kernel // 2 pixels a frame)
+    kernel: int = 7  # decoder=kernels|splat: side of the per-pixel kernels (moves up to kernel // 2 pixels a frame)
+    sharp: bool = False  # decoder=splat: each pixel moves by its likeliest displacement, never a blend
 
 
 @dataclass

@@ -71,6 +71,42 @@ class ResBlock(nn.Module):
 MOVED_EPS = 1e-3  # the kernels decoder's pixels lie in [eps, 1 - eps]: BCE of a moved black pixel <= 0.001
 
 
+def straight_through(soft: Tensor, hard: Tensor) -> Tensor:
+    """`hard` in the forward pass, the gradient of `soft` in the backward pass (Bengio et al. 2013)."""
+    return soft + (hard - soft).detach()
+
+
+@torch.no_grad()
+def motion_costs(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
+    """How badly each displacement explains the last frame: (n, c, H, W) x 2 -> (n, (2r+1)², H, W).
+
+    Channel j is the displacement d_j = (j // k - r, j % k - r), k = 2r + 1: the squared difference
+    between `last` at p and `previous` at p - d_j (replicate padding), averaged over the channels
+    and over windows of about 6x6 and 12x12 pixels around p (block matching, as the cost volume of
+    optical flow, PWC-Net). A pixel of a moving object costs ~0 at its displacement; the larger
+    window settles the interior of a uniform object, which matches many displacements (aperture).
+    The differences are taken at full resolution on every other row and column (the costs are
+    per 2x2 block): a cost volume is k² values a pixel, and this one is read by every decoding.
+    It is a cue, not a prediction: no gradient flows through it.
+    """
+    n, c, hh, ww = last.shape
+    k = 2 * radius + 1
+    padded = F.pad(previous, (radius,) * 4, mode="replicate")
+    # unfold at stride 2 reads padded[p + o_j], o_j = (j // k, j % k) - r: previous at p - d with d = -o_j (the flip)
+    patches = F.unfold(padded, k, stride=2).view(n, c, k * k, (hh + 1) // 2, (ww + 1) // 2).flip(2)
+    diff = (patches - last[:, :, None, ::2, ::2]).pow(2).mean(dim=1)  # (n, k², ⌈H/2⌉, ⌈W/2⌉)
+    cost = F.avg_pool2d(diff, 3, 1, 1, count_include_pad=False)
+    if min(diff.shape[-2:]) >= 4:
+        coarse = F.avg_pool2d(F.avg_pool2d(diff, 2, ceil_mode=True), 3, 1, 1, count_include_pad=False)
+        cost = cost + double(coarse)[..., :cost.shape[-2], :cost.shape[-1]]
+    return double(cost)[..., :hh, :ww].contiguous()  # per pixel
+
+
+def double(x: Tensor) -> Tensor:
+    """(..., h, w) -> (..., 2h, 2w), each value repeated over a 2x2 block."""
+    return x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+
 # --- the three parts of the predictor -------------------------------------------------------------
 
 
@@ -142,12 +178,12 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, *, channels: int, widths: tuple[int, ...], z_dim: int, skip_frames: int = 1,
-                 output: DecoderOutput = "pixels", kernel: int = 7):
+                 output: DecoderOutput = "pixels", kernel: int = 7, sharp: bool = False):
         super().__init__()
         check_choice("output", output, DecoderOutput)
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"kernel={kernel}: expected an odd size >= 1")
-        self.output, self.kernel = output, kernel
+        self.output, self.kernel, self.sharp = output, kernel, sharp
         top = widths[-1]
         self.inject = nn.Sequential(conv_norm_act(top + z_dim, top), conv_norm_act(top, top))
         self.ups = nn.ModuleList()
@@ -161,6 +197,19 @@ class Decoder(nn.Module):
         # Start from a dark, uncertain frame: zero weights, bias at the logit of a mostly-black image.
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, -3.0)
+        if output == "splat":
+            # per pixel of the last frame, logits over the displacements it may move by: learned features
+            # plus -scale x the motion cost of each displacement (motion_costs), so that before any
+            # training every pixel continues the motion it showed between the last two frames
+            self.taps = nn.Conv2d(widths[0], kernel * kernel, 3, 1, 1)
+            self.motion_scale = nn.Parameter(torch.tensor(math.log(50.0)))
+            self.mask = nn.Conv2d(widths[0], 1, 3, 1, 1)  # per output pixel: moved (1) or generated (0)
+            nn.init.zeros_(self.taps.weight)
+            with torch.no_grad():
+                self.taps.bias.zero_()
+                self.taps.bias[kernel * kernel // 2] = 1.0  # ties (a uniform region) stay where they are
+            nn.init.zeros_(self.mask.weight)
+            nn.init.constant_(self.mask.bias, 3.0)
         if output == "kernels":
             self.taps = nn.Conv2d(widths[0], kernel * kernel, 3, 1, 1)  # per-pixel kernel over the last frame
             self.mask = nn.Conv2d(widths[0], 1, 3, 1, 1)  # per pixel: moved (1) or generated (0)
@@ -172,7 +221,8 @@ class Decoder(nn.Module):
             nn.init.zeros_(self.mask.weight)
             nn.init.constant_(self.mask.bias, 2.0)
 
-    def forward(self, h: Tensor, z: Tensor, skips: list[Tensor], last: Tensor | None = None) -> Tensor:
+    def forward(self, h: Tensor, z: Tensor, skips: list[Tensor], last: Tensor | None = None,
+                motion: Tensor | None = None) -> Tensor:
         zmap = repeat(z, "n d -> n d h w", h=h.shape[-2], w=h.shape[-1])
         x = self.inject(torch.cat([h, zmap], dim=1))
         # skips[-1] is the bottleneck itself, already inside h; add the finer ones on the way up
@@ -181,7 +231,35 @@ class Decoder(nn.Module):
         generated = self.out(x)
         if self.output == "pixels":
             return generated
+        if self.output == "splat":
+            return self.splat(last, motion, x, generated)
         return self.move(last, x, generated)
+
+    def splat(self, last: Tensor, motion: Tensor, x: Tensor, generated: Tensor) -> Tensor:
+        """Logits of m · S(last) + (1 - m) · sigmoid(generated), S moving every pixel forward.
+
+        Forward warping by per-pixel kernels (softmax splatting, Niklaus & Liu 2020; the transpose
+        of DNA's kernels): pixel q of the last frame sends its value to q + d with probability
+        P_q(d), a softmax over the k x k displacements of learned logits minus the motion cost of
+        each displacement at q. An object is moved by the displacement its own pixels show, not by
+        what the destination must guess, so a confident P moves it whole, with no blur, frame
+        after frame; z changes P where the motion changes (a bounce). What arrives from two
+        sources adds up (clipped to 1); what no pixel reaches (what appears) is the mask's to hand
+        to the generated branch.
+        """
+        n, c, hh, ww = last.shape
+        k = self.kernel
+        logits = self.taps(x).contiguous() - self.motion_scale.exp() * motion  # (n, k², H, W) over displacements d_j
+        chances = logits.softmax(dim=1)
+        mask = torch.sigmoid(self.mask(x))  # (n, 1, H, W)
+        if self.sharp:  # forward: each pixel takes its likeliest displacement and branch; backward: the soft ones
+            likeliest = torch.zeros_like(chances).scatter_(1, chances.argmax(1, keepdim=True), 1.0)
+            chances = straight_through(chances, likeliest)
+            mask = straight_through(mask, (mask > 0.5).to(mask))
+        sent = chances[:, None] * last.contiguous()[:, :, None]  # (n, c, k², H, W): q's value sent by d_j
+        moved = F.fold(sent.reshape(n, c * k * k, hh * ww), (hh, ww), k, padding=k // 2)  # arrives at q + d_j
+        pixels = mask * moved.clamp(max=1.0) + (1 - mask) * torch.sigmoid(generated)
+        return torch.logit(MOVED_EPS + (1 - 2 * MOVED_EPS) * pixels)
 
     def move(self, last: Tensor, x: Tensor, generated: Tensor) -> Tensor:
         """Logits of m · K_p * last + (1 - m) · sigmoid(generated) (DNA, Finn et al. 2016).
@@ -300,15 +378,17 @@ class Conditioning(NamedTuple):
     h: Tensor  # (n, C, h, w) predictor state
     skips: list[Tensor]  # encoder features of the last S input frames, (n, S·C_l, H_l, W_l) per resolution
     last: Tensor  # (n, c, H, W) the last input frame
+    motion: Tensor | None = None  # (n, k², H, W) the splat decoder's motion costs of the last two frames
 
     def repeat(self, k: int) -> "Conditioning":
         """Each entry k times in a row (n -> n * k), for k samples per clip."""
-        rep = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
-        return Conditioning(rep(self.h), [rep(s) for s in self.skips], rep(self.last))
+        rep = lambda t: None if t is None else t.repeat_interleave(k, dim=0)  # noqa: E731
+        return Conditioning(rep(self.h), [rep(s) for s in self.skips], rep(self.last), rep(self.motion))
 
     def detach(self) -> "Conditioning":
         """The same conditioning cut from the graph: latent inference moves z only."""
-        return Conditioning(self.h.detach(), [s.detach() for s in self.skips], self.last.detach())
+        cut = lambda t: None if t is None else t.detach()  # noqa: E731
+        return Conditioning(self.h.detach(), [s.detach() for s in self.skips], self.last.detach(), cut(self.motion))
 
 
 class RolloutState(NamedTuple):
@@ -317,12 +397,13 @@ class RolloutState(NamedTuple):
     history: list[list[Tensor]]  # per resolution, the features (n, C_l, H_l, W_l) of the last W frames
     memory: Tensor | None  # (n, C, h, w) the recurrent predictor's memory; None for the window predictor
     last: Tensor  # (n, c, H, W) the newest frame (true or predicted)
+    previous: Tensor  # (n, c, H, W) the frame before it (the splat decoder reads the motion between the two)
 
 
 class VideoPredictor(nn.Module):
     def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
                  window: int = 3, blocks: int = 1, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
-                 recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7):
+                 recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7, sharp: bool = False):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
@@ -330,10 +411,11 @@ class VideoPredictor(nn.Module):
             raise ValueError("residual=True corrects the generated pixels; the kernels decoder already moves the last frame")
         self.channels, self.size, self.window, self.z_dim, self.residual = channels, size, window, z_dim, residual
         self.skip_frames, self.recurrent, self.widths = skip_frames, recurrent, tuple(widths)
+        self.motion_radius = kernel // 2 if output == "splat" else None  # the splat decoder reads motion costs
         self.encoder = FrameEncoder(channels=channels, widths=widths)
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks, recurrent=recurrent)
         self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim, skip_frames=skip_frames,
-                               output=output, kernel=kernel)
+                               output=output, kernel=kernel, sharp=sharp)
         # The heads a model kind adds (objectives.py `Objective.heads` attaches them): the energy model's
         # amortized encoder and conditional prior, the VAE's Gaussian prior and posterior; none for the
         # deterministic baseline.
@@ -347,9 +429,19 @@ class VideoPredictor(nn.Module):
                              f"{self.size}, {self.size}) with pixels in [0, 1]")
 
     def check_context(self, frames: int, error: type[Exception] = ValueError) -> None:
-        """Refuse (with `error`) a context of fewer frames than the predictor's window."""
+        """Refuse (with `error`) a context of fewer frames than the predictor's window (or than the two
+        frames whose motion the splat decoder continues)."""
         if frames < self.window:
             raise error(f"context={frames}: this model's predictor needs at least {self.window} frames (its window)")
+        if self.motion_radius is not None and frames < 2:
+            raise error(f"context={frames}: the splat decoder continues the motion of the last two frames; "
+                        "give 2 or more")
+
+    def motion(self, previous: Tensor, last: Tensor) -> Tensor | None:
+        """The motion costs (n, k², H, W) the splat decoder reads; None for the other decoders."""
+        if self.motion_radius is None:
+            return None
+        return motion_costs(previous, last, radius=self.motion_radius)
 
     def encode(self, frames: Tensor) -> list[Tensor]:
         """(b, t, c, H, W) -> per resolution (b, t, C_l, H_l, W_l)."""
@@ -385,11 +477,12 @@ class VideoPredictor(nn.Module):
         s, end = self.skip_frames, context - first  # target j sees inputs end - S + j .. end - 1 + j
         skips = [rearrange(f[:, end - s:].unfold(1, s, 1), "b t c h w s -> (b t) (s c) h w") for f in feats]
         last = rearrange(inputs[:, end - 1:], "b t c h w -> (b t) c h w")
-        return Conditioning(h, skips, last)
+        previous = rearrange(video[:, context - 2:-2], "b t c h w -> (b t) c h w") if self.motion_radius else None
+        return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last))
 
     def decode(self, cond: Conditioning, z: Tensor) -> Tensor:
         """Logits (n, c, H, W) of the predicted frames; sigmoid gives pixels."""
-        logits = self.decoder(cond.h, z, cond.skips, cond.last)
+        logits = self.decoder(cond.h, z, cond.skips, cond.last, cond.motion)
         if self.residual:  # a correction of the last frame, in logit space
             logits = logits + torch.logit(cond.last.clamp(0.02, 0.98))
         return logits
@@ -422,25 +515,25 @@ class VideoPredictor(nn.Module):
         if self.recurrent:  # windows ending at context frames W-1 .. C0-2: the memory of the context
             for j in range(self.window, frames.shape[1]):
                 _, memory = self.predictor(feats[-1][:, j - self.window:j], memory)
-        last = context[:, -1]
+        last, previous = context[:, -1], context[:, -2 if context.shape[1] > 1 else -1]
         if repeats is not None:
             feats = [f.repeat_interleave(repeats, dim=0) for f in feats]
-            last = last.repeat_interleave(repeats, dim=0)
+            last, previous = last.repeat_interleave(repeats, dim=0), previous.repeat_interleave(repeats, dim=0)
             memory = None if memory is None else memory.repeat_interleave(repeats, dim=0)
         history = [[f[:, i] for i in range(f.shape[1] - self.window, f.shape[1])] for f in feats]
-        return RolloutState(history, memory, last)
+        return RolloutState(history, memory, last, previous)
 
     def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
         """The conditioning of the next frame, and the predictor memory that includes it."""
         h, memory = self.predictor(torch.stack(state.history[-1], dim=1), state.memory)
         skips = [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
-        return Conditioning(h, skips, state.last), memory
+        return Conditioning(h, skips, state.last, self.motion(state.previous, state.last)), memory
 
     def advance(self, state: RolloutState, memory: Tensor | None, frame: Tensor) -> RolloutState:
         """The state once `frame` (n, c, H, W) is the newest frame; `memory` from `condition`."""
         new = self.encoder(channels_last(frame))
         history = [level[1:] + [f] for level, f in zip(state.history, new)]  # keep only the window
-        return RolloutState(history, memory, frame)
+        return RolloutState(history, memory, frame, state.last)
 
     def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
