@@ -266,3 +266,44 @@ def test_a_free_running_run_resumes_exactly_and_evaluates(tmp_path):
                                   context=3, out=str(tmp_path / "eval"), video="none"))
     assert len(metrics["best_of_k"]["psnr_per_frame"]) == 4
     assert (tmp_path / "eval" / "samples.png").is_file()
+
+
+def test_prior_draws_from_given_noise_follow_the_mixture():
+    """`draw` picks the component by inverse CDF of its uniform: the point mass at 0 as often as its weight,
+    and a Gaussian component's draws with its mean and spread."""
+    torch.manual_seed(0)
+    prior = ConditionalPrior(width=16, z_dim=2, components=2)
+    h = torch.randn(1, 16, 4, 4).expand(20000, -1, -1, -1)
+    logits, mu, log_sigma = prior.params(h[:1])
+    weights = logits.softmax(dim=1)[0]
+    u, normal = torch.rand(20000), torch.randn(20000, 2)
+    z = prior.draw(h, u, normal)
+    zero = (z == 0).all(dim=1)
+    assert zero.float().mean().item() == pytest.approx(weights[0].item(), abs=0.015)
+    assert torch.equal(zero, u < weights[0])  # the first share of [0, 1) is the point mass
+    first = (u >= weights[0]) & (u < weights[0] + weights[1])
+    assert torch.allclose(z[first], mu[0, 0] + log_sigma[0, 0].exp() * normal[first], atol=1e-5)
+
+
+def test_inference_starts_from_the_prior_draw_of_lowest_energy():
+    model = small(perturb=True)
+    objective = EnergyObjective(model, steps=0, prior_draws=6)
+    video = torch.rand(2, 5, 1, 16, 16)
+    draws = objective.draws(seed=3, step=7, clips=range(2), frames=2)
+    assert draws.pick.shape == (4, 6) and draws.spread.shape == (4, 6, 3)
+    again = objective.draws(seed=3, step=7, clips=range(1, 2), frames=2)  # one clip of the batch: its own draws
+    assert torch.equal(again.pick, draws.pick[2:]) and torch.equal(again.spread, draws.spread[2:])
+    energy = Energy(l1=0.01)
+    cond, target = model.teacher_forced_pairs(video, 3)
+    start, guess = objective.start(cond, target, energy, draws)
+    with torch.no_grad():
+        for i in range(4):  # brute force: decode each of the frame's six draws alone
+            h = cond.h[i:i + 1].expand(6, -1, -1, -1)
+            candidates = model.prior.draw(h, draws.pick[i], draws.spread[i])
+            one = cond._replace(h=cond.h[i:i + 1].expand(6, -1, -1, -1), last=cond.last[i:i + 1].expand(6, -1, -1, -1),
+                                skips=[s[i:i + 1].expand(6, -1, -1, -1) for s in cond.skips])
+            scores = energy(model.decode(one, candidates), target[i:i + 1].expand(6, -1, -1, -1), candidates)
+            assert torch.allclose(start[i], candidates[scores.argmin()])
+    assert torch.allclose(guess, model.amortized_latent(cond, target))  # A is still trained toward z*
+    zero_steps = objective.infer(video, context=3, energy=energy, draws=draws)[3]
+    assert torch.equal(zero_steps.z, start)

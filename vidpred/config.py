@@ -82,6 +82,7 @@ class LatentConfig:
     ball: float = 0.0  # radius of the ball z is projected onto (0: no projection)
     dropout: float = 0.25  # probability of training a frame with z = 0 (PPUU's latent dropout)
     steps: int = 1  # inference steps of proximal gradient descent per training sample
+    draws: int = 0  # inference starts from the best of this many draws of the learned prior (0: from the amortized guess)
     step_size: float = 0.03  # length of the first step, in latent units (adapted per sample)
     encoder_weight: float = 1.0  # beta: weight of ||A(x, y) - z*||^2 in the loss
     kl_weight: float = 1e-3  # model.kind=vae: beta of KL(q || p), in nats of KL per nat of per-pixel-mean cost
@@ -190,7 +191,7 @@ def validate(cfg: Config) -> Config:
     check_numbers(cfg, positive=["steps", "batch_size", "context", "horizon", "data.size", "data.frames",
                                  "data.objects", "data.max_speed", "data.branches", "data.frame_step", "model.window", "data.sprite_min",
                                  "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips", "prior.components"],
-                  nonneg=["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.step_size",
+                  nonneg=["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.draws", "latent.step_size",
                           "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
                           "prior.fit_clips", "val_every", "rollout_start", "media_every", "stop_at", "data.clip_stride",
                           "latent.kl_weight", "max_minutes", "seed", "model.blocks", "threads"])

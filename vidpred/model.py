@@ -334,6 +334,19 @@ class ConditionalPrior(nn.Module):
         return -torch.where(zero, log_pi[:, 0], log_dense)
 
     @torch.no_grad()
+    def draw(self, h: Tensor, uniform: Tensor, normal: Tensor, z_prev: Tensor | None = None) -> Tensor:
+        """Draws (n, d) made from given noise: `uniform` (n,) in [0, 1) picks the component by inverse
+        CDF (the first is the point mass at 0), `normal` (n, d) the Gaussian's draw; so training can
+        draw from the prior with noise that is a function of (seed, step, clip)."""
+        logits, mu, log_sigma = self.params(h, z_prev)
+        cdf = logits.softmax(dim=1).cumsum(dim=1)
+        comp = (cdf < uniform[:, None].to(cdf)).sum(dim=1).clamp(max=self.components)  # (n,) in 0..M
+        pick = (comp - 1).clamp(min=0)
+        rows = torch.arange(h.shape[0], device=h.device)
+        z = mu[rows, pick] + log_sigma[rows, pick].exp() * normal.to(mu)
+        return torch.where((comp == 0)[:, None], torch.zeros_like(z), z)
+
+    @torch.no_grad()
     def sample(self, h: Tensor, generator: torch.Generator | None = None, z_prev: Tensor | None = None) -> Tensor:
         logits, mu, log_sigma = self.params(h, z_prev)
         comp = torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)  # (n,)

@@ -77,6 +77,8 @@ class StepDraws(NamedTuple):
 
     keep: Tensor | None = None  # (n, 1) energy: 1 trains the frame at z*, 0 at z = 0 (latent dropout)
     noise: Tensor | None = None  # (n, d) vae: the reparameterization noise
+    pick: Tensor | None = None  # (n, M) energy with latent.draws = M: uniforms choosing each prior draw's component
+    spread: Tensor | None = None  # (n, M, d) and the Gaussian noise of each draw
 
 
 class ClipLatents(NamedTuple):
@@ -120,6 +122,17 @@ def latent_noise(*, seed: int, step: int, clips: range, frames: int, dim: int) -
     if not draws:
         return torch.zeros(0, dim)
     return torch.from_numpy(np.concatenate(draws)).float()
+
+
+def prior_noise(*, seed: int, step: int, clips: range, frames: int, draws: int, dim: int) -> tuple[Tensor, Tensor]:
+    """The noise of `draws` prior draws per predicted frame: uniforms (n, draws) and normals (n, draws, dim),
+    n = len(clips) * frames clip-major (see `clip_seeds`)."""
+    gens = clip_seeds(seed=seed, step=step, clips=clips, tag=0x7072696F)
+    u = [g.random((frames, draws)) for g in gens]
+    e = [g.standard_normal((frames, draws, dim)) for g in gens]
+    if not gens:
+        return torch.zeros(0, draws), torch.zeros(0, draws, dim)
+    return torch.from_numpy(np.concatenate(u)).float(), torch.from_numpy(np.concatenate(e)).float()
 
 
 def gaussian_kl(mu_q: Tensor, log_sigma_q: Tensor, mu_p: Tensor, log_sigma_p: Tensor) -> Tensor:
@@ -191,8 +204,9 @@ class Objective:
 
     def __init__(self, model: VideoPredictor, *, steps: int = 1, step_size: float = 0.03,
                  encoder_weight: float = 1.0, kl_weight: float = 1e-3, dropout: float = 0.0,
-                 feedback_grad: bool = True):
+                 feedback_grad: bool = True, prior_draws: int = 0):
         self.model = model
+        self.prior_draws = prior_draws  # energy: inference starts from the best of this many prior draws (0: from A)
         self.feedback_grad = feedback_grad  # free-running training: backpropagate through the fed-back frames
         self.steps, self.step_size, self.encoder_weight = steps, step_size, encoder_weight
         self.kl_weight, self.dropout = kl_weight, dropout
@@ -211,8 +225,8 @@ class Objective:
         if not rollout:
             return self.teacher_forced_loss(video, context=context, energy=energy, draws=draws)
         b, frames = video.shape[0], video.shape[1] - context
-        per_clip = lambda t: None if t is None else t.view(b, frames, -1)  # noqa: E731
-        latents = self.frame_latents(energy, StepDraws(per_clip(draws.keep), per_clip(draws.noise)))
+        per_clip = lambda t: None if t is None else t.view(b, frames, *t.shape[1:])  # noqa: E731
+        latents = self.frame_latents(energy, StepDraws(*(per_clip(t) for t in draws)))
         result = free_running(self.model, video, context=context, energy=energy, latents=latents,
                               feedback_grad=self.feedback_grad)
         return result.loss, result.stats, result.kept
@@ -282,22 +296,59 @@ class EnergyObjective(Objective):
         model.prior = ConditionalPrior(width=widths[-1], z_dim=model.z_dim, components=components, chained=chained)
 
     def draws(self, *, seed: int, step: int, clips: range, frames: int) -> StepDraws:
-        return StepDraws(keep=latent_keep(seed=seed, step=step, clips=clips, frames=frames, dropout=self.dropout))
+        keep = latent_keep(seed=seed, step=step, clips=clips, frames=frames, dropout=self.dropout)
+        if not self.prior_draws:
+            return StepDraws(keep=keep)
+        pick, spread = prior_noise(seed=seed, step=step, clips=clips, frames=frames, draws=self.prior_draws,
+                                   dim=self.model.z_dim)
+        return StepDraws(keep=keep, pick=pick, spread=spread)
 
-    def infer(self, video: Tensor, *, context: int, energy: Energy):
-        """Teacher-forced conditioning, target frames, z⁰ and the inference result for a batch of clips."""
+    def start(self, cond: Conditioning, target: Tensor, energy: Energy, draws: StepDraws | None,
+              z_prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Where inference starts, and what the amortized encoder guessed (trained toward z* either way).
+
+        Without prior draws: z⁰ = A(y - Dec(h, 0)). With M draws (`latent.draws`): z⁰ is the draw of
+        the learned prior p(z | h) that gives the lowest energy — the search sampling makes, with
+        one sample in M instead of K, so the decoder is trained at latents the prior proposes and
+        every draw is pulled toward a real future rather than their mean (IMLE, Li & Malik 2018;
+        the winner-takes-all loss of multiple-hypothesis prediction). Without `draws` (validation,
+        the bank) the noise comes from a fixed seed, so the figures compare across steps.
+        """
+        model = self.model
+        guess = model.amortized_latent(cond, target)  # (n, d)
+        m = self.prior_draws
+        if not m:
+            return guess, guess
+        n = target.shape[0]
+        if draws is None or draws.pick is None:
+            fixed = torch.Generator().manual_seed(0)
+            pick, spread = torch.rand(n, m, generator=fixed), torch.randn(n, m, model.z_dim, generator=fixed)
+        else:
+            pick, spread = draws.pick, draws.spread
+        with torch.no_grad():
+            rows = cond.detach().repeat(m)  # (n * m): each frame's m draws in a row
+            h = rows.h
+            previous = None if z_prev is None else z_prev.repeat_interleave(m, dim=0)
+            candidates = model.prior.draw(h, pick.reshape(-1), spread.reshape(n * m, -1), previous)  # (n * m, d)
+            scores = energy(model.decode(rows, candidates), target.repeat_interleave(m, dim=0), candidates)
+            best = scores.view(n, m).argmin(dim=1)
+            z0 = candidates.view(n, m, -1)[torch.arange(n, device=best.device), best]
+        return z0, guess
+
+    def infer(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws | None = None):
+        """Teacher-forced conditioning, target frames, the amortized guess and the inference result for a batch of clips."""
         model = self.model
         cond, target = model.teacher_forced_pairs(video, context)  # n = b * T frames to predict
-        z0 = model.amortized_latent(cond, target)  # (n, d)
+        z0, guess = self.start(cond, target, energy, draws)
         frozen = cond.detach()
         inference = infer_latent(lambda z: model.decode(frozen, z), target, z0, energy, steps=self.steps,
                                  step_size=self.step_size)
-        return cond, target, z0, inference
+        return cond, target, guess, inference
 
     def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy,
                             draws: StepDraws) -> tuple[Tensor, dict, Tensor]:
         model = self.model
-        cond, target, z0, inference = self.infer(video, context=context, energy=energy)
+        cond, target, z0, inference = self.infer(video, context=context, energy=energy, draws=draws)
         z_star = inference.z
         keep = draws.keep.to(z_star)
         z = (z0 + (z_star - z0).detach()) * keep  # straight-through into A; dropped frames use z = 0
@@ -335,9 +386,11 @@ class EnergyObjective(Objective):
         encoder_weight = self.encoder_weight if train else 0.0
 
         def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
-            z0 = model.amortized_latent(cond, target)  # (n, d)
+            at_k = None if draws is None or draws.pick is None else StepDraws(pick=draws.pick[:, k],
+                                                                              spread=draws.spread[:, k])
+            start, z0 = self.start(cond, target, energy, at_k, z_prev if model.prior.chained else None)
             frozen = cond.detach()
-            inference = infer_latent(lambda z: model.decode(frozen, z), target, z0, energy, steps=self.steps,
+            inference = infer_latent(lambda z: model.decode(frozen, z), target, start, energy, steps=self.steps,
                                      step_size=self.step_size)
             z_star = inference.z
             z = z0 + (z_star - z0).detach()  # straight-through into A
