@@ -55,10 +55,16 @@ def _num(value: float | None, width: int, digits: int) -> str:
 
 def save_per_frame_plot(path: Path, metrics: dict) -> None:
     """PSNR and SSIM against the predicted frame's index, one line per group, shaded 95% bands;
-    the floors as dashed grey lines."""
+    the floors as dashed grey lines; and mode coverage per frame where the data lists its futures."""
     p = metrics["protocol"]
     frames = np.arange(1, p["horizon"] + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
+    covered = metrics.get("coverage_per_frame")
+    fig, axes = plt.subplots(1, 3 if covered else 2, figsize=(16 if covered else 11, 4.6), constrained_layout=True)
+    if covered:
+        axes[2].plot(frames, covered, color="black", linewidth=1.6)
+        axes[2].set(xlabel="predicted frame", ylabel="coverage (true futures followed so far)", ylim=(-0.02, 1.02))
+        axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[2].grid(alpha=0.3)
     for ax, name, label in zip(axes, ("psnr", "ssim"), ("PSNR (dB)", "SSIM")):
         for g, text in GROUP_LABELS.items():
             mean = np.asarray(metrics[g][f"{name}_per_frame"])
