@@ -336,7 +336,7 @@ class EnergyObjective(Objective):
         return z0, guess
 
     def infer(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws | None = None):
-        """Teacher-forced conditioning, target frames, the amortized guess and the inference result for a batch of clips."""
+        """Teacher-forced conditioning, target frames, the amortized guess and the inference result of a batch."""
         model = self.model
         cond, target = model.teacher_forced_pairs(video, context)  # n = b * T frames to predict
         z0, guess = self.start(cond, target, energy, draws)
