@@ -35,6 +35,10 @@ def test_bare_flag_means_true():
     (["--steps=0"], ["steps", "positive"]),
     (["--data.size=30"], ["data.size", "divisible"]),
     (["steps=3"], ["unexpected argument"]),
+    (["--device=1e308"], ["device", "cuda:N"]),  # found by bench/faults.py: torch's own RuntimeError before
+    (["--device=cuda:x"], ["device", "cuda:N"]),
+    (["--data.frames=99999999999999999999"], ["data.frames", "2^31"]),  # was numpy's "Maximum allowed dimension"
+    (["--seed=-2147483648"], ["seed", "2^31"]),
 ])
 def test_bad_overrides_refuse_with_the_key(argv, words):
     with pytest.raises(ConfigError) as err:
@@ -157,6 +161,7 @@ def test_model_widths_empty_or_not_positive_is_refused_by_name(value, shown):
 
 
 @pytest.mark.parametrize("arg, message", [("--lr=nan", "train.py: lr='nan': expected a finite number\n"),
+                                          ("--device=true", "train.py: device='true': expected auto, cpu, cuda"),
                                           ("--model.widths=", "train.py: model.widths=(empty): expected one or more "
                                                               "positive channel counts")])
 def test_train_py_refuses_them_with_one_line_and_status_2(tmp_path, arg, message):

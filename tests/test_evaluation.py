@@ -205,6 +205,7 @@ def test_a_source_with_short_clips_is_refused(checkpoints, tmp_path, monkeypatch
     (["--ckpt=x.pt", "--video=avi"], "video='avi': expected one of mp4, gif, none"),
     (["--ckpt=x.pt", "--data.sprite=3"], "unknown config key 'sprite'"),
     (["--samples=3"], "--ckpt=PATH is required"),
+    (["--ckpt=x.pt", "--device=inf"], "device='inf': expected auto, cpu, cuda, cuda:N or mps"),
 ])
 def test_bad_options_are_refused(argv, message):
     with pytest.raises(ConfigError, match=message):

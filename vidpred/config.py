@@ -30,7 +30,8 @@ from .choices import (Auto, Bounce, Channels, Composite, Cost, DataKind, Decoder
 from .errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "DataConfig", "LatentConfig", "ModelConfig", "PriorConfig", "parse_args",
-           "parse_overrides", "set_key", "get_key", "from_dict", "to_dict", "describe", "validate", "check_numbers"]
+           "parse_overrides", "set_key", "get_key", "from_dict", "to_dict", "describe", "validate", "check_numbers",
+           "check_device"]
 
 
 @dataclass
@@ -142,6 +143,16 @@ class Config:
 # these keys unless the command line or the config file sets them.
 KIND_DEFAULTS = {"mmnist": {"data.size": 64, "data.max_speed": 4}}
 
+DEVICE_NAMES = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def check_device(name: str, key: str = "device") -> str:
+    """`name` if it names a device vidpred runs on (auto, cpu, cuda, cuda:N, mps); else a ConfigError naming `key`."""
+    if not isinstance(name, str) or not DEVICE_NAMES.fullmatch(name):
+        raise ConfigError(f"{key}={name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
 def check_numbers(cfg, *, positive=(), nonneg=()) -> None:
     """Refuse, naming the first offending key, a value of `positive` that is <= 0 or of `nonneg` that is < 0."""
     for key in positive:
@@ -195,6 +206,7 @@ def validate(cfg: Config) -> Config:
                           "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
                           "prior.fit_clips", "val_every", "rollout_start", "media_every", "stop_at", "data.clip_stride",
                           "latent.kl_weight", "max_minutes", "seed", "model.blocks", "threads"])
+    check_device(cfg.device)
     if cfg.resume and cfg.overwrite:
         raise ConfigError(f"resume={str(cfg.resume).lower()} and overwrite=true contradict each other: --resume continues the run in "
                           f"{cfg.out_dir}, --overwrite replaces it; give one of them")
@@ -331,12 +343,13 @@ def _convert(value, tp, key: str):
     if tp is int:
         if isinstance(value, bool):
             raise ConfigError(f"{key}={value!r}: expected an integer")
-        if isinstance(value, int):
-            return value
         try:
-            return int(str(value).replace("_", ""))
+            number = value if isinstance(value, int) else int(str(value).replace("_", ""))
         except ValueError:
             raise ConfigError(f"{key}={value!r}: expected an integer") from None
+        if abs(number) >= 2**31:  # no count, size or seed of a run comes near; numpy and torch would overflow
+            raise ConfigError(f"{key}={value!r}: expected an integer below 2^31")
+        return number
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{key}={value!r}: expected a number")

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .build import build_objective, build_source, load_predictor, run_home
 from .choices import PriorKind
-from .config import ConfigError, DataConfig, check_numbers, parse_overrides, set_key, to_dict
+from .config import ConfigError, DataConfig, check_device, check_numbers, parse_overrides, set_key, to_dict
 from .devices import resolve_device
 from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage_per_frame,
                       frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
@@ -76,6 +76,7 @@ def parse_eval_args(argv: list[str]) -> tuple[EvalConfig, dict[str, str]]:
             raise ConfigError(f"data.{e}") from None
     check_numbers(ecfg, positive=("samples", "context", "horizon", "clips"),
                   nonneg=("batch", "rollout_batch", "show", "show_samples"))
+    check_device(ecfg.device)
     if ecfg.video not in VIDEO_FORMATS:
         raise ConfigError(f"video={ecfg.video!r}: expected one of {', '.join(VIDEO_FORMATS)}")
     return ecfg, data_overrides

@@ -32,7 +32,7 @@ from torchvision.utils import make_grid, save_image
 
 from .build import run_home
 from .choices import PriorKind
-from .config import ConfigError, check_numbers, describe, parse_overrides, set_key
+from .config import ConfigError, check_device, check_numbers, describe, parse_overrides, set_key
 from .data.clips import DataError
 from .media import read_clip, to_model_frames, write_video
 
@@ -73,6 +73,7 @@ def parse_sample_args(argv: list[str]) -> SampleConfig:
             raise ConfigError(f"--{key}=PATH is required: {what}")
     check_numbers(scfg, positive=("samples", "steps", "starts", "fps"),
                   nonneg=("context", "horizon", "start", "clip", "scale"))
+    check_device(scfg.device)
     if scfg.video not in ("mp4", "gif"):
         raise ConfigError(f"video={scfg.video!r}: expected mp4 or gif")
     if scfg.start_time is not None and scfg.start_time < 0:
