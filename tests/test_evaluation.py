@@ -68,7 +68,7 @@ def test_metrics_json_holds_the_contract_and_every_output_is_written(checkpoints
         assert all(group[k] > 0 for k in ("psnr_ci95", "ssim_ci95", "mse_ci95"))
     assert metrics["diversity"] > 0 and metrics["diversity_ci95"] is not None  # draws from the learned prior differ
     assert metrics["coverage"] is None and metrics["coverage_ci95"] is None  # sprites cannot list their futures
-    for name in ("per_frame.png", "samples.png", "samples.mp4"):
+    for name in ("per_frame.png", "samples.png", "samples.mp4", "report.html"):
         assert (tmp_path / name).stat().st_size > 1000, name
 
 

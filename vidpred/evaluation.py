@@ -32,6 +32,7 @@ from .build import build_objective, build_source, load_predictor, run_home
 from .choices import PriorKind
 from .config import ConfigError, DataConfig, check_numbers, parse_overrides, set_key, to_dict
 from .devices import resolve_device
+from .html_report import save_report_html
 from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage_per_frame,
                       frame_metrics, frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
 from .perceptual import (I3D_MIN_FRAMES, I3D_SIZE, LPIPS, file_digest, frechet_distance, fvd_features, load_i3d,
@@ -289,13 +290,19 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     save_per_frame_plot(out / "per_frame.png", metrics)
     written = [out / "metrics.json", out / "per_frame.png"]
+    sheet = clip_video = None
     if shown:
         pictures = [torch.stack(parts).cpu() for parts in zip(*shown)]  # context, truth, det, best, samples
-        save_samples_png(out / "samples.png", *pictures)
-        written.append(out / "samples.png")
+        sheet = out / "samples.png"
+        save_samples_png(sheet, *pictures)
+        written.append(sheet)
         if ecfg.video != "none":
-            save_video(out / f"samples.{ecfg.video}", video_frames(*pictures))
-            written.append(out / f"samples.{ecfg.video}")
+            clip_video = out / f"samples.{ecfg.video}"
+            save_video(clip_video, video_frames(*pictures))
+            written.append(clip_video)
+    # last, from the files just written: never a picture an earlier evaluation left in the folder
+    save_report_html(out / "report.html", metrics, per_frame=out / "per_frame.png", samples=sheet, video=clip_video)
+    written.append(out / "report.html")
     print(format_table(metrics))
     print(f"evaluated in {time.perf_counter() - began:.0f} s; wrote " + ", ".join(str(p) for p in written))
     return metrics
