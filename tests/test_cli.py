@@ -32,6 +32,13 @@ def test_train_help_gives_each_key_its_default_type_meaning_and_allowed_values(c
     assert all(len(line.split(None, 2)) == 3 for line in lines.values()), "a key without a meaning"
 
 
+def test_evaluate_help_says_which_weights_files_lpips_and_fvd_take(capsys):
+    assert main(["evaluate", "--help"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  --")}
+    assert "AlexNet or VGG16" in lines["--lpips="] and "docs/PROTOCOL.md" in lines["--lpips="]
+    assert "I3D Kinetics-400" in lines["--fvd="] and "rgb_imagenet.pt" in lines["--fvd="]
+
+
 def test_print_config_shows_the_resolved_config_and_trains_nothing(capsys, tmp_path):
     argv = [f"--out={tmp_path / 'run'}", "--steps=7", "--model.kind=vae", "--data.kind=mmnist",
             f"--data.path={tmp_path}"]

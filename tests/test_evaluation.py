@@ -1,6 +1,7 @@
 """evaluate() end to end on tiny checkpoints: the metrics.json contract, agreement with an independent
 computation on the same samples, reproducibility, coverage, the pictures and the refusals."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_metrics_json_holds_the_contract_and_every_output_is_written(checkpoints
         assert all(group[k] > 0 for k in ("psnr_ci95", "ssim_ci95", "mse_ci95"))
     assert metrics["diversity"] > 0 and metrics["diversity_ci95"] is not None  # draws from the learned prior differ
     assert metrics["coverage"] is None and metrics["coverage_ci95"] is None  # sprites cannot list their futures
-    for name in ("per_frame.png", "samples.png", "samples.mp4"):
+    for name in ("per_frame.png", "samples.png", "samples.mp4", "report.html"):
         assert (tmp_path / name).stat().st_size > 1000, name
 
 
@@ -227,3 +228,86 @@ def test_cli_prints_the_table_and_writes_the_files(checkpoints, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["protocol"]["data"]["branches"] == 2 and metrics["coverage"] is not None
     assert (tmp_path / "samples.gif").exists() and (tmp_path / "per_frame.png").exists()
+
+
+@pytest.fixture(scope="module")
+def perceptual_files(tmp_path_factory):
+    """Random LPIPS (VGG16: the tiny checkpoints' 16x16 frames are too small for AlexNet) and I3D weights."""
+    from conftest import random_i3d_file, random_lpips_file
+
+    root = tmp_path_factory.mktemp("weights")
+    return {"vgg16": random_lpips_file(root / "lpips_vgg.pt", "vgg16"), "alexnet": random_lpips_file(root / "alex.pt"),
+            "i3d": random_i3d_file(root / "rgb_imagenet.pt")}
+
+
+def test_lpips_joins_every_group_and_floor_as_a_lower_is_better_metric(checkpoints, perceptual_files, tmp_path):
+    metrics = _evaluate(checkpoints["sprites"], tmp_path, lpips=str(perceptual_files["vgg16"]))
+    groups = [metrics[g] for g in ("best_of_k", "best_of_k_svg", "mean_of_k", "deterministic")] + \
+        [metrics["floors"][g] for g in ("blank", "copy_last")]
+    for group in groups:
+        assert np.isfinite(group["lpips"]) and group["lpips"] > 0 and group["lpips_ci95"] is not None
+        assert len(group["lpips_per_frame"]) == len(group["lpips_per_frame_ci95"]) == 3
+    # best of K takes each clip's lowest LPIPS: under the mean of K and under SVG's SSIM-picked sample
+    assert metrics["best_of_k"]["lpips"] < metrics["mean_of_k"]["lpips"]
+    assert metrics["best_of_k"]["lpips"] <= metrics["best_of_k_svg"]["lpips"]
+    weights = metrics["protocol"]["weights"]["lpips"]
+    assert weights["trunk"] == "vgg16" and weights["sha256"] == hashlib.sha256(
+        perceptual_files["vgg16"].read_bytes()).hexdigest()
+    assert "LPIPS" in metrics["protocol"]["metrics"]["lpips"] and "fvd" not in metrics
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+
+
+def _truth_sampler(ckpt, *, context: int, horizon: int, truth_at: int):
+    """A stand-in for sample_futures whose K futures of a clip are noisy copies of its true future, the
+    exact truth at index `truth_at`."""
+    _, cfg, _, _ = load_predictor(ckpt)
+    source = build_source(cfg.data, seed=0, split="test", frames=context + horizon, context=context)
+
+    def sample(model, context_frames, *, samples, clip_ids, **_):
+        out = []
+        for i in clip_ids:
+            truth = source[i][context:context + horizon]
+            noise = torch.randn((samples, *truth.shape), generator=torch.Generator().manual_seed(i))
+            futures = (truth + 0.3 * noise).clamp(0, 1)
+            futures[truth_at] = truth
+            out.append(futures)
+        return torch.stack(out)
+    return sample
+
+
+def test_fvd_scores_the_first_sampled_future_against_the_true_clips(checkpoints, perceptual_files, tmp_path,
+                                                                    monkeypatch):
+    """The same K futures in two orders: best of K cannot tell them apart, FVD (the first future of each clip,
+    an unselected draw) can — and is 0 where that first future is the truth."""
+    options = dict(fvd=str(perceptual_files["i3d"]), lpips=str(perceptual_files["vgg16"]), horizon=6, clips=2,
+                   samples=3)
+    monkeypatch.setattr("vidpred.evaluation.sample_futures",
+                        _truth_sampler(checkpoints["sprites"], context=3, horizon=6, truth_at=0))
+    first = _evaluate(checkpoints["sprites"], tmp_path / "first", **options)
+    monkeypatch.setattr("vidpred.evaluation.sample_futures",
+                        _truth_sampler(checkpoints["sprites"], context=3, horizon=6, truth_at=2))
+    last = _evaluate(checkpoints["sprites"], tmp_path / "last", **options)
+    for metrics in (first, last):
+        assert metrics["best_of_k"]["lpips"] == pytest.approx(0.0, abs=1e-6)
+        assert metrics["mean_of_k"]["lpips"] > 1e-3
+    assert abs(first["fvd"]) < 1e-9 < 1e-3 < last["fvd"]
+    assert "first of the K sampled futures" in first["protocol"]["fvd"]
+    assert first["protocol"]["weights"]["fvd"]["sha256"] == hashlib.sha256(
+        perceptual_files["i3d"].read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("options, message", [
+    (lambda f: {"lpips": f["vgg16"].parent / "missing.pt"}, "--lpips=.*missing.pt: no such file; expected an LPIPS"),
+    (lambda f: {"lpips": f["alexnet"]}, "the alexnet trunk needs frames of at least 31x31 pixels, and this model's "
+                                        "are 16x16 \\(a VGG16 file works from 16x16\\)"),
+    (lambda f: {"fvd": f["vgg16"], "horizon": 6}, "--fvd=.*lpips_vgg.pt: not I3D Kinetics-400 .*missing Conv3d"),
+    (lambda f: {"fvd": f["i3d"]}, "--fvd: I3D needs videos of at least 9 frames, and context \\+ horizon = 6"),
+    (lambda f: {"fvd": f["i3d"], "horizon": 6, "clips": 1}, "--fvd: clips=1, but a Frechet distance needs at least 2"),
+])
+def test_perceptual_weights_that_cannot_serve_are_refused_before_sampling(checkpoints, perceptual_files, tmp_path,
+                                                                          monkeypatch, options, message):
+    monkeypatch.setattr("vidpred.evaluation.sample_futures", lambda *a, **kw: pytest.fail("sampled before refusing"))
+    with pytest.raises(ConfigError, match=message):
+        _evaluate(checkpoints["sprites"], tmp_path, **{k: str(v) if isinstance(v, Path) else v
+                                                       for k, v in options(perceptual_files).items()})
+    assert not (tmp_path / "metrics.json").exists()

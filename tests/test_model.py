@@ -5,7 +5,8 @@ from vidpred.model import ConditionalPrior, VideoPredictor
 
 
 @pytest.mark.parametrize("channels, size, widths, window, skip_frames", [
-    (1, 16, (8, 16), 1, 1), (3, 32, (8, 16, 16), 2, 2), (1, 32, (8, 8, 16, 16), 3, 2)])
+    (1, 16, (8, 16), 1, 1), (3, 32, (8, 16, 16), 2, 2), (1, 32, (8, 8, 16, 16), 3, 2),
+    (1, 16, (9, 18), 2, 1)])  # 9 and 18 channels: GroupNorm refused the 2 and 4 groups norm() used to ask for
 def test_shapes_through_the_model(channels, size, widths, window, skip_frames):
     model = VideoPredictor(channels=channels, size=size, widths=widths, window=window, blocks=1, z_dim=5,
                            skip_frames=skip_frames)

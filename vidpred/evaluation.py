@@ -4,7 +4,9 @@ Reports (docs/PROTOCOL.md): best of K per metric (SRVP/SAVP) and SVG's variant (
 chosen by SSIM, every metric read from it), mean of K, the deterministic prediction (z = 0), each
 as a mean over clips with a 95% interval and per-frame curves; the diversity of the K futures;
 mode coverage where the data can enumerate its true futures; and the trivial floors (a blank
-frame, a copy of the last context frame) that any model must beat to mean something.
+frame, a copy of the last context frame) that any model must beat to mean something. With weights
+files the user supplies (perceptual.py; nothing is downloaded): LPIPS per frame in every group
+(`--lpips`), and FVD of one sampled future per clip against the true clips (`--fvd`).
 
 Clips are processed `batch` at a time and only per-frame scores are kept, so memory is bounded
 by one batch of futures and one chunk of rollouts whatever the number of clips. The latents of a
@@ -30,8 +32,11 @@ from .build import build_objective, build_source, load_predictor, run_home
 from .choices import PriorKind
 from .config import ConfigError, DataConfig, check_device, check_numbers, parse_overrides, set_key, to_dict
 from .devices import resolve_device
+from .html_report import save_report_html
 from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage_per_frame,
-                      frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
+                      frame_metrics, frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
+from .perceptual import (I3D_MIN_FRAMES, I3D_SIZE, LPIPS, file_digest, frechet_distance, fvd_features, load_i3d,
+                         load_lpips, lpips_description)
 from .report import (FLOOR_LABELS, GROUP_LABELS, VIDEO_FORMATS, format_table, save_per_frame_plot, save_samples_png,
                      save_video, video_frames)
 from .sampling import SAMPLE_BLOCK, sample_futures
@@ -56,6 +61,8 @@ class EvalConfig:
     show_samples: int = 4  # sampled futures drawn per clip, besides the truth, z = 0 and the best
     video: str = "mp4"  # mp4 | gif | none: the side-by-side video of the shown clips
     device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N
+    lpips: str = ""  # LPIPS weights file (AlexNet or VGG16 trunk + linear layers, docs/PROTOCOL.md); empty: no LPIPS
+    fvd: str = ""  # I3D Kinetics-400 weights file (pytorch-i3d rgb_imagenet.pt, docs/PROTOCOL.md); empty: no FVD
 
 
 def parse_eval_args(argv: list[str]) -> tuple[EvalConfig, dict[str, str]]:
@@ -82,23 +89,25 @@ def parse_eval_args(argv: list[str]) -> tuple[EvalConfig, dict[str, str]]:
     return ecfg, data_overrides
 
 
-def score_clips(futures: Tensor, det: Tensor, context: Tensor, truth: Tensor) -> tuple[dict, Tensor]:
+def score_clips(futures: Tensor, det: Tensor, context: Tensor, truth: Tensor,
+                metrics: dict | None = None) -> tuple[dict, Tensor]:
     """Per-frame scores of every group for a batch of clips, and SVG's pick (the sample with the
-    best mean SSIM) per clip.
+    best mean SSIM) per clip. `metrics`: FRAME_METRICS unless given (`frame_metrics(lpips=...)`).
 
     futures (n, K, T, c, H, W), det and truth (n, T, c, H, W), context (n, C0, c, H, W)
     -> {group: {metric: (n, T)}}, (n,).
     """
-    scores = frame_scores(futures, truth)  # {metric: (n, K, T)}
+    metrics = FRAME_METRICS if metrics is None else metrics
+    scores = frame_scores(futures, truth, metrics)  # {metric: (n, K, T)}
     svg_pick = pick_best(scores["ssim"], higher_is_better=True)
     out = {
-        "best_of_k": {m: best_of_k(s, FRAME_METRICS[m][1]) for m, s in scores.items()},
+        "best_of_k": {m: best_of_k(s, metrics[m][1]) for m, s in scores.items()},
         "best_of_k_svg": {m: take(s, svg_pick) for m, s in scores.items()},
         "mean_of_k": {m: s.mean(dim=1) for m, s in scores.items()},
     }
     single = {"deterministic": det, "blank": torch.zeros_like(truth), "copy_last": context[:, -1:].expand_as(truth)}
     for group, prediction in single.items():
-        out[group] = {m: s[:, 0] for m, s in frame_scores(prediction[:, None], truth).items()}
+        out[group] = {m: s[:, 0] for m, s in frame_scores(prediction[:, None], truth, metrics).items()}
     return out, svg_pick
 
 
@@ -119,9 +128,11 @@ def summarize(per_metric: dict[str, Tensor]) -> dict:
     return out
 
 
-def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, step: int) -> dict:
-    """The protocol block of metrics.json: the numbers that define it and what each group means."""
-    return {
+def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, step: int, *,
+                      lpips: LPIPS | None = None) -> dict:
+    """The protocol block of metrics.json: the numbers that define it and what each group means; with
+    --lpips/--fvd, what those measure and the weights they used (path and SHA-256, so a figure names them)."""
+    protocol = {
         "name": f"best of K = {ecfg.samples}, {ecfg.context} -> {ecfg.horizon} frames (SRVP/SAVP; SVG variant "
                 f"beside it)",
         "context": ecfg.context, "horizon": ecfg.horizon, "samples": ecfg.samples, "clips": ecfg.clips,
@@ -149,6 +160,20 @@ def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, step: int)
                     "frame and the nearest other one (a blank frame where all agree); coverage is its mean over "
                     "frames, coverage_per_frame the curve; null when the data cannot list its futures",
     }
+    weights = {}
+    if lpips is not None:
+        protocol["metrics"]["lpips"] = f"per frame, {lpips_description(lpips)}"
+        weights["lpips"] = {"path": ecfg.lpips, "sha256": file_digest(ecfg.lpips), "trunk": lpips.trunk}
+    if ecfg.fvd:
+        protocol["fvd"] = (f"Frechet distance (Unterthiner et al. 2018) between Gaussian fits of the I3D Kinetics-400 "
+                           f"logits (averaged over time) of the {ecfg.clips} test clips, context + truth, and of the "
+                           f"same clips with the first of the K sampled futures after the context (an unselected "
+                           f"draw, as SRVP's test.py); frames quantized to 8 bits, grey repeated to RGB, resized to "
+                           f"{I3D_SIZE}x{I3D_SIZE} (TF1 resize_bilinear), scaled to [-1, 1]; unbiased covariances")
+        weights["fvd"] = {"path": ecfg.fvd, "sha256": file_digest(ecfg.fvd), "network": "I3D (pytorch-i3d layout)"}
+    if weights:
+        protocol["weights"] = weights
+    return protocol
 
 
 def _auto_batch(ecfg: EvalConfig, channels: int, size: int) -> int:
@@ -161,6 +186,26 @@ def auto_rollout_batch(device: torch.device, size: int) -> int:
     64x64: larger chunks measured no faster there, and cost ~4.5 MB each at 64x64), 16x more on a GPU."""
     rows = 100 * 32 * 32 // (size * size) * (16 if device.type == "cuda" else 1)
     return max(SAMPLE_BLOCK, rows // SAMPLE_BLOCK * SAMPLE_BLOCK)
+
+
+def _perceptual_networks(ecfg: EvalConfig, *, size: int, frames: int, device: torch.device) -> tuple:
+    """The LPIPS and I3D networks of --lpips and --fvd (None where not asked for), with every refusal
+    (a missing or wrong file, frames too small for the trunk, clips too short or too few for FVD)
+    made here, before anything is sampled."""
+    lpips = load_lpips(ecfg.lpips, device=device) if ecfg.lpips else None
+    if lpips is not None and size < lpips.min_size:
+        raise ConfigError(f"--lpips={ecfg.lpips}: LPIPS with the {lpips.trunk} trunk needs frames of at least "
+                          f"{lpips.min_size}x{lpips.min_size} pixels, and this model's are {size}x{size}"
+                          + (" (a VGG16 file works from 16x16)" if lpips.trunk == "alexnet" and size >= 16 else ""))
+    if not ecfg.fvd:
+        return lpips, None
+    if frames < I3D_MIN_FRAMES:
+        raise ConfigError(f"--fvd: I3D needs videos of at least {I3D_MIN_FRAMES} frames, and context + horizon = "
+                          f"{frames}; lengthen --context/--horizon")
+    if ecfg.clips < 2:
+        raise ConfigError(f"--fvd: clips={ecfg.clips}, but a Frechet distance needs at least 2 clips (the field "
+                          f"uses 256 or more: FVD is biased upwards on few videos)")
+    return lpips, load_i3d(ecfg.fvd, device=device)
 
 
 def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> dict:
@@ -180,6 +225,7 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
     model.check_context(ecfg.context, ConfigError)
     prior = ecfg.prior or cfg.prior.kind
     frames = ecfg.context + ecfg.horizon
+    lpips, i3d = _perceptual_networks(ecfg, size=data.size, frames=frames, device=device)  # refused before sampling
     try:
         source = build_source(data, seed=ecfg.seed, split="test", frames=frames, context=ecfg.context)
     except ValueError as e:  # a data section that cannot make these clips
@@ -195,8 +241,10 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
     batch = ecfg.batch or _auto_batch(ecfg, data.channels, data.size)
     rollout_batch = ecfg.rollout_batch or auto_rollout_batch(device, data.size)
 
-    per_frame = {g: {m: [] for m in FRAME_METRICS} for g in GROUPS + FLOORS}
+    metric_fns = frame_metrics(lpips=lpips)
+    per_frame = {g: {m: [] for m in metric_fns} for g in GROUPS + FLOORS}
     diversity, covered, shown = [], [], []
+    fvd_real, fvd_sampled = [], []  # I3D features (n, 400) per batch: only these are kept for FVD
     enumerable = source.lists_futures
     bar = tqdm(total=ecfg.clips, desc="evaluate", unit="clip", dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
@@ -208,7 +256,7 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
             futures = sample_futures(objective, context, samples=ecfg.samples, horizon=ecfg.horizon, prior=prior,
                                      bank=bank, seed=ecfg.seed, clip_ids=idx, max_batch=rollout_batch)
             det = objective.deterministic(context, horizon=ecfg.horizon)  # (n, T, c, H, W)
-            scores, svg_pick = score_clips(futures, det, context, truth)
+            scores, svg_pick = score_clips(futures, det, context, truth, metric_fns)
             for group, per_metric in scores.items():
                 for name, values in per_metric.items():
                     per_frame[group][name].append(values.cpu())
@@ -216,6 +264,9 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
             if enumerable:
                 truths = [torch.from_numpy(source.futures(i))[:, ecfg.context:frames].to(device) for i in idx]
                 covered.append(coverage_per_frame(futures, truths).cpu())
+            if i3d is not None:  # whole clips, context included, as the FVD paper and SRVP score them
+                fvd_real.append(fvd_features(i3d, video).cpu())
+                fvd_sampled.append(fvd_features(i3d, torch.cat([context, futures[:, 0]], dim=1)).cpu())
             for i in range(min(len(idx), ecfg.show - len(shown))):  # copies: a view would keep the whole batch
                 shown.append([part.clone() for part in (context[i], truth[i], det[i], futures[i, svg_pick[i]],
                                                         futures[i, :ecfg.show_samples])])
@@ -225,7 +276,7 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
 
     merged = {g: {m: torch.cat(v) for m, v in per.items()} for g, per in per_frame.items()}
     metrics = {
-        "protocol": describe_protocol(ecfg, data, prior, int(state["step"])),
+        "protocol": describe_protocol(ecfg, data, prior, int(state["step"]), lpips=lpips),
         **{g: summarize(merged[g]) for g in GROUPS},
         "floors": {g: summarize(merged[g]) for g in FLOORS},
     }
@@ -235,16 +286,24 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
     if covered is not None:
         metrics["coverage"], metrics["coverage_ci95"] = _interval(covered.mean(dim=1))
         metrics["coverage_per_frame"] = covered.mean(dim=0).tolist()
+    if i3d is not None:
+        metrics["fvd"] = frechet_distance(torch.cat(fvd_real), torch.cat(fvd_sampled))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     save_per_frame_plot(out / "per_frame.png", metrics)
     written = [out / "metrics.json", out / "per_frame.png"]
+    sheet = clip_video = None
     if shown:
         pictures = [torch.stack(parts).cpu() for parts in zip(*shown)]  # context, truth, det, best, samples
-        save_samples_png(out / "samples.png", *pictures)
-        written.append(out / "samples.png")
+        sheet = out / "samples.png"
+        save_samples_png(sheet, *pictures)
+        written.append(sheet)
         if ecfg.video != "none":
-            save_video(out / f"samples.{ecfg.video}", video_frames(*pictures))
-            written.append(out / f"samples.{ecfg.video}")
+            clip_video = out / f"samples.{ecfg.video}"
+            save_video(clip_video, video_frames(*pictures))
+            written.append(clip_video)
+    # last, from the files just written: never a picture an earlier evaluation left in the folder
+    save_report_html(out / "report.html", metrics, per_frame=out / "per_frame.png", samples=sheet, video=clip_video)
+    written.append(out / "report.html")
     print(format_table(metrics))
     print(f"evaluated in {time.perf_counter() - began:.0f} s; wrote " + ", ".join(str(p) for p in written))
     return metrics

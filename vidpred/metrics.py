@@ -8,6 +8,8 @@
 - best of K (SRVP/SAVP): per clip, the sample whose time-averaged score is best, per metric;
   SVG's variant (Denton & Fergus 2018): one sample per clip, chosen by time-averaged SSIM, every
   metric read from it.
+- LPIPS (optional, `frame_metrics(lpips=...)`): a learned perceptual distance per frame, lower is
+  better; the network and its weights live in `perceptual.py`.
 - diversity: mean pairwise per-pixel L1 distance between the K futures of a clip.
 - coverage, per predicted frame t: the share of a clip's distinct true futures (as far as frame t)
   that some sample has followed through frame t, each frame within `tolerance` of the true one
@@ -76,18 +78,26 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
 FRAME_METRICS = {"psnr": (psnr, True), "ssim": (ssim, True), "mse": (mse, False)}  # name: (fn, higher is better)
 
 
-def frame_scores(futures: Tensor, truth: Tensor) -> dict[str, Tensor]:
-    """Every metric for K futures of each clip: futures (n, K, T, c, H, W), truth (n, T, c, H, W)
-    -> {metric: (n, K, T)}. Scored a few samples of one clip at a time, so the temporaries (and
-    the truth, broadcast to the samples) stay within SCORE_CHUNK_PIXELS pixels."""
+def frame_metrics(*, lpips=None) -> dict:
+    """The metrics an evaluation scores: FRAME_METRICS, and LPIPS (lower is better) when given a network
+    (`vidpred.perceptual.load_lpips`: its weights come from the user, so it cannot be a fixed entry)."""
+    return FRAME_METRICS if lpips is None else {**FRAME_METRICS, "lpips": (lpips, False)}
+
+
+def frame_scores(futures: Tensor, truth: Tensor, metrics: dict | None = None) -> dict[str, Tensor]:
+    """Every metric (FRAME_METRICS unless `metrics` is given) for K futures of each clip: futures
+    (n, K, T, c, H, W), truth (n, T, c, H, W) -> {metric: (n, K, T)}. Scored a few samples of one
+    clip at a time, so the temporaries (and the truth, broadcast to the samples) stay within
+    SCORE_CHUNK_PIXELS pixels."""
+    metrics = FRAME_METRICS if metrics is None else metrics
     n, k, t = futures.shape[:3]
     step = max(1, SCORE_CHUNK_PIXELS // truth[0].numel())  # samples per slice
-    out = {name: futures.new_empty(n, k, t) for name in FRAME_METRICS}
+    out = {name: futures.new_empty(n, k, t) for name in metrics}
     for i in range(n):
         for first in range(0, k, step):
             pred = futures[i, first:first + step]  # (k', T, c, H, W)
             target = truth[i].expand_as(pred)
-            for name, (fn, _) in FRAME_METRICS.items():
+            for name, (fn, _) in metrics.items():
                 out[name][i, first:first + step] = fn(pred, target)
     return out
 

@@ -50,7 +50,10 @@ def act() -> nn.LeakyReLU:
 
 
 def norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, max(1, channels // 4)), channels)
+    """GroupNorm with up to 8 groups of at least 4 channels; GroupNorm needs a group count that divides
+    the channels, so a width like 9 or 18 takes the largest such count below that (1 and 3 groups)."""
+    groups = min(8, max(1, channels // 4))
+    return nn.GroupNorm(max(g for g in range(1, groups + 1) if channels % g == 0), channels)
 
 
 def conv_norm_act(c_in: int, c_out: int, *, kernel: int = 3, stride: int = 1) -> nn.Sequential:

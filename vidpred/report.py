@@ -31,22 +31,29 @@ REAL, PREDICTED = (40, 200, 40), (220, 40, 40)  # border colours
 
 
 def format_table(metrics: dict) -> str:
-    """A short table of every group: PSNR and SSIM with their 95% intervals, MSE."""
+    """A short table of every group: PSNR and SSIM with their 95% intervals, MSE, LPIPS (lower is better)
+    when it was measured; then diversity, coverage and FVD."""
     p = metrics["protocol"]
+    lpips = "lpips" in metrics["best_of_k"]
     lines = [f"{p['context']} -> {p['horizon']} frames, K = {p['samples']}, {p['clips']} clips, "
              f"prior {p['prior']}, data {p['data']['kind']} (seed {p['seed']})",
-             f"{'':28}{'PSNR':>16}{'SSIM':>20}{'MSE':>12}"]
-    rows = [(GROUP_LABELS[g], metrics[g]) for g in GROUP_LABELS]
-    rows += [(FLOOR_LABELS[g], metrics["floors"][g]) for g in FLOOR_LABELS]
-    for label, m in rows:
+             f"{'':28}{'PSNR':>16}{'SSIM':>20}{'MSE':>12}" + (f"{'LPIPS':>20}" if lpips else "")]
+    for label, m in table_rows(metrics):
         lines.append(f"{label:28}{m['psnr']:9.2f} ± {_num(m['psnr_ci95'], 4, 2)}"
-                     f"{m['ssim']:12.4f} ± {_num(m['ssim_ci95'], 6, 4)}{m['mse']:12.5f}")
+                     f"{m['ssim']:12.4f} ± {_num(m['ssim_ci95'], 6, 4)}{m['mse']:12.5f}"
+                     + (f"{m['lpips']:12.4f} ± {_num(m['lpips_ci95'], 6, 4)}" if lpips else ""))
     cov = metrics["coverage"]
     cov_text = "n/a (the data cannot list its futures)" if cov is None else \
         f"{cov:.3f} ± {_num(metrics['coverage_ci95'], 5, 3)}"
     lines.append(f"diversity {metrics['diversity']:.4f} ± {_num(metrics['diversity_ci95'], 6, 4)}   "
-                 f"coverage {cov_text}")
+                 f"coverage {cov_text}" + (f"   FVD {metrics['fvd']:.2f}" if "fvd" in metrics else ""))
     return "\n".join(lines)
+
+
+def table_rows(metrics: dict) -> list[tuple[str, dict]]:
+    """(label, group) for every row of the table: the groups of K samples, then the floors."""
+    return [(GROUP_LABELS[g], metrics[g]) for g in GROUP_LABELS] + \
+        [(FLOOR_LABELS[g], metrics["floors"][g]) for g in FLOOR_LABELS]
 
 
 def _num(value: float | None, width: int, digits: int) -> str:
@@ -54,18 +61,22 @@ def _num(value: float | None, width: int, digits: int) -> str:
 
 
 def save_per_frame_plot(path: Path, metrics: dict) -> None:
-    """PSNR and SSIM against the predicted frame's index, one line per group, shaded 95% bands;
-    the floors as dashed grey lines; and mode coverage per frame where the data lists its futures."""
+    """PSNR and SSIM (and LPIPS when measured) against the predicted frame's index, one line per
+    group, shaded 95% bands; the floors as dashed grey lines; and mode coverage per frame where the
+    data lists its futures."""
     p = metrics["protocol"]
     frames = np.arange(1, p["horizon"] + 1)
+    panels = [("psnr", "PSNR (dB)"), ("ssim", "SSIM")]
+    panels += [("lpips", "LPIPS (lower is better)")] if "lpips" in metrics["best_of_k"] else []
     covered = metrics.get("coverage_per_frame")
-    fig, axes = plt.subplots(1, 3 if covered else 2, figsize=(16 if covered else 11, 4.6), constrained_layout=True)
+    count = len(panels) + (1 if covered else 0)
+    fig, axes = plt.subplots(1, count, figsize=(5.5 * count, 4.6), constrained_layout=True)
     if covered:
-        axes[2].plot(frames, covered, color="black", linewidth=1.6)
-        axes[2].set(xlabel="predicted frame", ylabel="coverage (true futures followed so far)", ylim=(-0.02, 1.02))
-        axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes[2].grid(alpha=0.3)
-    for ax, name, label in zip(axes, ("psnr", "ssim"), ("PSNR (dB)", "SSIM")):
+        axes[-1].plot(frames, covered, color="black", linewidth=1.6)
+        axes[-1].set(xlabel="predicted frame", ylabel="coverage (true futures followed so far)", ylim=(-0.02, 1.02))
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[-1].grid(alpha=0.3)
+    for ax, (name, label) in zip(axes, panels):
         for g, text in GROUP_LABELS.items():
             mean = np.asarray(metrics[g][f"{name}_per_frame"])
             half = np.asarray(metrics[g][f"{name}_per_frame_ci95"], dtype=float)  # None (1 clip) -> nan
