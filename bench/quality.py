@@ -1,8 +1,9 @@
 """Quality at equal wall-clock budget: every model trained for the same minutes on the same data,
 scored by the same evaluation protocol, side by side.
 
-    python bench/quality.py [--minutes=4 --models=all --clips=64 --samples=100 --eval_context=5 --eval_horizon=20
-                             --warmup_steps=10 --out=runs/bench/quality --json=runs/bench/quality.json]
+    python bench/quality.py [--minutes=4 --equal_steps=0 --models=all --clips=64 --samples=100 --eval_context=5
+                             --eval_horizon=20 --warmup_steps=10 --reference=energy --out=runs/bench/quality
+                             --json=runs/bench/quality.json]
                             [training overrides for every model, e.g. --batch_size=32 --horizon=10 --data.objects=2]
 
 Models (`--models=energy,vae,...` picks some):
@@ -11,6 +12,9 @@ Models (`--models=energy,vae,...` picks some):
                     l1 sparsity and latent dropout as configured
     energy_n0       the same with N = 0: the amortized guess alone (an autoencoder, EEN-like)
     energy_n3       the same with N = 3 inference steps
+    energy_n10      the same with N = 10 inference steps
+    energy_n0_l1_0  N = 0 and no l1: the amortized guess alone, z limited by its dimension and dropout only
+    energy_draws    inference from the best of 16 draws of the learned prior (latent.draws), then N steps
     energy_l1       l1 sparsity only (no latent dropout)
     energy_ball     z projected onto the ball of radius 1 only (GLO; no l1, no dropout)
     energy_dropout  latent dropout only (no l1)
@@ -18,6 +22,8 @@ Models (`--models=energy,vae,...` picks some):
     vae             SVG-LP-style VAE with a learned prior, beta = latent.kl_weight (baselines.py):
                     1e-3, the exact negative ELBO per pixel of 32x32 frames under our BCE cost
     vae_beta1e-4    the same with beta = 1e-4 (SVG's value): z may carry more
+    vae_warm1e-3, vae_warm1e-4, vae_warm1e-5
+                    the VAE at beta 1e-3, 1e-4, 1e-5 with KL warm-up (beta rises from 0 over 300 steps)
 
 The data default to the built-in sprites with discrete bounces and one object per clip
 (`--data.bounce=discrete --data.objects=1`): each bounce picks one of `data.branches` directions, so
@@ -32,6 +38,13 @@ the learning-rate schedule runs to its end; `--max_minutes=minutes` caps the rea
 estimate was optimistic (the table shows planned and reached steps, and the seconds trained). The
 final prior refit, validation and previews are off or outside the budget. Every model is then scored
 by `vidpred.evaluation.evaluate` with K samples on the same test clips.
+With `--equal_steps=N` every model trains N steps instead (no timing run, no time cap): the
+comparison at equal steps rather than equal wall clock.
+
+Every model is evaluated on the same test clips, so each is also compared with `--reference` clip by
+clip: the table gives the mean of the per-clip difference in best-of-K PSNR and SSIM with its paired
+95% interval (1.96 standard errors of the differences), which is much tighter than comparing the
+two models' own intervals.
 Figures taken while other jobs load the machine are disturbed: the JSON records the load average
 before and after each model.
 """
@@ -58,12 +71,17 @@ MODELS = {
     "energy": [],
     "energy_n0": ["--latent.steps=0"],
     "energy_n3": ["--latent.steps=3"],
+    "energy_n10": ["--latent.steps=10"],
+    "energy_n0_l1_0": ["--latent.steps=0", "--latent.l1=0"],
+    "energy_draws": ["--latent.draws=16"],
     "energy_l1": ["--latent.dropout=0"],
     "energy_ball": ["--latent.l1=0", "--latent.dropout=0", "--latent.ball=1"],
     "energy_dropout": ["--latent.l1=0"],
     "deterministic": ["--model.kind=deterministic"],
     "vae": ["--model.kind=vae"],
     "vae_beta1e-4": ["--model.kind=vae", "--latent.kl_weight=1e-4"],
+    **{f"vae_warm{b}": ["--model.kind=vae", f"--latent.kl_weight={b}", "--latent.kl_warmup=300"]
+       for b in ("1e-3", "1e-4", "1e-5")},
 }
 DATA = ["--data.bounce=discrete", "--data.objects=1"]  # enumerable futures: coverage can be measured
 QUIET = ["--wandb=disabled", "--val_every=0", "--media_every=0"]  # nothing outside the training steps
@@ -72,6 +90,8 @@ QUIET = ["--wandb=disabled", "--val_every=0", "--media_every=0"]  # nothing outs
 @dataclass
 class BenchConfig:
     minutes: float = 4.0  # training wall clock per model
+    equal_steps: int = 0  # > 0: every model trains this many steps instead (equal steps, not equal wall clock)
+    reference: str = "energy"  # the model every other is compared with, clip by clip
     models: tuple[str, ...] = tuple(MODELS)
     clips: int = 64  # test clips
     samples: int = 100  # K futures per clip
@@ -97,12 +117,16 @@ def run_model(name: str, common: list[str], bench: BenchConfig) -> dict:
     folder = Path(bench.out) / name
     args = common + MODELS[name] + [f"--seed={bench.seed}"]
     load_before = load_average()
-    step_s = seconds_per_step(args, bench, folder / "timing")
-    planned = max(1, math.floor(60 * bench.minutes / step_s))
-    cfg = parse_args(args + [f"--out={folder / 'run'}", f"--steps={planned}", f"--max_minutes={bench.minutes}",
+    if bench.equal_steps:
+        step_s, planned, cap = float("nan"), bench.equal_steps, []
+    else:
+        step_s = seconds_per_step(args, bench, folder / "timing")
+        planned, cap = max(1, math.floor(60 * bench.minutes / step_s)), [f"--max_minutes={bench.minutes}"]
+    cfg = parse_args(args + [f"--out={folder / 'run'}", f"--steps={planned}", *cap,
                              f"--log_every={max(1, planned // 20)}", f"--ckpt_every={planned}",
                              "--overwrite=true"])  # a rerun of the bench measures afresh
-    print(f"\n== {name}: {step_s:.2f} s per step in the timing run -> {planned} steps for {bench.minutes} minutes")
+    print(f"\n== {name}: {planned} steps" + ("" if bench.equal_steps else
+                                              f" ({step_s:.2f} s per step in the timing run, {bench.minutes} minutes)"))
     start = time.perf_counter()
     ckpt = train(cfg)
     trained_s = time.perf_counter() - start  # everything train() does, start-up and prior refit included
@@ -120,23 +144,44 @@ def run_model(name: str, common: list[str], bench: BenchConfig) -> dict:
            "last_log": records[-1] if records else {}}
     for group in ("best_of_k", "mean_of_k", "deterministic"):
         row[group] = {k: metrics[group][k] for k in ("psnr", "psnr_ci95", "ssim", "ssim_ci95", "mse")}
+    row["per_clip"] = {m: metrics["best_of_k"][f"{m}_per_clip"] for m in ("psnr", "ssim")}  # for paired comparisons
+    row["per_frame"] = {m: metrics["best_of_k"][f"{m}_per_frame"] for m in ("psnr", "ssim")}
+    row["floor_per_frame"] = {m: metrics["floors"]["blank"][f"{m}_per_frame"] for m in ("psnr", "ssim")}
+    row["coverage_per_frame"] = metrics.get("coverage_per_frame")
     row["diversity"], row["coverage"] = metrics["diversity"], metrics["coverage"]
     row["floors"] = metrics.get("floors")
     return row
 
 
+def paired(a: list[float], b: list[float]) -> tuple[float, float]:
+    """The mean of the per-clip differences a - b and its 95% half-width (1.96 standard errors)."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    mean = sum(d) / len(d)
+    if len(d) < 2:
+        return mean, float("nan")
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
+    return mean, 1.96 * sd / math.sqrt(len(d))
+
+
 def format_table(rows: list[dict], bench: BenchConfig) -> str:
+    budget = f"{bench.equal_steps} steps" if bench.equal_steps else f"{bench.minutes:g} training minutes"
+    ref = next((r for r in rows if r["model"] == bench.reference), None)
     lines = [f"{bench.eval_context} -> {bench.eval_horizon} frames, K = {bench.samples}, {bench.clips} test clips, "
-             f"{bench.minutes:g} training minutes per model; PSNR / SSIM as mean ± 95% interval",
+             f"{budget} per model; PSNR / SSIM as mean ± 95% interval; vs {bench.reference}: the paired "
+             "difference in best-of-K PSNR / SSIM over the same clips",
              f"{'model':15}{'steps':>11}{'best-of-K PSNR':>17}{'SSIM':>16}{'mean-of-K PSNR':>17}{'SSIM':>16}"
-             f"{'z=0 PSNR':>10}{'SSIM':>8}{'divers.':>9}{'cover.':>8}"]
+             f"{'z=0 PSNR':>10}{'SSIM':>8}{'divers.':>9}{'cover.':>8}{'vs ref PSNR':>17}{'SSIM':>18}"]
     for r in rows:
         b, m, d = r["best_of_k"], r["mean_of_k"], r["deterministic"]
         cov = "n/a" if r["coverage"] is None else f"{r['coverage']:.3f}"
+        versus = ""
+        if ref is not None and r is not ref:
+            (dp, hp), (ds, hs) = (paired(r["per_clip"][k], ref["per_clip"][k]) for k in ("psnr", "ssim"))
+            versus = f"{dp:>+10.2f} ± {hp:4.2f}{ds:>+10.4f} ± {hs:5.4f}"
         lines.append(f"{r['model']:15}{r['steps']:>5}/{r['planned_steps']:<5}"
                      f"{b['psnr']:>10.2f} ± {b['psnr_ci95']:4.2f}{b['ssim']:>9.4f} ± {b['ssim_ci95']:5.4f}"
                      f"{m['psnr']:>10.2f} ± {m['psnr_ci95']:4.2f}{m['ssim']:>9.4f} ± {m['ssim_ci95']:5.4f}"
-                     f"{d['psnr']:>10.2f}{d['ssim']:>8.4f}{r['diversity']:>9.4f}{cov:>8}")
+                     f"{d['psnr']:>10.2f}{d['ssim']:>8.4f}{r['diversity']:>9.4f}{cov:>8}{versus}")
     floors = rows[0].get("floors") if rows else None
     if floors:
         lines.append("floors: " + ", ".join(f"{k} PSNR {v['psnr']:.2f} SSIM {v['ssim']:.4f}" for k, v in floors.items()))

@@ -96,6 +96,28 @@ def test_vae_step_decodes_the_reparameterized_posterior_draw_and_its_kl_vanishes
     assert stats["kl"] == pytest.approx(0.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("rollout", [False, True])
+def test_kl_warmup_ramps_beta_in_training_and_validation_prices_it_in_full(rollout):
+    torch.manual_seed(0)
+    model = predictor_of_kind("vae", channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3)
+    objective = VAEObjective(model, kl_weight=1e-2, kl_warmup=10)
+    video = torch.rand(2, 5, 1, 16, 16)
+    noise = latent_noise(seed=0, step=0, clips=range(2), frames=2, dim=3)
+    for step, scale in [(0, 0.1), (4, 0.5), (9, 1.0), (50, 1.0)]:
+        objective.at_step(step)
+        loss, stats, _ = objective.loss(video, context=3, energy=Energy(), draws=StepDraws(noise=noise), rollout=rollout)
+        assert loss.item() == pytest.approx(stats["energy"] + scale * 1e-2 * stats["kl"], rel=1e-5)
+    if rollout:  # (free-running validation scores the cost alone, KL or not)
+        return
+    objective.at_step(0)  # beta at a tenth in training ...
+    ramped = objective.clip_latents(video, context=3, energy=Energy(), rollout=rollout)
+    objective.kl_warmup = 0
+    objective.at_step(0)  # ... or in full: validation prices the KL in full either way
+    assert torch.allclose(objective.clip_latents(video, context=3, energy=Energy(), rollout=rollout).after,
+                          ramped.after)
+    assert (ramped.after > ramped.before).any()  # (the KL is in it: after = cost at mu_q + beta KL)
+
+
 def test_bad_kind_and_negative_kl_weight_are_refused(tiny_config):
     with pytest.raises(ConfigError, match="model.kind='gan': expected one of energy, deterministic, vae"):
         tiny_config("--model.kind=gan")

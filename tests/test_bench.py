@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import tiny_args
@@ -62,3 +63,24 @@ def test_quality_bench_trains_evaluates_and_writes_its_table(tmp_path, capsys):
     assert (out / "deterministic" / "eval" / "metrics.json").is_file()
     assert "deterministic" in capsys.readouterr().out
     assert quality.main(["--models=gan"]) == 2
+
+
+def test_quality_bench_at_equal_steps_compares_models_clip_by_clip(tmp_path, capsys):
+    out, table = tmp_path / "q", tmp_path / "q.json"
+    model_args = [a for a in tiny_args(tmp_path) if not a.startswith(("--out=", "--steps=", "--log_every=",
+                                                                       "--ckpt_every=", "--wandb="))]
+    code = quality.main(["--models=deterministic,energy", "--equal_steps=3", "--reference=deterministic",
+                         "--clips=3", "--samples=4", "--eval_horizon=4", f"--out={out}", f"--json={table}", *model_args])
+    assert code == 0
+    det, energy = json.loads(table.read_text())["models"]
+    assert det["steps"] == energy["steps"] == det["planned_steps"] == 3
+    assert len(energy["per_clip"]["psnr"]) == 3 and len(energy["per_frame"]["ssim"]) == 4
+    mean, half = quality.paired(energy["per_clip"]["psnr"], det["per_clip"]["psnr"])
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("energy ")]
+    assert row.split()[-6:-3] == f"{mean:+.2f} ± {half:4.2f}".split()  # energy's row ends with its paired difference
+
+
+def test_paired_interval_is_the_standard_error_of_the_differences():
+    mean, half = quality.paired([3.0, 5.0, 7.0, 9.0], [1.0, 2.0, 3.0, 4.0])  # differences 2, 3, 4, 5
+    assert mean == 3.5 and half == pytest.approx(1.96 * (5 / 3) ** 0.5 / 2)
+    assert quality.paired([1.0, 2.0], [1.0, 2.0]) == (0.0, 0.0)  # same clips, same scores: no doubt

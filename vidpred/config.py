@@ -87,6 +87,7 @@ class LatentConfig:
     step_size: float = 0.03  # length of the first step, in latent units (adapted per sample)
     encoder_weight: float = 1.0  # beta: weight of ||A(x, y) - z*||^2 in the loss
     kl_weight: float = 1e-3  # model.kind=vae: beta of KL(q || p), in nats of KL per nat of per-pixel-mean cost
+    kl_warmup: int = 0  # model.kind=vae: steps over which beta rises linearly from 0 (0: beta from the start)
 
 
 @dataclass
@@ -205,7 +206,7 @@ def validate(cfg: Config) -> Config:
                   nonneg=["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.draws", "latent.step_size",
                           "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
                           "prior.fit_clips", "val_every", "rollout_start", "media_every", "stop_at", "data.clip_stride",
-                          "latent.kl_weight", "max_minutes", "seed", "model.blocks", "threads"])
+                          "latent.kl_weight", "latent.kl_warmup", "max_minutes", "seed", "model.blocks", "threads"])
     check_device(cfg.device)
     if cfg.resume and cfg.overwrite:
         raise ConfigError(f"resume={str(cfg.resume).lower()} and overwrite=true contradict each other: --resume continues the run in "

@@ -120,11 +120,13 @@ def _interval(values: Tensor) -> tuple:
 
 def summarize(per_metric: dict[str, Tensor]) -> dict:
     """{metric: (n, T) per-frame scores} -> for each metric: the mean over clips of the time
-    average, its 95% half-width, and the per-frame means with their half-widths."""
+    average, its 95% half-width, the per-frame means with their half-widths, and each clip's time
+    average (so two models evaluated on the same clips can be compared pair by pair)."""
     out = {}
     for name, frames in per_metric.items():
         out[name], out[f"{name}_ci95"] = _interval(frames.mean(dim=1))
         out[f"{name}_per_frame"], out[f"{name}_per_frame_ci95"] = _interval(frames)
+        out[f"{name}_per_clip"] = frames.mean(dim=1).tolist()
     return out
 
 
@@ -153,7 +155,8 @@ def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, step: int,
             "floors": "blank: an all-zero frame; copy_last: the last context frame repeated",
         },
         "summary": "mean over clips of each clip's time-averaged score; *_ci95: 1.96 standard errors of "
-                   "that mean (null with one clip); *_per_frame: the mean over clips at each predicted frame",
+                   "that mean (null with one clip); *_per_frame: the mean over clips at each predicted frame; "
+                   "*_per_clip: each clip's time-averaged score, in clip order",
         "diversity": "mean pairwise per-pixel L1 distance between the K futures of a clip, averaged over clips",
         "coverage": "per predicted frame t, the share of a clip's true futures (distinct up to t) that some sample "
                     f"followed through t, each frame's MSE below {COVERAGE_TOLERANCE:g} x the MSE between that true "

@@ -204,8 +204,9 @@ class Objective:
 
     def __init__(self, model: VideoPredictor, *, steps: int = 1, step_size: float = 0.03,
                  encoder_weight: float = 1.0, kl_weight: float = 1e-3, dropout: float = 0.0,
-                 feedback_grad: bool = True, prior_draws: int = 0):
+                 feedback_grad: bool = True, prior_draws: int = 0, kl_warmup: int = 0):
         self.model = model
+        self.kl_warmup, self.kl_scale = kl_warmup, 1.0  # vae: β ramps from 0 over kl_warmup training steps
         self.prior_draws = prior_draws  # energy: inference starts from the best of this many prior draws (0: from A)
         self.feedback_grad = feedback_grad  # free-running training: backpropagate through the fed-back frames
         self.steps, self.step_size, self.encoder_weight = steps, step_size, encoder_weight
@@ -217,6 +218,11 @@ class Objective:
 
     def draws(self, *, seed: int, step: int, clips: range, frames: int) -> StepDraws:
         return StepDraws()
+
+    def at_step(self, step: int) -> None:
+        """Set what the training loss schedules by step: the VAE's KL warm-up (Bowman et al. 2016), β
+        rising linearly over `kl_warmup` steps so the posterior is used before it is priced."""
+        self.kl_scale = min(1.0, (step + 1) / self.kl_warmup) if self.kl_warmup else 1.0
 
     def loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
              rollout: bool = False) -> tuple[Tensor, dict, Tensor]:
@@ -433,7 +439,7 @@ class VAEObjective(Objective):
         logits = model.decode(cond, z)
         cost = energy.reconstruction(logits, target)  # (n,)
         kl = gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p)  # (n,) nats per frame
-        loss = cost.mean() + self.kl_weight * kl.mean()
+        loss = cost.mean() + self.kl_weight * self.kl_scale * kl.mean()
         stats = {"loss": loss.item(), "energy": cost.mean().item(), "kl": kl.mean().item(),
                  "latent_norm": z.norm(dim=1).mean().item(), "posterior_sigma": log_sigma_q.exp().mean().item(),
                  "prior_sigma": log_sigma_p.exp().mean().item(), "out_mean": torch.sigmoid(logits).mean().item(),
@@ -458,6 +464,7 @@ class VAEObjective(Objective):
                       score_zero: bool = False) -> FrameLatents:
         """A reparameterized posterior draw (its mean without `draws.noise` (b, T, d))."""
         model, noise = self.model, None if draws is None else draws.noise
+        beta = self.kl_weight * (self.kl_scale if train else 1.0)  # validation prices the KL in full
 
         def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
             mu_q, log_sigma_q = model.posterior_params(cond, target)  # (n, d) each
@@ -467,7 +474,7 @@ class VAEObjective(Objective):
             stats = {"kl": kl.detach(), "latent_norm": z.detach().norm(dim=1),
                      "posterior_sigma": log_sigma_q.detach().exp().mean(dim=1),
                      "prior_sigma": log_sigma_p.detach().exp().mean(dim=1)}
-            return FrameLatent(z, z.detach(), self.kl_weight * kl, stats)
+            return FrameLatent(z, z.detach(), beta * kl, stats)
 
         return latent
 

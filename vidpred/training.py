@@ -339,6 +339,7 @@ class _Run:
             group["lr"] = lr
         video = _crop(video, cfg.context + cfg.horizon, step, cfg.seed).to(self.device, non_blocking=True)
         draws = self.objective.draws(seed=cfg.seed, step=step, clips=self.mine, frames=cfg.horizon)
+        self.objective.at_step(step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             loss, stats, kept = self.step_loss(video, context=cfg.context, energy=build_energy(cfg, step, l1=state.l1),
                                                draws=draws, rollout=cfg.rollout and step >= cfg.rollout_start)
