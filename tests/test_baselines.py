@@ -105,7 +105,8 @@ def test_kl_warmup_ramps_beta_in_training_and_validation_prices_it_in_full(rollo
     noise = latent_noise(seed=0, step=0, clips=range(2), frames=2, dim=3)
     for step, scale in [(0, 0.1), (4, 0.5), (9, 1.0), (50, 1.0)]:
         objective.at_step(step)
-        loss, stats, _ = objective.loss(video, context=3, energy=Energy(), draws=StepDraws(noise=noise), rollout=rollout)
+        loss, stats, _ = objective.loss(video, context=3, energy=Energy(), draws=StepDraws(noise=noise),
+                                        rollout=rollout)
         assert loss.item() == pytest.approx(stats["energy"] + scale * 1e-2 * stats["kl"], rel=1e-5)
     if rollout:  # (free-running validation scores the cost alone, KL or not)
         return

@@ -70,7 +70,8 @@ def test_quality_bench_at_equal_steps_compares_models_clip_by_clip(tmp_path, cap
     model_args = [a for a in tiny_args(tmp_path) if not a.startswith(("--out=", "--steps=", "--log_every=",
                                                                        "--ckpt_every=", "--wandb="))]
     code = quality.main(["--models=deterministic,energy", "--equal_steps=3", "--reference=deterministic",
-                         "--clips=3", "--samples=4", "--eval_horizon=4", f"--out={out}", f"--json={table}", *model_args])
+                         "--clips=3", "--samples=4", "--eval_horizon=4", f"--out={out}", f"--json={table}",
+                         *model_args])
     assert code == 0
     det, energy = json.loads(table.read_text())["models"]
     assert det["steps"] == energy["steps"] == det["planned_steps"] == 3
