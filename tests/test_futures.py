@@ -285,25 +285,31 @@ def test_prior_draws_from_given_noise_follow_the_mixture():
     assert torch.allclose(z[first], mu[0, 0] + log_sigma[0, 0].exp() * normal[first], atol=1e-5)
 
 
-def test_inference_starts_from_the_prior_draw_of_lowest_energy():
+@pytest.mark.parametrize("proposal", ["prior", "normal"])
+def test_inference_starts_from_the_proposed_latent_of_lowest_cost(proposal):
+    """Among each frame's M proposals (the learned prior's draws, or a standard normal's), the one whose
+    decoded frame costs least; the l1 price does not choose (it would always pick the smallest)."""
     model = small(perturb=True)
-    objective = EnergyObjective(model, steps=0, prior_draws=6)
+    objective = EnergyObjective(model, steps=0, prior_draws=6, proposal=proposal)
     video = torch.rand(2, 5, 1, 16, 16)
     draws = objective.draws(seed=3, step=7, clips=range(2), frames=2)
     assert draws.pick.shape == (4, 6) and draws.spread.shape == (4, 6, 3)
     again = objective.draws(seed=3, step=7, clips=range(1, 2), frames=2)  # one clip of the batch: its own draws
     assert torch.equal(again.pick, draws.pick[2:]) and torch.equal(again.spread, draws.spread[2:])
-    energy = Energy(l1=0.01)
+    energy = Energy(l1=10.0)  # a price that would make the smallest proposal win if it were part of the choice
     cond, target = model.teacher_forced_pairs(video, 3)
     start, guess = objective.start(cond, target, energy, draws)
+    not_smallest = []
     with torch.no_grad():
-        for i in range(4):  # brute force: decode each of the frame's six draws alone
+        for i in range(4):  # brute force: decode each of the frame's six proposals alone
             h = cond.h[i:i + 1].expand(6, -1, -1, -1)
-            candidates = model.prior.draw(h, draws.pick[i], draws.spread[i])
-            one = cond._replace(h=cond.h[i:i + 1].expand(6, -1, -1, -1), last=cond.last[i:i + 1].expand(6, -1, -1, -1),
+            candidates = model.prior.draw(h, draws.pick[i], draws.spread[i]) if proposal == "prior" else draws.spread[i]
+            one = cond._replace(h=h, last=cond.last[i:i + 1].expand(6, -1, -1, -1),
                                 skips=[s[i:i + 1].expand(6, -1, -1, -1) for s in cond.skips])
-            scores = energy(model.decode(one, candidates), target[i:i + 1].expand(6, -1, -1, -1), candidates)
-            assert torch.allclose(start[i], candidates[scores.argmin()])
+            costs = energy.reconstruction(model.decode(one, candidates), target[i:i + 1].expand(6, -1, -1, -1))
+            assert torch.allclose(start[i], candidates[costs.argmin()])
+            not_smallest.append(bool(costs.argmin() != candidates.abs().sum(dim=1).argmin()))
+    assert any(not_smallest)  # with the price in the choice, the smallest proposal would have won every frame
     assert torch.allclose(guess, model.amortized_latent(cond, target))  # A is still trained toward z*
     zero_steps = objective.infer(video, context=3, energy=energy, draws=draws)[3]
     assert torch.equal(zero_steps.z, start)

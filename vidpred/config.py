@@ -26,7 +26,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli 
 
 from . import choices
 from .choices import (Auto, Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, Layout, ModelKind, Precision,
-                      PriorKind, SplitBy, WandbMode)
+                      PriorKind, Proposal, SplitBy, WandbMode)
 from .errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "DataConfig", "LatentConfig", "ModelConfig", "PriorConfig", "parse_args",
@@ -83,7 +83,8 @@ class LatentConfig:
     ball: float = 0.0  # radius of the ball z is projected onto (0: no projection)
     dropout: float = 0.25  # probability of training a frame with z = 0 (PPUU's latent dropout)
     steps: int = 1  # inference steps of proximal gradient descent per training sample
-    draws: int = 0  # inference starts from the best of this many draws of the learned prior (0: from A's guess)
+    draws: int = 0  # inference starts from the best of this many proposed latents (0: from A's guess)
+    proposal: Proposal = "prior"  # latent.draws: the learned prior's draws, or a standard normal's (IMLE)
     step_size: float = 0.03  # length of the first step, in latent units (adapted per sample)
     encoder_weight: float = 1.0  # beta: weight of ||A(x, y) - z*||^2 in the loss
     kl_weight: float = 1e-3  # model.kind=vae: beta of KL(q || p), in nats of KL per nat of per-pixel-mean cost

@@ -63,7 +63,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .choices import ModelKind, PriorKind, check_choice
+from .choices import ModelKind, PriorKind, Proposal, check_choice
 from .energy import Energy
 from .inference import infer_latent
 from .model import Conditioning, ConditionalPrior, GaussianHead, LatentEncoder, VideoPredictor
@@ -204,10 +204,12 @@ class Objective:
 
     def __init__(self, model: VideoPredictor, *, steps: int = 1, step_size: float = 0.03,
                  encoder_weight: float = 1.0, kl_weight: float = 1e-3, dropout: float = 0.0,
-                 feedback_grad: bool = True, prior_draws: int = 0, kl_warmup: int = 0):
+                 feedback_grad: bool = True, prior_draws: int = 0, proposal: Proposal = "prior",
+                 kl_warmup: int = 0):
         self.model = model
         self.kl_warmup, self.kl_scale = kl_warmup, 1.0  # vae: β ramps from 0 over kl_warmup training steps
         self.prior_draws = prior_draws  # energy: inference starts from the best of this many prior draws (0: from A)
+        self.proposal = check_choice("proposal", proposal, Proposal)
         self.feedback_grad = feedback_grad  # free-running training: backpropagate through the fed-back frames
         self.steps, self.step_size, self.encoder_weight = steps, step_size, encoder_weight
         self.kl_weight, self.dropout = kl_weight, dropout
@@ -333,10 +335,14 @@ class EnergyObjective(Objective):
             pick, spread = draws.pick, draws.spread
         with torch.no_grad():
             rows = cond.detach().repeat(m)  # (n * m): each frame's m draws in a row
-            h = rows.h
-            previous = None if z_prev is None else z_prev.repeat_interleave(m, dim=0)
-            candidates = model.prior.draw(h, pick.reshape(-1), spread.reshape(n * m, -1), previous)  # (n * m, d)
-            scores = energy(model.decode(rows, candidates), target.repeat_interleave(m, dim=0), candidates)
+            if self.proposal == "normal":
+                candidates = spread.reshape(n * m, -1).to(target)
+            else:
+                previous = None if z_prev is None else z_prev.repeat_interleave(m, dim=0)
+                candidates = model.prior.draw(rows.h, pick.reshape(-1), spread.reshape(n * m, -1), previous)
+            # chosen by the cost alone: R is the price the steps after pay; on it the smallest draw would win
+            # whatever it predicts, and the latent would die
+            scores = energy.reconstruction(model.decode(rows, candidates), target.repeat_interleave(m, dim=0))
             best = scores.view(n, m).argmin(dim=1)
             z0 = candidates.view(n, m, -1)[torch.arange(n, device=best.device), best]
         return z0, guess
