@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ class Ranks:
     rank: int
     world: int
     device: torch.device
+    local: int = 0  # the rank among the processes of this node (torchrun's LOCAL_RANK)
 
     @property
     def main(self) -> bool:
@@ -34,13 +36,13 @@ class Ranks:
         return self.rank == 0
 
 
-def setup(*, device: str, batch_size: int) -> Ranks:
+def setup(*, device: str, batch_size: int | None = None) -> Ranks:
     """This process's rank and device; joins the process group when started by torchrun.
 
     Refuses a global batch that the ranks cannot split evenly (before anything is written).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if batch_size % world:
+    if batch_size is not None and batch_size % world:
         raise ConfigError(f"batch_size={batch_size} is the global batch and must split evenly over the {world} "
                           f"processes torchrun started (each takes batch_size / {world}); use a multiple of {world}")
     resolved = resolve_device(device)
@@ -53,7 +55,7 @@ def setup(*, device: str, batch_size: int) -> Ranks:
         dist.init_process_group("nccl", device_id=resolved, timeout=timedelta(minutes=30))
     else:
         dist.init_process_group("gloo", timeout=timedelta(minutes=30))
-    return Ranks(rank, world, resolved)
+    return Ranks(rank, world, resolved, local)
 
 
 def teardown(ranks: Ranks) -> None:
@@ -94,6 +96,26 @@ def gather_rows(rows: Tensor, ranks: Ranks) -> Tensor:
 def barrier(ranks: Ranks) -> None:
     if ranks.world > 1:
         dist.barrier()
+
+
+@contextmanager
+def local_first(ranks: Ranks):
+    """Run the body on each node's first process, then on the others: what the first one builds and
+    caches (a video folder's index) the others read instead of building it again, at the same time."""
+    if ranks.world > 1 and ranks.local != 0:
+        dist.barrier()  # released once every node's first process has been through the body
+    yield
+    if ranks.world > 1 and ranks.local == 0:
+        dist.barrier()
+
+
+def gather_objects(obj, ranks: Ranks) -> list:
+    """Every rank's `obj` (picklable), in rank order; [obj] with one rank."""
+    if ranks.world == 1:
+        return [obj]
+    out = [None] * ranks.world
+    dist.all_gather_object(out, obj)
+    return out
 
 
 class StopRequest:

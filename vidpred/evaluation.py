@@ -31,7 +31,7 @@ from tqdm import tqdm
 from .build import build_objective, build_source, load_predictor, run_home
 from .choices import PriorKind
 from .config import ConfigError, DataConfig, check_device, check_numbers, parse_overrides, set_key, to_dict
-from .devices import resolve_device
+from .distributed import Ranks, gather_objects, local_first, setup, teardown
 from .html_report import save_report_html
 from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage_per_frame,
                       frame_metrics, frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
@@ -212,9 +212,23 @@ def _perceptual_networks(ecfg: EvalConfig, *, size: int, frames: int, device: to
 
 
 def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> dict:
-    """Evaluate `ecfg.ckpt` on the checkpoint's data (with `data_overrides`); writes and returns metrics."""
+    """Evaluate `ecfg.ckpt` on the checkpoint's data (with `data_overrides`); writes and returns metrics.
+
+    Under torchrun the test clips are split over the processes, in blocks (rank r scores the r-th
+    block of clips), and the main rank gathers every clip's scores and writes the files. A clip's
+    futures depend only on (seed, clip index), so the figures are those of one process (to float
+    rounding: convolutions may take other algorithms for other batch shapes).
+    """
+    ranks = setup(device=ecfg.device)
+    try:
+        return _evaluate(ecfg, data_overrides, ranks)
+    finally:
+        teardown(ranks)
+
+
+def _evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None, ranks: Ranks) -> dict:
     began = time.perf_counter()
-    device = resolve_device(ecfg.device)
+    device = ranks.device
     model, cfg, bank, state = load_predictor(ecfg.ckpt, device)
     objective = build_objective(cfg, model)
     data = dataclasses.replace(cfg.data)
@@ -230,7 +244,8 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
     frames = ecfg.context + ecfg.horizon
     lpips, i3d = _perceptual_networks(ecfg, size=data.size, frames=frames, device=device)  # refused before sampling
     try:
-        source = build_source(data, seed=ecfg.seed, split="test", frames=frames, context=ecfg.context)
+        with local_first(ranks):  # a video folder is indexed once per node
+            source = build_source(data, seed=ecfg.seed, split="test", frames=frames, context=ecfg.context)
     except ValueError as e:  # a data section that cannot make these clips
         raise ConfigError(f"data: {e}") from None
     if source.frames < frames:
@@ -240,7 +255,10 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
         raise ConfigError(f"clips={ecfg.clips}, but the test split of {data.kind} has {len(source)} clips; "
                           f"pass --clips={len(source)} or fewer")
     out = Path(ecfg.out) if ecfg.out else run_home(ecfg.ckpt) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
+    share = -(-ecfg.clips // ranks.world)  # this rank's block of clips
+    mine = range(ranks.rank * share, min(ecfg.clips, (ranks.rank + 1) * share))
     batch = ecfg.batch or _auto_batch(ecfg, data.channels, data.size)
     rollout_batch = ecfg.rollout_batch or auto_rollout_batch(device, data.size)
 
@@ -249,11 +267,11 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
     diversity, covered, shown = [], [], []
     fvd_real, fvd_sampled = [], []  # I3D features (n, 400) per batch: only these are kept for FVD
     enumerable = source.lists_futures
-    bar = tqdm(total=ecfg.clips, desc="evaluate", unit="clip", dynamic_ncols=True,
+    bar = tqdm(total=len(mine), desc="evaluate", unit="clip", dynamic_ncols=True, disable=not ranks.main,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
     with torch.inference_mode():
-        for start in range(0, ecfg.clips, batch):
-            idx = list(range(start, min(start + batch, ecfg.clips)))
+        for start in range(mine.start, mine.stop, batch):
+            idx = list(range(start, min(start + batch, mine.stop)))
             video = torch.stack([source[i][:frames] for i in idx]).to(device)
             context, truth = video[:, :ecfg.context], video[:, ecfg.context:]
             futures = sample_futures(objective, context, samples=ecfg.samples, horizon=ecfg.horizon, prior=prior,
@@ -277,6 +295,15 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
             bar.update(len(idx))
     bar.close()
 
+    # every rank's clips, in clip order (the blocks are in rank order)
+    local = {"scores": per_frame, "diversity": diversity, "covered": covered, "fvd_real": fvd_real,
+             "fvd_sampled": fvd_sampled}
+    parts = gather_objects(local, ranks)
+    if not ranks.main:
+        return {}
+    per_frame = {g: {m: sum((p["scores"][g][m] for p in parts), []) for m in metric_fns} for g in per_frame}
+    diversity, covered, fvd_real, fvd_sampled = (sum((p[k] for p in parts), [])
+                                                 for k in ("diversity", "covered", "fvd_real", "fvd_sampled"))
     merged = {g: {m: torch.cat(v) for m, v in per.items()} for g, per in per_frame.items()}
     metrics = {
         "protocol": describe_protocol(ecfg, data, prior, int(state["step"]), lpips=lpips),

@@ -11,12 +11,15 @@ live training processes from writing the same folder.
   included), so a lock is never stale; the file itself stays and means nothing without the lock.
 
 Under torchrun only the main rank claims the folder; its verdict is shared, so every rank starts or
-refuses together.
+refuses together. Every other rank then checks that it sees the lock file the main rank just wrote
+(a random number in it): on several nodes, an `--out` that is not on a file system all of them mount
+at the same path would otherwise leave each node writing its own half of the run.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +44,7 @@ class RunFolderError(ConfigError):
 class FolderLock:
     """An exclusive, non-blocking flock on `folder/.lock` for as long as it is held (see `release`)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, nonce: int = 0):
         self.path = Path(folder) / LOCK_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -57,7 +60,7 @@ class FolderLock:
                     f"{folder} is being written by another training process ({who}, which holds {self.path}); "
                     "wait for it to end or stop it, or choose another --out") from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        os.write(fd, f"{os.getpid()} {socket.gethostname()} {nonce}\n".encode())
         self.fd = fd
 
     def release(self) -> None:
@@ -86,22 +89,42 @@ def check_start(out: Path, *, resume: bool, overwrite: bool) -> None:
         f.unlink()
 
 
+def lock_nonce(out: Path) -> int | None:
+    """The random number the main rank wrote into `out/.lock` (None where there is no such file)."""
+    try:
+        fields = (Path(out) / LOCK_NAME).read_text().split()
+        return int(fields[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 @contextmanager
 def claim(out: Path, ranks: Ranks, *, resume: bool, overwrite: bool):
-    """Hold the output folder `out` for this training process (the main rank); every rank refuses together."""
+    """Hold the output folder `out` for this training process (the main rank); every rank refuses together,
+    also when some rank does not see the folder the main rank holds."""
     lock, error = None, None
+    nonce = random.SystemRandom().randrange(1, 2**31) if ranks.main else 0
     if ranks.main:
         try:
-            lock = FolderLock(out)
+            lock = FolderLock(out, nonce)
             check_start(out, resume=resume, overwrite=overwrite)
         except RunFolderError as e:
             error = e
-    refused = sum_over_ranks(torch.tensor([float(error is not None)]), ranks).item() > 0
+    verdict = sum_over_ranks(torch.tensor([float(error is not None), float(nonce)], dtype=torch.float64), ranks)
+    refused, nonce = verdict[0].item() > 0, int(verdict[1].item())
     try:
         if error is not None:
             raise error
         if refused:
             raise RunFolderError(f"the main rank refused the output folder {out} (its message says why)")
+        sees = torch.zeros(ranks.world, dtype=torch.float64)
+        sees[ranks.rank] = float(ranks.main or lock_nonce(out) == nonce)
+        blind = [r for r, seen in enumerate(sum_over_ranks(sees, ranks).tolist()) if not seen]
+        if blind:  # (rank 0 speaks for all)
+            raise RunFolderError(
+                f"{len(blind)} of the {ranks.world} training processes (rank {', '.join(map(str, blind))}) do not "
+                f"see the output folder {out.resolve()} that rank 0 holds on {socket.gethostname()}: with several "
+                "nodes, --out must be on a file system every node mounts at the same path")
         yield lock
     finally:
         if lock is not None:

@@ -36,7 +36,7 @@ from .build import build_energy, build_model, build_objective, build_source
 from .checkpoint import fitted_copy, last_good, load_checkpoint, save_checkpoint, training_state
 from .config import Config, config_changes, to_dict
 from .data import ClipSource, train_loader
-from .distributed import (Interrupted, Ranks, StopRequest, barrier, data_parallel, gather_rows,
+from .distributed import (Interrupted, Ranks, StopRequest, barrier, data_parallel, gather_rows, local_first,
                           setup, sum_over_ranks, teardown)
 from .energy import Energy
 from .files import WriteError
@@ -276,8 +276,9 @@ class _Run:
             self.tracker = Tracker(out, config=to_dict(cfg), name=cfg.name, project=cfg.wandb_project, mode=cfg.wandb,
                                    resume_step=self.state.step if self.resuming else None, run_id=self.state.wandb_id)
             self.state.wandb_id = self.tracker.run_id
-        self.val_source = build_source(cfg.data, seed=cfg.seed, split="val", frames=cfg.context + cfg.horizon,
-                                       context=cfg.context)
+        with local_first(ranks):  # a video folder is indexed once per node, then read from its cache
+            self.val_source = build_source(cfg.data, seed=cfg.seed, split="val", frames=cfg.context + cfg.horizon,
+                                           context=cfg.context)
         self.n_val = min(cfg.val_clips, len(self.val_source))
         self.val_indices = list(range(ranks.rank, self.n_val, ranks.world))  # each rank scores its share
         local = cfg.batch_size // ranks.world
@@ -291,7 +292,8 @@ class _Run:
 
     def batches(self, end: int):
         cfg = self.cfg
-        source = build_source(cfg.data, seed=cfg.seed, split="train", frames=cfg.data.frames, context=cfg.context)
+        with local_first(self.ranks):
+            source = build_source(cfg.data, seed=cfg.seed, split="train", frames=cfg.data.frames, context=cfg.context)
         return train_loader(source, batch_size=cfg.batch_size, start_step=self.state.step, steps=end,
                             workers=cfg.data.workers, pin_memory=self.device.type == "cuda", rank=self.ranks.rank,
                             world=self.ranks.world)
