@@ -2,6 +2,7 @@
 
     python bench/behaviour.py --out=/tmp/before.json                        # on the old code
     python bench/behaviour.py --out=/tmp/after.json --compare=/tmp/before.json   # on the new code
+    python bench/behaviour.py --compare=/tmp/before.json --ignore=_per_clip        # leave out figures added since
 
 For each model kind (and the free-running options) it trains a seeded 50-step run in a temporary
 folder, evaluates it, and records every logged figure of `log.jsonl` (losses, energies, latent
@@ -83,6 +84,8 @@ def main(argv: list[str]) -> int:
     for name in sorted(set(before) | set(result)):
         old, new = before.get(name, {}), result.get(name, {})
         for key in sorted(set(old) | set(new)):
+            if "ignore" in options and options["ignore"] in key:
+                continue
             a, b = old.get(key), new.get(key)
             same = a is not None and b is not None and (a == b or (math.isnan(a) and math.isnan(b)))
             if not same:
