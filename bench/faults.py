@@ -169,11 +169,12 @@ def bad_files(work: Path) -> list[tuple[str, list[str]]]:
 def bad_inputs(work: Path, n: int, rng: random.Random) -> dict:
     train_keys = [k for k in keys(Config()) if k not in ("out", "name", "wandb_project")]
     eval_keys = [k for k in keys(EvalConfig()) if k not in ("out",)]
+    files = bad_files(work / "files")
     trials = [(f"train --{k}={v!r}", ["train", f"--{k}={v}"]) for k, v in
               ((rng.choice(train_keys), rng.choice(BAD_VALUES)) for _ in range(n * 3 // 4))]
     trials += [(f"evaluate --{k}={v!r}", ["evaluate", "--ckpt=missing.pt", f"--{k}={v}"]) for k, v in
-               ((rng.choice(eval_keys), rng.choice(BAD_VALUES)) for _ in range(n - len(trials) - 12))]
-    trials += bad_files(work / "files")
+               ((rng.choice(eval_keys), rng.choice(BAD_VALUES)) for _ in range(max(0, n - len(trials) - len(files))))]
+    trials += files  # n in all: the fuzzed keys fill what the broken files leave
     counts = {"bad inputs": len(trials), "clear refusals": 0, "ran": 0, "clear stops": 0, "tracebacks": 0}
     failures, stops = [], []
     for what, args in trials:
