@@ -15,6 +15,8 @@ Models (`--models=energy,vae,...` picks some):
     energy_n10      the same with N = 10 inference steps
     energy_n0_l1_0  N = 0 and no l1: the amortized guess alone, z limited by its dimension and dropout only
     energy_draws    inference from the best of 16 draws of the learned prior (latent.draws), then N steps
+    energy_push1, energy_push2
+                    trained on its own predictions, 1 or 2 rounds deep, as inputs (the pushforward trick)
     energy_l1       l1 sparsity only (no latent dropout)
     energy_ball     z projected onto the ball of radius 1 only (GLO; no l1, no dropout)
     energy_dropout  latent dropout only (no l1)
@@ -74,6 +76,8 @@ MODELS = {
     "energy_n10": ["--latent.steps=10"],
     "energy_n0_l1_0": ["--latent.steps=0", "--latent.l1=0"],
     "energy_draws": ["--latent.draws=16"],
+    "energy_push1": ["--pushforward=1"],
+    "energy_push2": ["--pushforward=2"],
     "energy_l1": ["--latent.dropout=0"],
     "energy_ball": ["--latent.l1=0", "--latent.dropout=0", "--latent.ball=1"],
     "energy_dropout": ["--latent.l1=0"],

@@ -1,6 +1,8 @@
 """The parts that keep futures together: recurrent predictor, kernels and splat decoders, free-running
 training, chained prior."""
 
+import math
+
 import pytest
 import torch
 
@@ -313,3 +315,69 @@ def test_inference_starts_from_the_proposed_latent_of_lowest_cost(proposal):
     assert torch.allclose(guess, model.amortized_latent(cond, target))  # A is still trained toward z*
     zero_steps = objective.infer(video, context=3, energy=energy, draws=draws)[3]
     assert torch.equal(zero_steps.z, start)
+
+
+def test_pushforward_inputs_are_the_models_own_rollout_as_deep_as_the_rounds():
+    """After r rounds, the first r predicted frames a target may read are exactly what the model's
+    free-running rollout makes from the context (z = 0 for the deterministic kind); the context and
+    the frames past round r's reach come from the model's teacher-forced guesses, never the truth."""
+    model = small(kind="deterministic", perturb=True)
+    video = torch.rand(2, 7, 1, 16, 16)  # 3 context frames, 4 to predict
+    rollout, _ = model.rollout(video[:, :3], horizon=4, draw_z=lambda h, k: torch.zeros(h.shape[0], 3))
+    energy = Energy()
+    for rounds in (1, 2, 3):
+        pushed = DeterministicObjective(model, pushforward=rounds).pushed_inputs(video, context=3, energy=energy)
+        assert pushed.shape == video.shape
+        assert torch.equal(pushed[:, :3], video[:, :3]) and torch.equal(pushed[:, -1], video[:, -1])
+        assert torch.allclose(pushed[:, 3:3 + rounds], rollout[:, :rounds], atol=1e-5)
+        assert not torch.allclose(pushed[:, 3:6], video[:, 3:6], atol=0.05)
+    assert torch.equal(DeterministicObjective(model).loss(video, context=3, energy=energy, draws=StepDraws())[0],
+                       DeterministicObjective(model).teacher_forced_loss(video, context=3, energy=energy,
+                                                                        draws=StepDraws())[0])
+
+
+@pytest.mark.parametrize("kind", ["energy", "vae"])
+def test_pushforward_loss_reads_the_pushed_frames_and_trains_on_the_true_ones(kind):
+    """The loss with pushforward is the teacher-forced loss whose inputs are the pushed frames and
+    whose targets are the true ones; the pushed frames carry no gradient, the weights get one."""
+    model = small(kind=kind, perturb=True).train()
+    video = torch.rand(2, 6, 1, 16, 16)
+    energy = Energy(l1=0.01)
+    make = (lambda r: EnergyObjective(model, steps=1, step_size=0.03, pushforward=r)) if kind == "energy" else \
+        (lambda r: VAEObjective(model, kl_weight=1e-3, pushforward=r))
+    draws = make(0).draws(seed=0, step=3, clips=range(2), frames=3)
+    pushed = make(1).pushed_inputs(video, context=3, energy=energy)
+    assert not pushed.requires_grad and not torch.allclose(pushed[:, 3:5], video[:, 3:5], atol=0.05)
+    loss, stats, kept = make(1).loss(video, context=3, energy=energy, draws=draws)
+    again, _, _ = make(0).teacher_forced_loss(video, context=3, energy=energy, draws=draws, inputs=pushed)
+    plain, _, _ = make(0).loss(video, context=3, energy=energy, draws=draws)
+    assert loss.item() == pytest.approx(again.item(), rel=1e-5) and loss.item() != pytest.approx(plain.item())
+    assert stats["target_mean"] == pytest.approx(video[:, 3:].mean().item())  # the targets stay true
+    loss.backward()
+    assert model.encoder.stem[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="pushforward=-1"):
+        make(-1)
+
+
+def test_a_pushforward_run_trains_and_its_objective_pushes(tmp_path, monkeypatch):
+    """--pushforward reaches the objective training builds: a run's steps feed its own predictions."""
+    import json
+
+    from conftest import tiny_args
+    from vidpred.config import parse_args
+    from vidpred.training import train
+
+    rounds = []
+    original = EnergyObjective.pushed_inputs
+
+    def spy(self, video, **kwargs):
+        rounds.append(self.pushforward)
+        return original(self, video, **kwargs)
+
+    monkeypatch.setattr(EnergyObjective, "pushed_inputs", spy)
+    train(parse_args(tiny_args(tmp_path / "run", "--pushforward=2")))
+    assert rounds and set(rounds) == {2}
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["pushforward"] == 2
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert losses and all(math.isfinite(x) for x in losses)

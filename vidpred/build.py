@@ -48,7 +48,7 @@ def build_objective(cfg: Config, model: VideoPredictor) -> Objective:
         model, steps=cfg.latent.steps, step_size=cfg.latent.step_size, encoder_weight=cfg.latent.encoder_weight,
         kl_weight=cfg.latent.kl_weight, dropout=cfg.latent.dropout,
         feedback_grad=cfg.rollout_grad, prior_draws=cfg.latent.draws,
-        proposal=cfg.latent.proposal, kl_warmup=cfg.latent.kl_warmup)
+        proposal=cfg.latent.proposal, kl_warmup=cfg.latent.kl_warmup, pushforward=cfg.pushforward)
 
 
 def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) -> Energy:

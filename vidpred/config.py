@@ -116,6 +116,7 @@ class Config:
     rollout: bool = False  # train free-running: predictions are fed back, z inferred frame by frame along the rollout
     rollout_start: int = 0  # rollout=true: teacher-forced steps before free-running starts (a cheap, fast first phase)
     rollout_grad: bool = True  # rollout=true: gradients flow back through fed-back frames (false: each frame trains its own step, on the model's own inputs)
+    pushforward: int = 0  # teacher-forced inputs are the model's own predictions, this many rounds deep (0: true frames)
     log_every: int = 25  # steps per log.jsonl line (means over the steps since the last)
     ckpt_every: int = 500  # steps between saves of checkpoints/last.pt (also saved at the end and when stopped)
     val_every: int = 250  # validation energy on held-out clips (split "val"); best.pt keeps the lowest (0: off)
@@ -206,7 +207,7 @@ def validate(cfg: Config) -> Config:
                                  "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips", "prior.components"],
                   nonneg=["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.draws", "latent.step_size",
                           "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
-                          "prior.fit_clips", "val_every", "rollout_start", "media_every", "stop_at", "data.clip_stride",
+                          "prior.fit_clips", "val_every", "rollout_start", "pushforward", "media_every", "stop_at", "data.clip_stride",
                           "latent.kl_weight", "latent.kl_warmup", "max_minutes", "seed", "model.blocks", "threads"])
     check_device(cfg.device)
     if cfg.resume and cfg.overwrite:

@@ -465,9 +465,16 @@ class VideoPredictor(nn.Module):
         feats = self.encoder(channels_last(rearrange(frames, "b t c h w -> (b t) c h w")))
         return [rearrange(f, "(b t) c h w -> b t c h w", b=b) for f in feats]
 
-    def teacher_forced_pairs(self, video: Tensor, context: int) -> tuple[Conditioning, Tensor]:
-        """`teacher_forced` with the frames it predicts: (conditioning, targets (n, c, H, W)), n = b * T clip-major."""
-        return self.teacher_forced(video, context), rearrange(video[:, context:], "b t c h w -> (b t) c h w")
+    def teacher_forced_pairs(self, video: Tensor, context: int,
+                             inputs: Tensor | None = None) -> tuple[Conditioning, Tensor]:
+        """`teacher_forced` with the frames it predicts: (conditioning, targets (n, c, H, W)), n = b * T clip-major.
+
+        With `inputs` (shaped like `video`) the conditioning reads those frames instead of the true
+        ones (the pushforward trick feeds the model's own predictions), and the targets stay `video`'s."""
+        if inputs is not None and inputs.shape != video.shape:
+            raise ValueError(f"inputs have shape {tuple(inputs.shape)}; expected the video's {tuple(video.shape)}")
+        cond = self.teacher_forced(video if inputs is None else inputs, context)
+        return cond, rearrange(video[:, context:], "b t c h w -> (b t) c h w")
 
     def teacher_forced(self, video: Tensor, context: int) -> Conditioning:
         """Conditioning for every future frame of `video` (b, t, ...) from the *true* past frames.

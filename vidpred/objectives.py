@@ -205,8 +205,11 @@ class Objective:
     def __init__(self, model: VideoPredictor, *, steps: int = 1, step_size: float = 0.03,
                  encoder_weight: float = 1.0, kl_weight: float = 1e-3, dropout: float = 0.0,
                  feedback_grad: bool = True, prior_draws: int = 0, proposal: Proposal = "prior",
-                 kl_warmup: int = 0):
+                 kl_warmup: int = 0, pushforward: int = 0):
         self.model = model
+        if pushforward < 0:
+            raise ValueError(f"pushforward={pushforward}: expected 0 or more rounds of fed-back predictions")
+        self.pushforward = pushforward  # teacher-forced steps: inputs are this many rounds of own predictions
         self.kl_warmup, self.kl_scale = kl_warmup, 1.0  # vae: β ramps from 0 over kl_warmup training steps
         self.prior_draws = prior_draws  # energy: inference starts from the best of this many prior draws (0: from A)
         self.proposal = check_choice("proposal", proposal, Proposal)
@@ -231,7 +234,8 @@ class Objective:
         """The loss of one batch `(b, t, c, H, W)` (`context` frames given), its statistics (floats),
         and the latents to keep (n, d); free-running with `rollout`."""
         if not rollout:
-            return self.teacher_forced_loss(video, context=context, energy=energy, draws=draws)
+            inputs = self.pushed_inputs(video, context=context, energy=energy) if self.pushforward else None
+            return self.teacher_forced_loss(video, context=context, energy=energy, draws=draws, inputs=inputs)
         b, frames = video.shape[0], video.shape[1] - context
         per_clip = lambda t: None if t is None else t.view(b, frames, *t.shape[1:])  # noqa: E731
         latents = self.frame_latents(energy, StepDraws(*(per_clip(t) for t in draws)))
@@ -239,9 +243,36 @@ class Objective:
                               feedback_grad=self.feedback_grad)
         return result.loss, result.stats, result.kept
 
-    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy,
-                            draws: StepDraws) -> tuple[Tensor, dict, Tensor]:
+    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
+                            inputs: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
+        """The teacher-forced loss; with `inputs` the conditioning reads those frames (the pushforward's)."""
         raise NotImplementedError
+
+    def target_latent(self, cond: Conditioning, target: Tensor, energy: Energy) -> Tensor:
+        """The latent (n, d) that decodes `target` best as training finds it, without dropout or noise."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def pushed_inputs(self, video: Tensor, *, context: int, energy: Energy) -> Tensor:
+        """`video` (b, t, ...) with every frame after the context replaced by the model's own prediction
+        of it, `pushforward` rounds deep (the pushforward trick, Brandstetter et al. 2022).
+
+        Round 1 predicts each future frame teacher-forced from the true frames; round r predicts it
+        from round r - 1's predictions, so a target's inputs carry up to r steps of the model's own
+        error, as a sampled rollout's do. Each prediction decodes the latent training would find
+        for its true frame (`target_latent`), so it follows the true branch of the future. Nothing
+        here carries gradients: the loss then trains one step that maps the model's own imperfect
+        frames back to the true next frame, at a fraction of a free-running rollout's cost."""
+        model = self.model
+        b, frames = video.shape[0], video.shape[1] - context
+        inputs = video
+        for _ in range(self.pushforward):
+            cond, target = model.teacher_forced_pairs(video, context, inputs)
+            z = self.target_latent(cond, target, energy)
+            predicted = torch.sigmoid(model.decode(cond, z)).view(b, frames, *video.shape[2:])
+            # the last frame is no target's input; it keeps the true one so the shapes match
+            inputs = torch.cat([video[:, :context], predicted[:, :-1], video[:, -1:]], dim=1)
+        return inputs
 
     def frame_latents(self, energy: Energy, draws: StepDraws | None = None, *, train: bool = True,
                       score_zero: bool = False) -> FrameLatents:
@@ -347,20 +378,29 @@ class EnergyObjective(Objective):
             z0 = candidates.view(n, m, -1)[torch.arange(n, device=best.device), best]
         return z0, guess
 
-    def infer(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws | None = None):
-        """Teacher-forced conditioning, target frames, the amortized guess and the inference result of a batch."""
+    def infer(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws | None = None,
+              inputs: Tensor | None = None):
+        """Teacher-forced conditioning, target frames, the amortized guess and the inference result of a batch
+        (the conditioning read from `inputs` where given)."""
         model = self.model
-        cond, target = model.teacher_forced_pairs(video, context)  # n = b * T frames to predict
+        cond, target = model.teacher_forced_pairs(video, context, inputs)  # n = b * T frames to predict
         z0, guess = self.start(cond, target, energy, draws)
         frozen = cond.detach()
         inference = infer_latent(lambda z: model.decode(frozen, z), target, z0, energy, steps=self.steps,
                                  step_size=self.step_size)
         return cond, target, guess, inference
 
-    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy,
-                            draws: StepDraws) -> tuple[Tensor, dict, Tensor]:
+    def target_latent(self, cond: Conditioning, target: Tensor, energy: Energy) -> Tensor:
+        """z*: inference from the start training uses (the amortized guess, or the best prior draw)."""
+        start, _ = self.start(cond, target, energy, None)
+        frozen = cond.detach()
+        return infer_latent(lambda z: self.model.decode(frozen, z), target, start, energy, steps=self.steps,
+                            step_size=self.step_size).z
+
+    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
+                            inputs: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
         model = self.model
-        cond, target, z0, inference = self.infer(video, context=context, energy=energy, draws=draws)
+        cond, target, z0, inference = self.infer(video, context=context, energy=energy, draws=draws, inputs=inputs)
         z_star = inference.z
         keep = draws.keep.to(z_star)
         z = (z0 + (z_star - z0).detach()) * keep  # straight-through into A; dropped frames use z = 0
@@ -435,10 +475,14 @@ class VAEObjective(Objective):
     def draws(self, *, seed: int, step: int, clips: range, frames: int) -> StepDraws:
         return StepDraws(noise=latent_noise(seed=seed, step=step, clips=clips, frames=frames, dim=self.model.z_dim))
 
-    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy,
-                            draws: StepDraws) -> tuple[Tensor, dict, Tensor]:
+    def target_latent(self, cond: Conditioning, target: Tensor, energy: Energy) -> Tensor:
+        """The posterior mean."""
+        return self.model.posterior_params(cond, target)[0]
+
+    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
+                            inputs: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
         model = self.model
-        cond, target = model.teacher_forced_pairs(video, context)
+        cond, target = model.teacher_forced_pairs(video, context, inputs)
         mu_q, log_sigma_q = model.posterior_params(cond, target)  # (n, d) each
         mu_p, log_sigma_p = model.prior.params(cond.h)
         z = mu_q + log_sigma_q.exp() * draws.noise.to(mu_q)  # reparameterized z ~ q
@@ -495,10 +539,14 @@ class DeterministicObjective(Objective):
     kind = "deterministic"
     stochastic = False
 
-    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy,
-                            draws: StepDraws) -> tuple[Tensor, dict, Tensor]:
+    def target_latent(self, cond: Conditioning, target: Tensor, energy: Energy) -> Tensor:
+        """z = 0: there is no latent."""
+        return target.new_zeros(target.shape[0], self.model.z_dim)
+
+    def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
+                            inputs: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
         model = self.model
-        cond, target = model.teacher_forced_pairs(video, context)
+        cond, target = model.teacher_forced_pairs(video, context, inputs)
         z = target.new_zeros(target.shape[0], model.z_dim)
         logits = model.decode(cond, z)
         cost = energy.reconstruction(logits, target)  # (n,)
