@@ -85,3 +85,26 @@ def test_paired_interval_is_the_standard_error_of_the_differences():
     mean, half = quality.paired([3.0, 5.0, 7.0, 9.0], [1.0, 2.0, 3.0, 4.0])  # differences 2, 3, 4, 5
     assert mean == 3.5 and half == pytest.approx(1.96 * (5 / 3) ** 0.5 / 2)
     assert quality.paired([1.0, 2.0], [1.0, 2.0]) == (0.0, 0.0)  # same clips, same scores: no doubt
+
+
+def test_pair_compares_models_of_two_reports_clip_by_clip_and_refuses_other_clips(tmp_path, capsys):
+    import pair
+
+    def report(path, models, clips=3):
+        rows = [{"model": name, "steps": 10, "coverage": 0.5, "best_of_k": {"psnr": sum(p) / 3, "ssim": sum(s) / 3},
+                 "per_clip": {"psnr": p, "ssim": s}} for name, p, s in models]
+        bench = {"clips": clips, "samples": 4, "eval_context": 5, "eval_horizon": 20, "seed": 0}
+        path.write_text(json.dumps({"bench": bench, "common_overrides": ["--data.objects=1"], "models": rows}))
+        return str(path)
+
+    old = report(tmp_path / "old.json", [("energy", [10.0, 12.0, 14.0], [0.5, 0.6, 0.7])])
+    new = report(tmp_path / "new.json", [("noisy", [11.0, 14.0, 17.0], [0.5, 0.6, 0.7])])
+    assert pair.main([old, new, "--reference=energy"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("noisy"))
+    assert "+2.00 ± 1.13" in line and "+0.0000 ± 0.0000" in line and "new.json" in line  # differences 1, 2, 3
+    other = report(tmp_path / "other.json", [("noisy", [1.0] * 4, [0.1] * 4)], clips=4)
+    with pytest.raises(SystemExit, match="clips=4 but .*old.json has clips=3"):
+        pair.main([old, other])
+    with pytest.raises(SystemExit, match="reference=vae: no such model"):
+        pair.main([old, new, "--reference=vae"])
+    assert pair.main(["--bogus"]) == 2
