@@ -17,6 +17,11 @@ Models (`--models=energy,vae,...` picks some):
     energy_draws    inference from the best of 16 draws of the learned prior (latent.draws), then N steps
     energy_push1, energy_push2
                     trained on its own predictions, 1 or 2 rounds deep, as inputs (the pushforward trick)
+    energy_noise    a noisy channel instead of sparsity: z* inside the ball of radius 1, decoded at z* + 0.75·ε
+                    (latent.noise), no l1; energy_noise_b2 / _b4 with radius 2 / 4, energy_noise_d0 without latent dropout
+    energy_target   the amortized encoder reads the state and the target's features (model.encoder_reads=target)
+                    instead of the residual; energy_target_l1_0 without l1, energy_target_noise_b2 with the
+                    noisy channel of energy_noise_b2
     energy_l1       l1 sparsity only (no latent dropout)
     energy_ball     z projected onto the ball of radius 1 only (GLO; no l1, no dropout)
     energy_dropout  latent dropout only (no l1)
@@ -78,6 +83,13 @@ MODELS = {
     "energy_draws": ["--latent.draws=16"],
     "energy_push1": ["--pushforward=1"],
     "energy_push2": ["--pushforward=2"],
+    "energy_noise": ["--latent.l1=0", "--latent.ball=1", "--latent.noise=0.75"],
+    "energy_noise_b2": ["--latent.l1=0", "--latent.ball=2", "--latent.noise=0.75"],
+    "energy_noise_d0": ["--latent.l1=0", "--latent.ball=1", "--latent.noise=0.75", "--latent.dropout=0"],
+    "energy_noise_b4": ["--latent.l1=0", "--latent.ball=4", "--latent.noise=0.75"],
+    "energy_target": ["--model.encoder_reads=target"],
+    "energy_target_l1_0": ["--model.encoder_reads=target", "--latent.l1=0"],
+    "energy_target_noise_b2": ["--model.encoder_reads=target", "--latent.l1=0", "--latent.ball=2", "--latent.noise=0.75"],
     "energy_l1": ["--latent.dropout=0"],
     "energy_ball": ["--latent.l1=0", "--latent.dropout=0", "--latent.ball=1"],
     "energy_dropout": ["--latent.l1=0"],

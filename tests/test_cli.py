@@ -25,7 +25,8 @@ def test_train_help_gives_each_key_its_default_type_meaning_and_allowed_values(c
     assert main(["train", "--help"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  --")}
     assert "(choice)" in lines["--model.kind=energy"] and "vae" in lines["--model.kind=energy"]
-    assert "sparsity" in lines["--latent.l1=0.01"] and "(float)" in lines["--latent.l1=0.01"]
+    assert "noisy channel" in lines["--latent.noise=0.75"] and "(float)" in lines["--latent.noise=0.75"]
+    assert "sparsity" in lines["--latent.l1=0.0"]
     assert "(list of int)" in lines["--model.widths=16,32,64"]
     # a choice whose comment does not list its values gets them appended
     assert lines["--data.channels=1"].endswith("[1 | 3]") or "3 (RGB)" in lines["--data.channels=1"]

@@ -381,3 +381,77 @@ def test_a_pushforward_run_trains_and_its_objective_pushes(tmp_path, monkeypatch
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
     assert losses and all(math.isfinite(x) for x in losses)
+
+
+def test_channel_noise_decodes_z_star_plus_sigma_eps_and_the_prior_fits_the_noisy_latent(monkeypatch):
+    """With latent.noise = σ the decoder is trained at z* + σ·ε (0 on dropped frames), inference and
+    the kept latents never see the noise, the prior's NLL is of the noisy latent, and the noise is
+    seeded per clip like every other draw of a step."""
+    from vidpred.objectives import latent_noise
+
+    model = small(perturb=True).train()
+    video = torch.rand(2, 5, 1, 16, 16)
+    energy = Energy(ball=1.0)
+    quiet = EnergyObjective(model, steps=1, step_size=0.03)
+    noisy = EnergyObjective(model, steps=1, step_size=0.03, noise=0.5, dropout=0.5)
+    assert quiet.draws(seed=1, step=2, clips=range(2), frames=2).noise is None
+    draws = noisy.draws(seed=1, step=2, clips=range(2), frames=2)
+    assert torch.equal(draws.noise, 0.5 * latent_noise(seed=1, step=2, clips=range(2), frames=2, dim=3))
+    assert torch.equal(noisy.draws(seed=1, step=2, clips=range(1, 2), frames=2).noise, draws.noise[2:])
+    keep = torch.tensor([[1.0], [0.0], [1.0], [1.0]])  # frame 2 of clip 1 dropped
+    draws = draws._replace(keep=keep)
+    decoded = []
+    original = model.decode
+    monkeypatch.setattr(model, "decode", lambda cond, z: decoded.append(z.detach()) or original(cond, z))
+    _, _, kept_quiet = quiet.loss(video, context=3, energy=energy, draws=draws._replace(noise=None))
+    loss, stats, kept = noisy.loss(video, context=3, energy=energy, draws=draws)
+    assert torch.equal(kept, kept_quiet)  # inference is the same: z* never sees the channel's noise
+    assert torch.allclose(decoded[-1], (kept + draws.noise) * keep)
+    assert torch.all(decoded[-1][1] == 0)
+    cond, _ = model.teacher_forced_pairs(video, 3)
+    nll = model.prior.nll(cond.h, kept + draws.noise).mean().item() / 3
+    assert stats["prior_nll"] == pytest.approx(nll, rel=1e-5)
+    assert stats["prior_nll"] != pytest.approx(model.prior.nll(cond.h, kept).mean().item() / 3, rel=1e-3)
+    with pytest.raises(ValueError, match="noise=-1"):
+        EnergyObjective(model, noise=-1.0)
+
+
+def test_channel_noise_in_a_rollout_decodes_noisy_latents_and_keeps_z_star():
+    model = small(recurrent=True, perturb=True)
+    video = torch.rand(2, 5, 1, 16, 16)
+    noise = torch.full((2, 2, 3), 0.25)
+    latents = EnergyObjective(model, steps=1, step_size=0.03, noise=0.25).frame_latents(
+        Energy(), StepDraws(noise=noise))
+    for k in range(2):
+        cond, _ = model.condition(model.begin(video[:, :3]))
+        found = latents(k, cond, video[:, 3 + k], torch.zeros(2, 3))
+        assert torch.allclose(found.z.detach(), found.kept + 0.25)
+
+
+def test_target_reading_encoder_guesses_from_the_state_and_the_targets_features(tmp_path):
+    """model.encoder_reads=target: z⁰ = A(h, Enc(y)), a function of the target frame itself (not of
+    the residual), trained with the frame encoder; a run with it trains, saves and loads back."""
+    from conftest import tiny_args
+    from vidpred.config import ConfigError, parse_args
+    from vidpred.model import TargetEncoder
+    from vidpred.trained import load
+    from vidpred.training import train
+
+    model = small(reads="target", perturb=True).train()
+    assert isinstance(model.latent_encoder, TargetEncoder)
+    video = torch.rand(2, 5, 1, 16, 16)
+    cond, target = model.teacher_forced_pairs(video, 3)
+    guess = model.amortized_latent(cond, target)
+    seen = model.encoder(target)[-1]
+    assert torch.allclose(guess, model.latent_encoder(torch.cat([cond.h, seen], dim=1)), atol=1e-5)
+    assert not torch.allclose(guess, model.amortized_latent(cond, target.flip(0)), atol=1e-4)
+    loss, _, _ = EnergyObjective(model, steps=1).loss(video, context=3, energy=Energy(),
+                                                      draws=StepDraws(keep=torch.ones(4, 1)))
+    loss.backward()
+    assert model.latent_encoder.head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="reads='pixels'"):
+        small(reads="pixels")
+    with pytest.raises(ConfigError, match="model.encoder_reads"):
+        parse_args(tiny_args(tmp_path / "bad", "--model.encoder_reads=pixels"))
+    ckpt = train(parse_args(tiny_args(tmp_path / "run", "--model.encoder_reads=target")))
+    assert isinstance(load(ckpt).model.latent_encoder, TargetEncoder)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .choices import DataKind, ModelKind, check_choice
+from .choices import DataKind, EncoderInput, ModelKind, check_choice
 from .config import PATH_NEEDS, Config, ConfigError, DataConfig, from_dict
 from .data import ArrayClips, ClipSource, DataError, ForkToy, FrameFolders, MovingMNIST, MovingSprites, VideoFolder
 from .energy import Energy
@@ -26,19 +26,19 @@ __all__ = ["build_model", "predictor_of_kind", "build_objective", "build_energy"
 def build_model(cfg: Config) -> VideoPredictor:
     """The predictor a config describes, with its kind's heads, weights in channels-last memory (faster convolutions)."""
     return predictor_of_kind(
-        cfg.model.kind, amortized=cfg.model.encoder, components=cfg.prior.components, chained=cfg.prior.chained,
+        cfg.model.kind, amortized=cfg.model.encoder, reads=cfg.model.encoder_reads, components=cfg.prior.components, chained=cfg.prior.chained,
         channels=cfg.data.channels, size=cfg.data.size, widths=cfg.model.widths, window=cfg.model.window,
         blocks=cfg.model.blocks, z_dim=cfg.latent.dim, skip_frames=cfg.model.skip_frames, residual=cfg.model.residual,
         recurrent=cfg.model.recurrent, output=cfg.model.decoder, kernel=cfg.model.kernel, sharp=cfg.model.sharp,
     ).to(memory_format=torch.channels_last)
 
 
-def predictor_of_kind(kind: ModelKind = "energy", *, amortized: bool = True, components: int = 4,
-                      chained: bool = False, **network) -> VideoPredictor:
+def predictor_of_kind(kind: ModelKind = "energy", *, amortized: bool = True, reads: EncoderInput = "residual",
+                      components: int = 4, chained: bool = False, **network) -> VideoPredictor:
     """A `VideoPredictor(**network)` with the heads of model kind `kind` (objectives.py): for the energy
-    model the amortized encoder (`amortized`) and the conditional prior (`components`, `chained`)."""
+    model the amortized encoder (`amortized`, reading `reads`) and the conditional prior (`components`, `chained`)."""
     model = VideoPredictor(**network)
-    objective_class(kind).heads(model, amortized=amortized, components=components, chained=chained)
+    objective_class(kind).heads(model, amortized=amortized, reads=reads, components=components, chained=chained)
     return model
 
 
@@ -48,7 +48,8 @@ def build_objective(cfg: Config, model: VideoPredictor) -> Objective:
         model, steps=cfg.latent.steps, step_size=cfg.latent.step_size, encoder_weight=cfg.latent.encoder_weight,
         kl_weight=cfg.latent.kl_weight, dropout=cfg.latent.dropout,
         feedback_grad=cfg.rollout_grad, prior_draws=cfg.latent.draws,
-        proposal=cfg.latent.proposal, kl_warmup=cfg.latent.kl_warmup, pushforward=cfg.pushforward)
+        proposal=cfg.latent.proposal, kl_warmup=cfg.latent.kl_warmup, pushforward=cfg.pushforward,
+        noise=cfg.latent.noise)
 
 
 def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) -> Energy:

@@ -20,6 +20,7 @@ ModelKind = Literal["energy", "deterministic", "vae"]  # see objectives.py
 # generated pixels, or per-pixel kernels that gather the last frame's pixels (kernels) or send them (splat)
 DecoderOutput = Literal["pixels", "kernels", "splat"]
 PriorKind = Literal["bank", "fitted", "learned"]  # what futures draw z from
+EncoderInput = Literal["residual", "target"]  # what the energy model's amortized encoder reads
 Proposal = Literal["prior", "normal"]  # latent.draws: what training draws its candidate latents from
 Cost = Literal["bce", "mse", "l1"]  # the per-pixel cost C of the energy
 WandbMode = Literal["offline", "online", "disabled"]

@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli 
     import tomli as tomllib
 
 from . import choices
-from .choices import (Auto, Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, Layout, ModelKind, Precision,
+from .choices import (Auto, Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, EncoderInput, Layout, ModelKind, Precision,
                       PriorKind, Proposal, SplitBy, WandbMode)
 from .errors import ConfigError
 
@@ -65,7 +65,8 @@ class ModelConfig:
     skip_frames: int = 2  # recent frames whose features reach the decoder through skips (<= window)
     blocks: int = 1  # residual blocks in the predictor
     residual: bool = False  # decoder output is a correction of the last frame's logits
-    encoder: bool = True  # amortized latent encoder A(residual) warm-starts inference
+    encoder: bool = True  # amortized latent encoder A warm-starts inference
+    encoder_reads: EncoderInput = "residual"  # what A reads: residual (y - Dec(h, 0), EEN) | target (the state and Enc(y), as a VAE posterior)
     kind: ModelKind = "energy"  # energy | deterministic (z = 0, no latent) | vae (SVG-LP-style baseline); see objectives.py
     recurrent: bool = False  # a ConvGRU memory in the predictor, carried through the whole clip
     decoder: DecoderOutput = "pixels"  # pixels (generated) | kernels (per-pixel kernels move the last frame, a mask adds generated pixels)
@@ -76,17 +77,18 @@ class ModelConfig:
 @dataclass
 class LatentConfig:
     dim: int = 8  # dimension of z per predicted frame
-    l1: float = 0.01  # sparsity weight: proximal soft-threshold steps (ISTA)
+    l1: float = 0.0  # sparsity weight: proximal soft-threshold steps (ISTA); off by default: it cost 1.1 dB against the noisy channel (bench/README.md)
     min_active: float = 0.02  # while fewer latent entries than this share are nonzero, l1 is lowered (0: never)
     warmup: int = 300  # steps over which l1 and l2 ramp up from 0 (z must be used before it is sparse)
     l2: float = 0.0  # norm penalty weight
-    ball: float = 0.0  # radius of the ball z is projected onto (0: no projection)
+    ball: float = 2.0  # radius of the ball z is projected onto (0: no projection); with latent.noise it bounds what z carries
     dropout: float = 0.25  # probability of training a frame with z = 0 (PPUU's latent dropout)
     steps: int = 1  # inference steps of proximal gradient descent per training sample
     draws: int = 0  # inference starts from the best of this many proposed latents (0: from A's guess)
     proposal: Proposal = "prior"  # latent.draws: the learned prior's draws, or a standard normal's (IMLE)
     step_size: float = 0.03  # length of the first step, in latent units (adapted per sample)
     encoder_weight: float = 1.0  # beta: weight of ||A(x, y) - z*||^2 in the loss
+    noise: float = 0.75  # energy: std of the Gaussian noise added to z* where the decoder is trained (a noisy channel; with l2 or ball it bounds what z carries)
     kl_weight: float = 1e-3  # model.kind=vae: beta of KL(q || p), in nats of KL per nat of per-pixel-mean cost
     kl_warmup: int = 0  # model.kind=vae: steps over which beta rises linearly from 0 (0: beta from the start)
 
@@ -206,7 +208,7 @@ def validate(cfg: Config) -> Config:
                                  "data.objects", "data.max_speed", "data.branches", "data.frame_step", "model.window", "data.sprite_min",
                                  "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips", "prior.components"],
                   nonneg=["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.draws", "latent.step_size",
-                          "latent.encoder_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
+                          "latent.encoder_weight", "latent.noise", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
                           "prior.fit_clips", "val_every", "rollout_start", "pushforward", "media_every", "stop_at", "data.clip_stride",
                           "latent.kl_weight", "latent.kl_warmup", "max_minutes", "seed", "model.blocks", "threads"])
     check_device(cfg.device)

@@ -303,6 +303,21 @@ class LatentEncoder(nn.Module):
         return self.head(self.convs(residual).flatten(1))
 
 
+class TargetEncoder(nn.Module):
+    """A(h, Enc(y)): (n, 2C, h, w) -> z⁰ (n, d), the amortized guess read from the state and the target's
+    bottleneck features, as the VAE's posterior reads them (its mean alone): it sees what the frame
+    is, not only where the deterministic prediction missed, and shares the frame encoder."""
+
+    def __init__(self, *, width: int, z_dim: int):
+        super().__init__()
+        self.trunk = nn.Sequential(conv_norm_act(2 * width, width // 2), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                                   nn.Linear(width // 2 * 16, 128), act())
+        self.head = nn.Linear(128, z_dim)
+
+    def forward(self, state_and_target: Tensor) -> Tensor:
+        return self.head(self.trunk(state_and_target))
+
+
 class ConditionalPrior(nn.Module):
     """p(z_k | h_k [, z_{k-1}]): a point mass at z = 0 (sparse codes are often exactly zero) plus a
     mixture of `components` diagonal Gaussians, all weights and parameters predicted from the state
@@ -435,7 +450,7 @@ class VideoPredictor(nn.Module):
         # The heads a model kind adds (objectives.py `Objective.heads` attaches them): the energy model's
         # amortized encoder and conditional prior, the VAE's Gaussian prior and posterior; none for the
         # deterministic baseline.
-        self.latent_encoder: LatentEncoder | None = None
+        self.latent_encoder: LatentEncoder | TargetEncoder | None = None
         self.prior: ConditionalPrior | GaussianHead | None = None
         self.posterior: GaussianHead | None = None
 
@@ -511,10 +526,13 @@ class VideoPredictor(nn.Module):
         return logits
 
     def amortized_latent(self, cond: Conditioning, target: Tensor) -> Tensor:
-        """z⁰ = A(y - Dec(h, 0)); zeros when the model has no latent encoder."""
+        """z⁰ = A(y - Dec(h, 0)), or A(h, Enc(y)) for a `TargetEncoder`; zeros when the model has no latent encoder."""
         n = target.shape[0]
         if self.latent_encoder is None:
             return target.new_zeros(n, self.z_dim)
+        if isinstance(self.latent_encoder, TargetEncoder):
+            seen = self.encoder(channels_last(target))[-1]  # (n, C, h, w)
+            return self.latent_encoder(torch.cat([cond.h, seen], dim=1))
         with torch.no_grad():
             blur = torch.sigmoid(self.decode(cond, target.new_zeros(n, self.z_dim)))
         return self.latent_encoder(target - blur)

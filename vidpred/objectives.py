@@ -63,10 +63,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .choices import ModelKind, PriorKind, Proposal, check_choice
+from .choices import EncoderInput, ModelKind, PriorKind, Proposal, check_choice
 from .energy import Energy
 from .inference import infer_latent
-from .model import Conditioning, ConditionalPrior, GaussianHead, LatentEncoder, VideoPredictor
+from .model import Conditioning, ConditionalPrior, GaussianHead, LatentEncoder, TargetEncoder, VideoPredictor
 from .prior import LatentBank
 
 DrawZ = Callable[[Tensor, int], Tensor]  # (h (n, C, h, w), step k) -> z (n, d)
@@ -76,7 +76,7 @@ class StepDraws(NamedTuple):
     """The random draws of one training step, clip-major like the predicted frames (n = clips * T)."""
 
     keep: Tensor | None = None  # (n, 1) energy: 1 trains the frame at z*, 0 at z = 0 (latent dropout)
-    noise: Tensor | None = None  # (n, d) vae: the reparameterization noise
+    noise: Tensor | None = None  # (n, d) vae: the reparameterization noise; energy: the channel noise (latent.noise)
     pick: Tensor | None = None  # (n, M) energy with latent.draws = M: uniforms choosing each prior draw's component
     spread: Tensor | None = None  # (n, M, d) and the Gaussian noise of each draw
 
@@ -205,8 +205,11 @@ class Objective:
     def __init__(self, model: VideoPredictor, *, steps: int = 1, step_size: float = 0.03,
                  encoder_weight: float = 1.0, kl_weight: float = 1e-3, dropout: float = 0.0,
                  feedback_grad: bool = True, prior_draws: int = 0, proposal: Proposal = "prior",
-                 kl_warmup: int = 0, pushforward: int = 0):
+                 kl_warmup: int = 0, pushforward: int = 0, noise: float = 0.0):
         self.model = model
+        if not noise >= 0:
+            raise ValueError(f"noise={noise}: expected a standard deviation of 0 or more")
+        self.noise = noise  # energy: std of the Gaussian noise on z* where the decoder is trained
         if pushforward < 0:
             raise ValueError(f"pushforward={pushforward}: expected 0 or more rounds of fed-back predictions")
         self.pushforward = pushforward  # teacher-forced steps: inputs are this many rounds of own predictions
@@ -218,7 +221,8 @@ class Objective:
         self.kl_weight, self.dropout = kl_weight, dropout
 
     @staticmethod
-    def heads(model: VideoPredictor, *, amortized: bool, components: int, chained: bool) -> None:
+    def heads(model: VideoPredictor, *, amortized: bool, components: int, chained: bool,
+              reads: EncoderInput = "residual") -> None:
         """Attach the kind's own modules to a freshly built `model` (none by default)."""
 
     def draws(self, *, seed: int, step: int, clips: range, frames: int) -> StepDraws:
@@ -328,19 +332,38 @@ class EnergyObjective(Objective):
     regularized = True
 
     @staticmethod
-    def heads(model: VideoPredictor, *, amortized: bool, components: int, chained: bool) -> None:
+    def heads(model: VideoPredictor, *, amortized: bool, components: int, chained: bool,
+              reads: EncoderInput = "residual") -> None:
         widths = model.widths
-        model.latent_encoder = LatentEncoder(channels=model.channels, size=model.size, widths=widths,
-                                             z_dim=model.z_dim) if amortized else None
+        check_choice("reads", reads, EncoderInput)
+        if not amortized:
+            model.latent_encoder = None
+        elif reads == "residual":
+            model.latent_encoder = LatentEncoder(channels=model.channels, size=model.size, widths=widths, z_dim=model.z_dim)
+        else:
+            model.latent_encoder = TargetEncoder(width=widths[-1], z_dim=model.z_dim)
         model.prior = ConditionalPrior(width=widths[-1], z_dim=model.z_dim, components=components, chained=chained)
 
     def draws(self, *, seed: int, step: int, clips: range, frames: int) -> StepDraws:
         keep = latent_keep(seed=seed, step=step, clips=clips, frames=frames, dropout=self.dropout)
+        noise = latent_noise(seed=seed, step=step, clips=clips, frames=frames,
+                             dim=self.model.z_dim) * self.noise if self.noise else None
         if not self.prior_draws:
-            return StepDraws(keep=keep)
+            return StepDraws(keep=keep, noise=noise)
         pick, spread = prior_noise(seed=seed, step=step, clips=clips, frames=frames, draws=self.prior_draws,
                                    dim=self.model.z_dim)
-        return StepDraws(keep=keep, pick=pick, spread=spread)
+        return StepDraws(keep=keep, noise=noise, pick=pick, spread=spread)
+
+    @staticmethod
+    def channel(z: Tensor, noise: Tensor | None) -> Tensor:
+        """z as the decoder is trained on it: through the noisy channel z + σ·ε where `latent.noise` = σ > 0.
+
+        The noise is the energy model's capacity limit by a channel rather than by sparsity: with z
+        bounded (l2 or ball), a frame's z can carry only so many nats above the noise, the decoder
+        learns to read nearby latents alike, and the prior fitted to these noisy latents covers
+        what it samples (the fixed-variance posterior of a VAE, with z* found by inference).
+        """
+        return z if noise is None else z + noise.to(z)
 
     def start(self, cond: Conditioning, target: Tensor, energy: Energy, draws: StepDraws | None,
               z_prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -404,10 +427,11 @@ class EnergyObjective(Objective):
         z_star = inference.z
         keep = draws.keep.to(z_star)
         z = (z0 + (z_star - z0).detach()) * keep  # straight-through into A; dropped frames use z = 0
-        logits = model.decode(cond, z)
-        e = energy(logits, target, z)  # (n,)
+        sent = self.channel(z, None if draws.noise is None else draws.noise * keep.to(z))
+        logits = model.decode(cond, sent)
+        e = energy.reconstruction(logits, target) + energy.penalty(z)  # (n,)
         encoder_loss = (z0 - z_star).pow(2).sum(dim=1).mean()
-        prior_nll = model.prior.nll(cond.h.detach(), z_star).mean() / model.z_dim
+        prior_nll = model.prior.nll(cond.h.detach(), self.channel(z_star, draws.noise).detach()).mean() / model.z_dim
         loss = e.mean() + self.encoder_weight * encoder_loss + prior_nll
         stats = {
             "loss": loss.item(),
@@ -435,6 +459,7 @@ class EnergyObjective(Objective):
         """Inference from the amortized guess on the rollout state; `draws.keep` (b, T, 1) drops frames
         to z = 0 (none without draws). `score_zero` adds the energy at z = 0 to the statistics."""
         model, keep = self.model, None if draws is None else draws.keep
+        noise = None if draws is None else draws.noise
         encoder_weight = self.encoder_weight if train else 0.0
 
         def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
@@ -446,10 +471,12 @@ class EnergyObjective(Objective):
                                      step_size=self.step_size)
             z_star = inference.z
             z = z0 + (z_star - z0).detach()  # straight-through into A
+            sent = z_star if noise is None else self.channel(z_star, noise[:, k])  # what the prior and the next frame see
+            z = self.channel(z, None if noise is None else noise[:, k])
             if keep is not None:
                 z = z * keep[:, k].to(z)
             encoder_loss = (z0 - z_star).pow(2).sum(dim=1)
-            prior_nll = model.prior.nll(cond.h.detach(), z_star, z_prev) / model.z_dim
+            prior_nll = model.prior.nll(cond.h.detach(), sent.detach(), z_prev) / model.z_dim
             stats = {"energy_before": inference.energy_before, "energy_after": inference.energy_after,
                      "encoder_loss": encoder_loss.detach(), "prior_nll": prior_nll.detach(),
                      "latent_norm": z_star.norm(dim=1), "latent_active": (z_star != 0).float().mean(dim=1)}
@@ -467,7 +494,8 @@ class VAEObjective(Objective):
     kind = "vae"
 
     @staticmethod
-    def heads(model: VideoPredictor, *, amortized: bool, components: int, chained: bool) -> None:
+    def heads(model: VideoPredictor, *, amortized: bool, components: int, chained: bool,
+              reads: EncoderInput = "residual") -> None:
         top = model.widths[-1]
         model.prior = GaussianHead(width_in=top, width=top, z_dim=model.z_dim)
         model.posterior = GaussianHead(width_in=2 * top, width=top, z_dim=model.z_dim)
