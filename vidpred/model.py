@@ -303,6 +303,13 @@ class LatentEncoder(nn.Module):
         return self.head(self.convs(residual).flatten(1))
 
 
+def state_trunk(width_in: int, width: int) -> nn.Sequential:
+    """(n, width_in, h, w) -> (n, 128) features: the shared body of the heads that read the state (the
+    conditional prior, the VAE's prior and posterior, the target-reading amortized encoder)."""
+    return nn.Sequential(conv_norm_act(width_in, width // 2), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                         nn.Linear(width // 2 * 16, 128), act())
+
+
 class TargetEncoder(nn.Module):
     """A(h, Enc(y)): (n, 2C, h, w) -> z⁰ (n, d), the amortized guess read from the state and the target's
     bottleneck features, as the VAE's posterior reads them (its mean alone): it sees what the frame
@@ -310,8 +317,7 @@ class TargetEncoder(nn.Module):
 
     def __init__(self, *, width: int, z_dim: int):
         super().__init__()
-        self.trunk = nn.Sequential(conv_norm_act(2 * width, width // 2), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                                   nn.Linear(width // 2 * 16, 128), act())
+        self.trunk = state_trunk(2 * width, width)
         self.head = nn.Linear(128, z_dim)
 
     def forward(self, state_and_target: Tensor) -> Tensor:
@@ -327,8 +333,7 @@ class ConditionalPrior(nn.Module):
     def __init__(self, *, width: int, z_dim: int, components: int, chained: bool = False):
         super().__init__()
         self.z_dim, self.components, self.chained = z_dim, components, chained
-        self.trunk = nn.Sequential(conv_norm_act(width, width // 2), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                                   nn.Linear(width // 2 * 16, 128), act())
+        self.trunk = state_trunk(width, width)
         self.head = nn.Linear(128 + (z_dim if chained else 0), (components + 1) + 2 * components * z_dim)
 
     def params(self, h: Tensor, z_prev: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -383,8 +388,7 @@ class GaussianHead(nn.Module):
 
     def __init__(self, *, width_in: int, width: int, z_dim: int):
         super().__init__()
-        self.trunk = nn.Sequential(conv_norm_act(width_in, width // 2), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                                   nn.Linear(width // 2 * 16, 128), act())
+        self.trunk = state_trunk(width_in, width)
         self.head = nn.Linear(128, 2 * z_dim)
 
     def params(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -426,10 +426,9 @@ class EnergyObjective(Objective):
         cond, target, z0, inference = self.infer(video, context=context, energy=energy, draws=draws, inputs=inputs)
         z_star = inference.z
         keep = draws.keep.to(z_star)
-        z = (z0 + (z_star - z0).detach()) * keep  # straight-through into A; dropped frames use z = 0
-        sent = self.channel(z, None if draws.noise is None else draws.noise * keep.to(z))
-        logits = model.decode(cond, sent)
-        e = energy.reconstruction(logits, target) + energy.penalty(z)  # (n,)
+        z = z0 + (z_star - z0).detach()  # straight-through into A
+        logits = model.decode(cond, self.channel(z, draws.noise) * keep)  # dropped frames use z = 0
+        e = energy.reconstruction(logits, target) + energy.penalty(z * keep)  # (n,) R priced on z*, not on its noise
         encoder_loss = (z0 - z_star).pow(2).sum(dim=1).mean()
         prior_nll = model.prior.nll(cond.h.detach(), self.channel(z_star, draws.noise).detach()).mean() / model.z_dim
         loss = e.mean() + self.encoder_weight * encoder_loss + prior_nll
@@ -470,13 +469,12 @@ class EnergyObjective(Objective):
             inference = infer_latent(lambda z: model.decode(frozen, z), target, start, energy, steps=self.steps,
                                      step_size=self.step_size)
             z_star = inference.z
-            z = z0 + (z_star - z0).detach()  # straight-through into A
-            sent = z_star if noise is None else self.channel(z_star, noise[:, k])  # what the prior and the next frame see
-            z = self.channel(z, None if noise is None else noise[:, k])
+            eps = None if noise is None else noise[:, k]
+            z = self.channel(z0 + (z_star - z0).detach(), eps)  # straight-through into A, through the channel
             if keep is not None:
                 z = z * keep[:, k].to(z)
             encoder_loss = (z0 - z_star).pow(2).sum(dim=1)
-            prior_nll = model.prior.nll(cond.h.detach(), sent.detach(), z_prev) / model.z_dim
+            prior_nll = model.prior.nll(cond.h.detach(), self.channel(z_star, eps).detach(), z_prev) / model.z_dim
             stats = {"energy_before": inference.energy_before, "energy_after": inference.energy_after,
                      "encoder_loss": encoder_loss.detach(), "prior_nll": prior_nll.detach(),
                      "latent_norm": z_star.norm(dim=1), "latent_active": (z_star != 0).float().mean(dim=1)}
