@@ -455,3 +455,49 @@ def test_target_reading_encoder_guesses_from_the_state_and_the_targets_features(
         parse_args(tiny_args(tmp_path / "bad", "--model.encoder_reads=pixels"))
     ckpt = train(parse_args(tiny_args(tmp_path / "run", "--model.encoder_reads=target")))
     assert isinstance(load(ckpt).model.latent_encoder, TargetEncoder)
+
+
+def test_joint_prior_adds_weighted_nll_of_the_sent_latent_with_gradients_into_the_state():
+    """latent.prior_weight = w adds w·(-log p(z* + σε | h)) on kept frames (0 on dropped ones), ramped
+    by kl_warmup, with gradients into the state (the frame encoder), the prior and the amortized
+    encoder; w = 0 leaves the loss and every gradient as it was."""
+    model = small(perturb=True).train()
+    video = torch.rand(2, 5, 1, 16, 16)
+    energy = Energy(ball=2.0)
+    keep = torch.tensor([[1.0], [0.0], [1.0], [1.0]])  # frame 2 of clip 1 trained at z = 0
+    noise = torch.full((4, 3), 0.3)
+    draws = StepDraws(keep=keep, noise=noise)
+
+    def grads(objective):
+        model.zero_grad()
+        loss, stats, kept = objective.loss(video, context=3, energy=energy, draws=draws)
+        loss.backward()
+        return loss.item(), stats, kept, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    base_loss, base_stats, kept, base = grads(EnergyObjective(model, noise=0.3))
+    assert "joint_prior" not in base_stats
+    w = 0.05
+    joint = EnergyObjective(model, noise=0.3, prior_weight=w, kl_warmup=4)
+    joint.at_step(1)  # half of the ramp: the term counts 2/4 of w
+    loss, stats, kept_joint, after = grads(joint)
+    assert torch.equal(kept_joint, kept)  # inference does not see the term
+    cond, _ = model.teacher_forced_pairs(video, 3)
+    nll = model.prior.nll(cond.h, kept + noise) * keep.view(-1)
+    expected = 0.5 * w * nll.mean().item()
+    assert stats["joint_prior"] == pytest.approx(expected, rel=1e-4)
+    assert loss == pytest.approx(base_loss + expected, rel=1e-5)
+    frame_encoder = [n for n in base if n.startswith("encoder.")]
+    assert frame_encoder and any(not torch.allclose(base[n], after[n]) for n in frame_encoder)
+    assert any(not torch.allclose(base[n], after[n]) for n in base if n.startswith("latent_encoder."))
+    # the same term on the free-running path, where the frame's latent is found on the rollout's state
+    latents = joint.frame_latents(energy, StepDraws(keep=keep.view(2, 2, 1), noise=noise.view(2, 2, 3)))
+    cond, _ = model.condition(model.begin(video[:, :3]))
+    found = latents(0, cond, video[:, 3], torch.zeros(2, 3))
+    quiet = EnergyObjective(model, noise=0.3).frame_latents(energy, StepDraws(keep=keep.view(2, 2, 1),
+                                                                              noise=noise.view(2, 2, 3)))
+    plain = quiet(0, cond, video[:, 3], torch.zeros(2, 3))
+    term = 0.5 * w * model.prior.nll(cond.h, found.kept + 0.3) * keep.view(2, 2)[:, 0]
+    assert torch.allclose(found.extra - plain.extra, term, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(found.stats["joint_prior"], term.detach())
+    with pytest.raises(ValueError, match="prior_weight=-1"):
+        EnergyObjective(model, prior_weight=-1.0)

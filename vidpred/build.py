@@ -49,7 +49,7 @@ def build_objective(cfg: Config, model: VideoPredictor) -> Objective:
         kl_weight=cfg.latent.kl_weight, dropout=cfg.latent.dropout,
         feedback_grad=cfg.rollout_grad, prior_draws=cfg.latent.draws,
         proposal=cfg.latent.proposal, kl_warmup=cfg.latent.kl_warmup, pushforward=cfg.pushforward,
-        noise=cfg.latent.noise)
+        noise=cfg.latent.noise, prior_weight=cfg.latent.prior_weight)
 
 
 def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) -> Energy:

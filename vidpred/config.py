@@ -89,8 +89,9 @@ class LatentConfig:
     step_size: float = 0.03  # length of the first step, in latent units (adapted per sample)
     encoder_weight: float = 1.0  # beta: weight of ||A(x, y) - z*||^2 in the loss
     noise: float = 0.75  # energy: std of the Gaussian noise added to z* where the decoder is trained (a noisy channel; with l2 or ball it bounds what z carries)
+    prior_weight: float = 0.0  # energy: weight of -log p(z | h) of the channel's latent with gradients into the state, the prior and A (the VAE's KL with a fixed sigma; 0: the prior is fitted alone on detached latents)
     kl_weight: float = 1e-3  # model.kind=vae: beta of KL(q || p), in nats of KL per nat of per-pixel-mean cost
-    kl_warmup: int = 0  # model.kind=vae: steps over which beta rises linearly from 0 (0: beta from the start)
+    kl_warmup: int = 0  # steps over which the vae's beta (the energy's latent.prior_weight) rises linearly from 0 (0: in full from the start)
 
 
 @dataclass
@@ -208,7 +209,7 @@ def validate(cfg: Config) -> Config:
                                  "data.objects", "data.max_speed", "data.branches", "data.frame_step", "model.window", "data.sprite_min",
                                  "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips", "prior.components"],
                   nonneg=["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.draws", "latent.step_size",
-                          "latent.encoder_weight", "latent.noise", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
+                          "latent.encoder_weight", "latent.noise", "latent.prior_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
                           "prior.fit_clips", "val_every", "rollout_start", "pushforward", "media_every", "stop_at", "data.clip_stride",
                           "latent.kl_weight", "latent.kl_warmup", "max_minutes", "seed", "model.blocks", "threads"])
     check_device(cfg.device)

@@ -205,15 +205,18 @@ class Objective:
     def __init__(self, model: VideoPredictor, *, steps: int = 1, step_size: float = 0.03,
                  encoder_weight: float = 1.0, kl_weight: float = 1e-3, dropout: float = 0.0,
                  feedback_grad: bool = True, prior_draws: int = 0, proposal: Proposal = "prior",
-                 kl_warmup: int = 0, pushforward: int = 0, noise: float = 0.0):
+                 kl_warmup: int = 0, pushforward: int = 0, noise: float = 0.0, prior_weight: float = 0.0):
         self.model = model
+        if not prior_weight >= 0:
+            raise ValueError(f"prior_weight={prior_weight}: expected a weight of 0 or more")
+        self.prior_weight = prior_weight  # energy: weight of the joint prior term (see EnergyObjective.joint_prior)
         if not noise >= 0:
             raise ValueError(f"noise={noise}: expected a standard deviation of 0 or more")
         self.noise = noise  # energy: std of the Gaussian noise on z* where the decoder is trained
         if pushforward < 0:
             raise ValueError(f"pushforward={pushforward}: expected 0 or more rounds of fed-back predictions")
         self.pushforward = pushforward  # teacher-forced steps: inputs are this many rounds of own predictions
-        self.kl_warmup, self.kl_scale = kl_warmup, 1.0  # vae: β ramps from 0 over kl_warmup training steps
+        self.kl_warmup, self.kl_scale = kl_warmup, 1.0  # β (vae), prior_weight (energy) ramp from 0 over kl_warmup steps
         self.prior_draws = prior_draws  # energy: inference starts from the best of this many prior draws (0: from A)
         self.proposal = check_choice("proposal", proposal, Proposal)
         self.feedback_grad = feedback_grad  # free-running training: backpropagate through the fed-back frames
@@ -230,7 +233,8 @@ class Objective:
 
     def at_step(self, step: int) -> None:
         """Set what the training loss schedules by step: the VAE's KL warm-up (Bowman et al. 2016), β
-        rising linearly over `kl_warmup` steps so the posterior is used before it is priced."""
+        rising linearly over `kl_warmup` steps so the posterior is used before it is priced (the energy's
+        `prior_weight` ramps the same way)."""
         self.kl_scale = min(1.0, (step + 1) / self.kl_warmup) if self.kl_warmup else 1.0
 
     def loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
@@ -365,6 +369,23 @@ class EnergyObjective(Objective):
         """
         return z if noise is None else z + noise.to(z)
 
+    def joint_prior(self, h: Tensor, z: Tensor, keep: Tensor | None, z_prev: Tensor | None = None) -> Tensor:
+        """prior_weight · -log p(z | h) per frame (n,), with gradients into the state h, the prior and,
+        through the straight-through z, the amortized encoder; 0 on frames trained at z = 0.
+
+        The prior is otherwise fitted alone to detached latents, after the fact: nothing makes the
+        latents a frame is trained at ones the prior will draw, nor the state carry what the prior
+        needs. With z the channel's noisy latent (z* + σε) this is the VAE's β·KL with the
+        posterior's σ fixed at `latent.noise` (the entropy of a fixed-σ Gaussian is a constant), so
+        `latent.prior_weight` plays β's part, in nats per frame against the per-pixel cost, ramped
+        by `latent.kl_warmup` like β."""
+        if not self.prior_weight:
+            return z.new_zeros(z.shape[0])
+        nll = self.model.prior.nll(h, z, z_prev)
+        if keep is not None:
+            nll = nll * keep.to(nll).view(-1)
+        return self.prior_weight * self.kl_scale * nll
+
     def start(self, cond: Conditioning, target: Tensor, energy: Energy, draws: StepDraws | None,
               z_prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Where inference starts, and what the amortized encoder guessed (trained toward z* either way).
@@ -427,11 +448,13 @@ class EnergyObjective(Objective):
         z_star = inference.z
         keep = draws.keep.to(z_star)
         z = z0 + (z_star - z0).detach()  # straight-through into A
-        logits = model.decode(cond, self.channel(z, draws.noise) * keep)  # dropped frames use z = 0
+        sent = self.channel(z, draws.noise)
+        logits = model.decode(cond, sent * keep)  # dropped frames use z = 0
         e = energy.reconstruction(logits, target) + energy.penalty(z * keep)  # (n,) R priced on z*, not on its noise
         encoder_loss = (z0 - z_star).pow(2).sum(dim=1).mean()
         prior_nll = model.prior.nll(cond.h.detach(), self.channel(z_star, draws.noise).detach()).mean() / model.z_dim
-        loss = e.mean() + self.encoder_weight * encoder_loss + prior_nll
+        joint = self.joint_prior(cond.h, sent, keep)
+        loss = e.mean() + self.encoder_weight * encoder_loss + prior_nll + joint.mean()
         stats = {
             "loss": loss.item(),
             "energy": e.mean().item(),
@@ -439,6 +462,7 @@ class EnergyObjective(Objective):
             "energy_after": inference.energy_after.mean().item(),
             "encoder_loss": encoder_loss.item(),
             "prior_nll": prior_nll.item(),
+            **({"joint_prior": joint.mean().item()} if self.prior_weight else {}),
             "latent_norm": z_star.norm(dim=1).mean().item(),
             "latent_active": (z_star != 0).float().mean().item(),  # share of nonzero latent entries
             "out_mean": torch.sigmoid(logits).mean().item(),  # watch for the all-black collapse
@@ -470,11 +494,12 @@ class EnergyObjective(Objective):
                                      step_size=self.step_size)
             z_star = inference.z
             eps = None if noise is None else noise[:, k]
-            z = self.channel(z0 + (z_star - z0).detach(), eps)  # straight-through into A, through the channel
-            if keep is not None:
-                z = z * keep[:, k].to(z)
+            sent = self.channel(z0 + (z_star - z0).detach(), eps)  # straight-through into A, through the channel
+            kept = None if keep is None else keep[:, k]
+            z = sent if kept is None else sent * kept.to(sent)
             encoder_loss = (z0 - z_star).pow(2).sum(dim=1)
             prior_nll = model.prior.nll(cond.h.detach(), self.channel(z_star, eps).detach(), z_prev) / model.z_dim
+            joint = self.joint_prior(cond.h, sent, kept, z_prev) if train else sent.new_zeros(sent.shape[0])
             stats = {"energy_before": inference.energy_before, "energy_after": inference.energy_after,
                      "encoder_loss": encoder_loss.detach(), "prior_nll": prior_nll.detach(),
                      "latent_norm": z_star.norm(dim=1), "latent_active": (z_star != 0).float().mean(dim=1)}
@@ -482,7 +507,9 @@ class EnergyObjective(Objective):
                 with torch.no_grad():
                     zero = torch.zeros_like(z0)
                     stats["energy_zero"] = energy(model.decode(frozen, zero), target, zero)
-            return FrameLatent(z, z_star, encoder_weight * encoder_loss + prior_nll, stats)
+            if self.prior_weight:
+                stats["joint_prior"] = joint.detach()
+            return FrameLatent(z, z_star, encoder_weight * encoder_loss + prior_nll + joint, stats)
 
         return latent
 
