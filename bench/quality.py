@@ -13,6 +13,9 @@ Models (`--models=energy,vae,...` picks some):
     energy_joint1e-4, energy_joint1e-3, energy_joint1e-2
                     the default with the prior trained jointly (latent.prior_weight = 1e-4 / 1e-3 / 1e-2,
                     ramped over 300 steps): -log p(z | h) of the sent latent pulls the state, prior and A
+    energy_steps0   the default with N = 0: the amortized guess alone, through the noisy channel
+    energy_step0.3  the default with a first inference step of 0.3 per entry (latent.step_size) instead of 0.03
+                    (against the channel's σ = 0.75); energy_steps3_step0.3 with N = 3 such steps
     energy_former   the default until 2026-12-04: l1 sparsity (0.01) and latent dropout, no ball, no noise.
                     The ablations below (n0 ... push2, target, target_l1_0, l1, ball, dropout) are changes
                     of this former default, as they were measured (bench/README.md)
@@ -84,6 +87,9 @@ FORMER = ["--latent.l1=0.01", "--latent.ball=0", "--latent.noise=0"]  # the ener
 MODELS = {
     "energy": [],
     **{f"energy_joint{w}": [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"] for w in ("1e-4", "1e-3", "1e-2")},
+    "energy_steps0": ["--latent.steps=0"],
+    "energy_step0.3": ["--latent.step_size=0.3"],
+    "energy_steps3_step0.3": ["--latent.steps=3", "--latent.step_size=0.3"],
     "energy_former": FORMER,
     "energy_n0": FORMER + ["--latent.steps=0"],
     "energy_n3": FORMER + ["--latent.steps=3"],
