@@ -501,3 +501,15 @@ def test_joint_prior_adds_weighted_nll_of_the_sent_latent_with_gradients_into_th
     assert torch.allclose(found.stats["joint_prior"], term.detach())
     with pytest.raises(ValueError, match="prior_weight=-1"):
         EnergyObjective(model, prior_weight=-1.0)
+
+
+def test_joint_prior_is_a_training_term_only():
+    """Validation's latents (train=False) neither add the joint prior term nor log it."""
+    model = small(perturb=True)
+    video = torch.rand(2, 5, 1, 16, 16)
+    cond, _ = model.condition(model.begin(video[:, :3]))
+    joint = EnergyObjective(model, noise=0.3, prior_weight=0.05).frame_latents(Energy(), train=False)
+    plain = EnergyObjective(model, noise=0.3).frame_latents(Energy(), train=False)
+    found, base = joint(0, cond, video[:, 3], torch.zeros(2, 3)), plain(0, cond, video[:, 3], torch.zeros(2, 3))
+    assert "joint_prior" not in found.stats
+    assert torch.equal(found.extra, base.extra)

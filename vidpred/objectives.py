@@ -484,6 +484,7 @@ class EnergyObjective(Objective):
         model, keep = self.model, None if draws is None else draws.keep
         noise = None if draws is None else draws.noise
         encoder_weight = self.encoder_weight if train else 0.0
+        joint_prior = bool(train and self.prior_weight)  # a training term: validation neither adds nor logs it
 
         def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
             at_k = None if draws is None or draws.pick is None else StepDraws(pick=draws.pick[:, k],
@@ -499,7 +500,7 @@ class EnergyObjective(Objective):
             z = sent if kept is None else sent * kept.to(sent)
             encoder_loss = (z0 - z_star).pow(2).sum(dim=1)
             prior_nll = model.prior.nll(cond.h.detach(), self.channel(z_star, eps).detach(), z_prev) / model.z_dim
-            joint = self.joint_prior(cond.h, sent, kept, z_prev) if train else sent.new_zeros(sent.shape[0])
+            joint = self.joint_prior(cond.h, sent, kept, z_prev) if joint_prior else sent.new_zeros(sent.shape[0])
             stats = {"energy_before": inference.energy_before, "energy_after": inference.energy_after,
                      "encoder_loss": encoder_loss.detach(), "prior_nll": prior_nll.detach(),
                      "latent_norm": z_star.norm(dim=1), "latent_active": (z_star != 0).float().mean(dim=1)}
@@ -507,7 +508,7 @@ class EnergyObjective(Objective):
                 with torch.no_grad():
                     zero = torch.zeros_like(z0)
                     stats["energy_zero"] = energy(model.decode(frozen, zero), target, zero)
-            if self.prior_weight:
+            if joint_prior:
                 stats["joint_prior"] = joint.detach()
             return FrameLatent(z, z_star, encoder_weight * encoder_loss + prior_nll + joint, stats)
 
