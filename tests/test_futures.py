@@ -513,3 +513,101 @@ def test_joint_prior_is_a_training_term_only():
     found, base = joint(0, cond, video[:, 3], torch.zeros(2, 3)), plain(0, cond, video[:, 3], torch.zeros(2, 3))
     assert "joint_prior" not in found.stats
     assert torch.equal(found.extra, base.extra)
+
+
+def test_fused_step_adds_the_pull_of_one_normalized_descent_step_to_the_latents_gradient():
+    """latent.fused: the latent sent is z⁰ projected onto the ball (straight-through), and the backward
+    adds 2w/rows·(z⁰ - z*) with z* = prox(z⁰ - s·g, s), s = η / rms(g), g a row's gradient of the loss;
+    a row the loss sends nothing (a dropped frame) is pulled only onto the ball."""
+    model = small()
+    energy = Energy(ball=1.0, l1=0.01)
+    w, eta, rows = 0.5, 0.1, 3
+    objective = EnergyObjective(model, steps=1, step_size=eta, encoder_weight=w, fused=True)
+    z0 = torch.tensor([[0.3, -0.2, 0.1], [2.0, 0.0, 0.0], [0.4, 0.4, -0.1]], requires_grad=True)
+    z, kept = objective.fused_latent(z0, energy, rows=rows)
+    assert torch.allclose(z.detach(), energy.project(z0.detach())) and torch.equal(kept, z.detach())
+    assert kept[1].norm().item() == pytest.approx(1.0)  # projected onto the ball
+    targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0], [1.0], [0.0]])  # row 3 is "dropped": the loss sends it no gradient
+    loss = ((z * mask - targets) ** 2).sum(dim=1).mean()
+    loss.backward()
+    g = 2 * (kept * mask - targets) * mask  # each row's gradient of its own term
+    rms = g.pow(2).mean(dim=1, keepdim=True).sqrt()
+    s = torch.where(rms > 0, eta / rms.clamp(min=1e-30), torch.zeros_like(rms))
+    z_star = energy.prox(kept - s * g, s)
+    assert torch.equal(z_star[2], kept[2])
+    expected = g / rows + 2 * w / rows * (z0.detach() - z_star)
+    assert torch.allclose(z0.grad, expected, atol=1e-6)
+    # the pull's target z* is a step toward lower energy (the loss plus l1, the ball kept)
+    e = lambda z: ((z - targets[:2]) ** 2).sum(dim=1) + energy.l1 * z.abs().sum(dim=1)  # noqa: E731
+    assert torch.all(e(z_star[:2]) < e(kept[:2])) and torch.all(z_star.norm(dim=1) <= 1.0 + 1e-6)
+
+
+def test_fused_training_makes_no_inference_passes_and_trains_a_at_the_sent_latent(monkeypatch):
+    """A fused training step decodes twice (the residual's z = 0 and the training pass) against four
+    for the separate step; the decoder is trained at z⁰ + σε, kept on the ball; A gets the raw
+    gradient plus the pull, and no inference statistics are logged (there is no separate inference)."""
+    model = small(perturb=True).train()
+    video = torch.rand(2, 5, 1, 16, 16)
+    energy = Energy(ball=2.0)
+    draws = StepDraws(keep=torch.tensor([[1.0], [0.0], [1.0], [1.0]]), noise=torch.full((4, 3), 0.3))
+    calls = []
+    original = model.decode
+    monkeypatch.setattr(model, "decode", lambda cond, z: calls.append(z.detach()) or original(cond, z))
+    EnergyObjective(model, noise=0.3, fused=False).loss(video, context=3, energy=energy, draws=draws)
+    assert len(calls) == 4
+    calls.clear()
+    model.zero_grad()
+    fused = EnergyObjective(model, noise=0.3, fused=True)
+    loss, stats, kept = fused.loss(video, context=3, energy=energy, draws=draws)
+    assert len(calls) == 2 and torch.all(calls[0] == 0)
+    cond, target = model.teacher_forced_pairs(video, 3)
+    guess = energy.project(model.amortized_latent(cond, target))
+    assert torch.allclose(kept, guess, atol=1e-6)
+    assert torch.allclose(calls[1], (guess + 0.3) * draws.keep, atol=1e-6)
+    assert not {"energy_before", "energy_after", "encoder_loss"} & set(stats)
+    loss.backward()
+    assert model.latent_encoder.head.weight.grad.abs().sum() > 0
+    no_pull = EnergyObjective(model, noise=0.3, fused=True, encoder_weight=0.0)
+    model.zero_grad()
+    no_pull.loss(video, context=3, energy=energy, draws=draws)[0].backward()
+    pulled = dict(model.named_parameters())["latent_encoder.head.weight"].grad.clone()
+    model.zero_grad()
+    fused.loss(video, context=3, energy=energy, draws=draws)[0].backward()
+    assert not torch.allclose(pulled, model.latent_encoder.head.weight.grad)  # the pull reaches A
+    assert not EnergyObjective(model, steps=3, fused=True).fused  # more steps run in separate passes
+    calls.clear()
+    fused.loss(video, context=3, energy=Energy(ball=2.0, l1=0.01), draws=draws)
+    assert len(calls) == 4  # sparsity's exact zeros are the proximal step's: an l1 energy infers separately
+
+
+def test_fused_rollout_pulls_by_the_rollouts_mean_and_validation_still_infers():
+    """On the free-running path the fused latent is averaged over b * T frames; validation
+    (train=False) runs the separate inference and reports its energies."""
+    model = small(recurrent=True, perturb=True).train()
+    video = torch.rand(2, 5, 1, 16, 16)
+    draws = StepDraws(keep=torch.ones(2, 2, 1), noise=torch.zeros(2, 2, 3))
+    fused = EnergyObjective(model, fused=True)
+    result = free_running(model, video, context=3, energy=Energy(ball=2.0), latents=fused.frame_latents(Energy(ball=2.0), draws))
+    assert "energy_before" not in result.stats and math.isfinite(result.loss.item())
+    result.loss.backward()
+    assert model.latent_encoder.head.weight.grad.abs().sum() > 0
+    checked = free_running(model, video, context=3, energy=Energy(ball=2.0),
+                           latents=fused.frame_latents(Energy(ball=2.0), train=False))
+    assert checked.stats["energy_after"] <= checked.stats["energy_before"] + 1e-7
+
+
+def test_fused_step_is_the_default_where_it_applies_and_separate_passes_elsewhere(tmp_path):
+    """latent.fused (on by default) takes effect for one step from the amortized guess; more or no
+    steps, a start from prior draws or no amortized encoder infer in separate passes."""
+    from conftest import tiny_args
+    from vidpred.build import build_model, build_objective
+    from vidpred.config import parse_args
+
+    def fused(*args):
+        cfg = parse_args(tiny_args(tmp_path / "run", *args))
+        return build_objective(cfg, build_model(cfg)).fused
+
+    assert fused() and not fused("--latent.fused=false")
+    for separate in ("--latent.steps=3", "--latent.steps=0", "--latent.draws=4", "--model.encoder=false"):
+        assert not fused(separate)

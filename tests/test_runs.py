@@ -119,7 +119,7 @@ def test_offline_wandb_folder_holds_history_media_config_and_checkpoint(tmp_path
         for key, value in record.items():
             if key != "step":
                 assert row[key] == pytest.approx(value, rel=1e-12), key
-    assert {"loss", "energy_before", "energy_after", "latent_norm", "latent_active", "grad_norm", "lr",
+    assert {"loss", "energy", "latent_norm", "latent_active", "grad_norm", "lr",
             "clips_per_s", "data_wait", "val/energy", "val/best_energy"} <= history[-1].keys()
     assert {"eval/best_of_k_psnr", "eval/deterministic_ssim", "eval/diversity"} <= history[1].keys()
 

@@ -49,7 +49,8 @@ def build_objective(cfg: Config, model: VideoPredictor) -> Objective:
         kl_weight=cfg.latent.kl_weight, dropout=cfg.latent.dropout,
         feedback_grad=cfg.rollout_grad, prior_draws=cfg.latent.draws,
         proposal=cfg.latent.proposal, kl_warmup=cfg.latent.kl_warmup, pushforward=cfg.pushforward,
-        noise=cfg.latent.noise, prior_weight=cfg.latent.prior_weight)
+        noise=cfg.latent.noise, prior_weight=cfg.latent.prior_weight,
+        fused=cfg.latent.fused)
 
 
 def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) -> Energy:

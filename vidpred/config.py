@@ -87,6 +87,7 @@ class LatentConfig:
     draws: int = 0  # inference starts from the best of this many proposed latents (0: from A's guess)
     proposal: Proposal = "prior"  # latent.draws: the learned prior's draws, or a standard normal's (IMLE)
     step_size: float = 0.03  # length of the first step, in latent units (adapted per sample)
+    fused: bool = True  # energy: take the one inference step in the training pass's own backward (no decoder passes of its own); applies where latent.steps=1, latent.draws=0, latent.l1=0 and model.encoder=true, else inference runs in separate passes
     encoder_weight: float = 1.0  # beta: weight of ||A(x, y) - z*||^2 in the loss
     noise: float = 0.75  # energy: std of the Gaussian noise added to z* where the decoder is trained (a noisy channel; with l2 or ball it bounds what z carries)
     prior_weight: float = 0.0  # energy: weight of -log p(z | h) of the channel's latent with gradients into the state, the prior and A (the VAE's KL with a fixed sigma; 0: the prior is fitted alone on detached latents)
@@ -108,7 +109,7 @@ class Config:
     name: str = "default"  # the run's name (its folder under runs/, its wandb name)
     out: str = ""  # output folder; empty means runs/<name>
     seed: int = 0  # seeds the weights, the data (clip i is a function of seed and i) and every draw of a step
-    steps: int = 2400  # optimizer steps
+    steps: int = 3000  # optimizer steps (about 10 minutes of the default model on 2 CPU cores)
     batch_size: int = 16  # clips per optimizer step (the global batch, split over torchrun processes)
     lr: float = 2e-3  # AdamW learning rate (peak, after warmup)
     warmup: int = 100  # linear learning-rate warmup steps, then cosine decay to lr / 10

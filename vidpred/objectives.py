@@ -205,8 +205,13 @@ class Objective:
     def __init__(self, model: VideoPredictor, *, steps: int = 1, step_size: float = 0.03,
                  encoder_weight: float = 1.0, kl_weight: float = 1e-3, dropout: float = 0.0,
                  feedback_grad: bool = True, prior_draws: int = 0, proposal: Proposal = "prior",
-                 kl_warmup: int = 0, pushforward: int = 0, noise: float = 0.0, prior_weight: float = 0.0):
+                 kl_warmup: int = 0, pushforward: int = 0, noise: float = 0.0, prior_weight: float = 0.0,
+                 fused: bool = True):
         self.model = model
+        # energy: the one step from the amortized guess taken in the training pass's backward (EnergyObjective.fused_latent);
+        # more steps, a start from prior draws, no amortized encoder or an l1 energy (whose exact zeros are the
+        # proximal step's) infer in separate passes
+        self.fused = bool(fused and steps == 1 and not prior_draws and model.latent_encoder is not None)
         if not prior_weight >= 0:
             raise ValueError(f"prior_weight={prior_weight}: expected a weight of 0 or more")
         self.prior_weight = prior_weight  # energy: weight of the joint prior term (see EnergyObjective.joint_prior)
@@ -386,6 +391,37 @@ class EnergyObjective(Objective):
             nll = nll * keep.to(nll).view(-1)
         return self.prior_weight * self.kl_scale * nll
 
+    def fused_latent(self, z0: Tensor, energy: Energy, *, rows: int) -> tuple[Tensor, Tensor]:
+        """`latent.fused`: the latent to send, z⁰ projected (straight-through into A), and to keep, for one
+        training pass whose backward also takes the inference step, so that step costs no decoder pass.
+
+        The separate step (`latent.steps=1`) decodes z⁰ forward and backward for ∇E and once more to
+        check the step, then trains the decoder at z* + σε. With the step (RMS 0.03 an entry) that
+        small against the channel's noise (0.75), the decoder gains nothing from z* over z⁰; what
+        the step does is pull A, by w·||z⁰ - z*||², toward z⁰ - η·∇E / rms(∇E) (bench/README.md:
+        without it A learns to say nothing above the noise). Here the pull comes from the gradient the
+        training loss already sends to the latent, in the same backward: a hook adds
+        ∂(w·||z⁰ - z*||²)/∂z⁰ = 2w (z⁰ - z*) / rows to it, with z* = prox(z⁰ - s·g, s), s = η / rms(g)
+        per row, g that row's gradient of the loss (rows: how many rows the loss averages over). The
+        gradient is taken at the latent the decoder is trained at, through the channel's noise:
+        the descent direction of the noise-smoothed energy. A row the loss sends no gradient (a
+        dropped frame) is pulled only onto the constraint set.
+        """
+        start = energy.project(z0.detach())
+        z = z0 + (start - z0).detach()
+        if z.requires_grad and self.encoder_weight:
+            weight, eta = 2.0 * self.encoder_weight / rows, self.step_size
+
+            def pull(grad: Tensor) -> Tensor:
+                g = grad * rows  # the per-row gradient of that row's energy
+                rms = g.pow(2).mean(dim=1, keepdim=True).sqrt()
+                step = torch.where(rms > 0, eta / rms.clamp(min=1e-30), torch.zeros_like(rms))
+                z_star = energy.prox(start - step * g, step)
+                return grad + weight * (z0.detach() - z_star)
+
+            z.register_hook(pull)
+        return z, start
+
     def start(self, cond: Conditioning, target: Tensor, energy: Energy, draws: StepDraws | None,
               z_prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Where inference starts, and what the amortized encoder guessed (trained toward z* either way).
@@ -444,23 +480,29 @@ class EnergyObjective(Objective):
     def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
                             inputs: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
         model = self.model
-        cond, target, z0, inference = self.infer(video, context=context, energy=energy, draws=draws, inputs=inputs)
-        z_star = inference.z
+        if self.fused and not energy.l1:  # the step is taken in this pass's backward (fused_latent): no inference passes
+            cond, target = model.teacher_forced_pairs(video, context, inputs)
+            z, z_star = self.fused_latent(model.amortized_latent(cond, target), energy, rows=target.shape[0])
+            encoder_loss, inferred = None, {}
+        else:
+            cond, target, z0, inference = self.infer(video, context=context, energy=energy, draws=draws, inputs=inputs)
+            z_star = inference.z
+            z = z0 + (z_star - z0).detach()  # straight-through into A
+            encoder_loss = (z0 - z_star).pow(2).sum(dim=1).mean()
+            inferred = {"energy_before": inference.energy_before.mean().item(),
+                        "energy_after": inference.energy_after.mean().item(), "encoder_loss": encoder_loss.item()}
         keep = draws.keep.to(z_star)
-        z = z0 + (z_star - z0).detach()  # straight-through into A
         sent = self.channel(z, draws.noise)
         logits = model.decode(cond, sent * keep)  # dropped frames use z = 0
         e = energy.reconstruction(logits, target) + energy.penalty(z * keep)  # (n,) R priced on z*, not on its noise
-        encoder_loss = (z0 - z_star).pow(2).sum(dim=1).mean()
         prior_nll = model.prior.nll(cond.h.detach(), self.channel(z_star, draws.noise).detach()).mean() / model.z_dim
         joint = self.joint_prior(cond.h, sent, keep)
-        loss = e.mean() + self.encoder_weight * encoder_loss + prior_nll + joint.mean()
+        pull = 0.0 if encoder_loss is None else self.encoder_weight * encoder_loss  # (fused: in the backward)
+        loss = e.mean() + pull + prior_nll + joint.mean()
         stats = {
             "loss": loss.item(),
             "energy": e.mean().item(),
-            "energy_before": inference.energy_before.mean().item(),
-            "energy_after": inference.energy_after.mean().item(),
-            "encoder_loss": encoder_loss.item(),
+            **inferred,
             "prior_nll": prior_nll.item(),
             **({"joint_prior": joint.mean().item()} if self.prior_weight else {}),
             "latent_norm": z_star.norm(dim=1).mean().item(),
@@ -485,29 +527,38 @@ class EnergyObjective(Objective):
         noise = None if draws is None else draws.noise
         encoder_weight = self.encoder_weight if train else 0.0
         joint_prior = bool(train and self.prior_weight)  # a training term: validation neither adds nor logs it
+        fused = bool(train and self.fused and not energy.l1)  # validation infers with separate passes, to report the energies
+        rows = None if draws is None or draws.keep is None else draws.keep.shape[0] * draws.keep.shape[1]
 
         def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
-            at_k = None if draws is None or draws.pick is None else StepDraws(pick=draws.pick[:, k],
-                                                                              spread=draws.spread[:, k])
-            start, z0 = self.start(cond, target, energy, at_k, z_prev if model.prior.chained else None)
-            frozen = cond.detach()
-            inference = infer_latent(lambda z: model.decode(frozen, z), target, start, energy, steps=self.steps,
-                                     step_size=self.step_size)
-            z_star = inference.z
+            if fused:  # the rollout's loss averages over its b * T frames
+                via, z_star = self.fused_latent(model.amortized_latent(cond, target), energy,
+                                                rows=rows or target.shape[0])
+                encoder_loss, inferred = torch.zeros_like(via[:, 0]), {}
+            else:
+                at_k = None if draws is None or draws.pick is None else StepDraws(pick=draws.pick[:, k],
+                                                                                  spread=draws.spread[:, k])
+                start, z0 = self.start(cond, target, energy, at_k, z_prev if model.prior.chained else None)
+                frozen = cond.detach()
+                inference = infer_latent(lambda z: model.decode(frozen, z), target, start, energy, steps=self.steps,
+                                         step_size=self.step_size)
+                z_star = inference.z
+                via = z0 + (z_star - z0).detach()  # straight-through into A
+                encoder_loss = (z0 - z_star).pow(2).sum(dim=1)
+                inferred = {"energy_before": inference.energy_before, "energy_after": inference.energy_after,
+                            "encoder_loss": encoder_loss.detach()}
             eps = None if noise is None else noise[:, k]
-            sent = self.channel(z0 + (z_star - z0).detach(), eps)  # straight-through into A, through the channel
+            sent = self.channel(via, eps)  # through the channel
             kept = None if keep is None else keep[:, k]
             z = sent if kept is None else sent * kept.to(sent)
-            encoder_loss = (z0 - z_star).pow(2).sum(dim=1)
             prior_nll = model.prior.nll(cond.h.detach(), self.channel(z_star, eps).detach(), z_prev) / model.z_dim
             joint = self.joint_prior(cond.h, sent, kept, z_prev) if joint_prior else sent.new_zeros(sent.shape[0])
-            stats = {"energy_before": inference.energy_before, "energy_after": inference.energy_after,
-                     "encoder_loss": encoder_loss.detach(), "prior_nll": prior_nll.detach(),
+            stats = {**inferred, "prior_nll": prior_nll.detach(),
                      "latent_norm": z_star.norm(dim=1), "latent_active": (z_star != 0).float().mean(dim=1)}
             if score_zero:
                 with torch.no_grad():
-                    zero = torch.zeros_like(z0)
-                    stats["energy_zero"] = energy(model.decode(frozen, zero), target, zero)
+                    zero = torch.zeros_like(z_star)
+                    stats["energy_zero"] = energy(model.decode(cond.detach(), zero), target, zero)
             if joint_prior:
                 stats["joint_prior"] = joint.detach()
             return FrameLatent(z, z_star, encoder_weight * encoder_loss + prior_nll + joint, stats)

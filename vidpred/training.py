@@ -444,7 +444,12 @@ def progress_line(record: dict) -> dict[str, str]:
     if "energy_before" in record:
         return {"E": f"{record['energy_before']:.4f}>{record['energy_after']:.4f}",
                 "z_active": f"{record['latent_active']:.2f}", **pace}
-    return {"C": f"{record['energy']:.4f}", "KL": f"{record.get('kl', 0.0):.3f}", **pace}
+    if "kl" in record:
+        return {"C": f"{record['energy']:.4f}", "KL": f"{record['kl']:.3f}", **pace}
+    shown = {"C": f"{record['energy']:.4f}"}  # the deterministic baseline; the energy model with latent.fused
+    if "latent_norm" in record:
+        shown["|z|"] = f"{record['latent_norm']:.2f}"
+    return {**shown, **pace}
 
 
 def _not_finite(what: str, value: float, step: int, saved: int | None, last_path: Path,
