@@ -8,14 +8,18 @@ scored by the same evaluation protocol, side by side.
 
 Models (`--models=energy,vae,...` picks some):
 
-    energy          the default energy model: N = latent.steps (1) proximal steps from the amortized guess,
-                    the noisy channel (z* in the ball of radius 2, decoded at z* + 0.75·ε) and latent dropout
+    energy          the default energy model: one inference step from the amortized guess, taken in the
+                    training pass's backward (latent.fused), the noisy channel (z in the ball of radius 2,
+                    decoded at z + 0.75·ε) and latent dropout
+    energy_separate the default until 2026-12-05: the same step in separate decoder passes (latent.fused=false;
+                    four decoder passes a step against two). The models below measured before that date
+                    (joint ... step0.3, former ... dropout, noise ..., target_noise_b2) keep the separate step
     energy_joint1e-4, energy_joint1e-3, energy_joint1e-2
-                    the default with the prior trained jointly (latent.prior_weight = 1e-4 / 1e-3 / 1e-2,
+                    the separate default with the prior trained jointly (latent.prior_weight = 1e-4 / 1e-3 / 1e-2,
                     ramped over 300 steps): -log p(z | h) of the sent latent pulls the state, prior and A
-    energy_steps0   the default with N = 0: the amortized guess alone, through the noisy channel
-    energy_step0.3  the default with a first inference step of 0.3 per entry (latent.step_size) instead of 0.03
-                    (against the channel's σ = 0.75); energy_steps3_step0.3 with N = 3 such steps
+    energy_steps0   N = 0: the amortized guess alone, through the noisy channel
+    energy_step0.3  the separate default with a first inference step of 0.3 per entry (latent.step_size) instead
+                    of 0.03 (against the channel's σ = 0.75); energy_steps3_step0.3 with N = 3 such steps
     energy_former   the default until 2026-12-04: l1 sparsity (0.01) and latent dropout, no ball, no noise.
                     The ablations below (n0 ... push2, target, target_l1_0, l1, ball, dropout) are changes
                     of this former default, as they were measured (bench/README.md)
@@ -83,12 +87,15 @@ from vidpred.config import ConfigError, parse_args  # noqa: E402
 from vidpred.evaluation import EvalConfig, evaluate  # noqa: E402
 from vidpred.training import train  # noqa: E402
 
-FORMER = ["--latent.l1=0.01", "--latent.ball=0", "--latent.noise=0"]  # the energy default until 2026-12-04
+SEPARATE = ["--latent.fused=false"]  # the energy default until 2026-12-05: the step in separate decoder passes
+FORMER = SEPARATE + ["--latent.l1=0.01", "--latent.ball=0", "--latent.noise=0"]  # the energy default until 2026-12-04
 MODELS = {
     "energy": [],
-    **{f"energy_joint{w}": [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"] for w in ("1e-4", "1e-3", "1e-2")},
+    "energy_separate": SEPARATE,
+    **{f"energy_joint{w}": SEPARATE + [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"]
+       for w in ("1e-4", "1e-3", "1e-2")},
     "energy_steps0": ["--latent.steps=0"],
-    "energy_step0.3": ["--latent.step_size=0.3"],
+    "energy_step0.3": SEPARATE + ["--latent.step_size=0.3"],
     "energy_steps3_step0.3": ["--latent.steps=3", "--latent.step_size=0.3"],
     "energy_former": FORMER,
     "energy_n0": FORMER + ["--latent.steps=0"],
@@ -98,13 +105,14 @@ MODELS = {
     "energy_draws": FORMER + ["--latent.draws=16"],
     "energy_push1": FORMER + ["--pushforward=1"],
     "energy_push2": FORMER + ["--pushforward=2"],
-    "energy_noise": ["--latent.l1=0", "--latent.ball=1", "--latent.noise=0.75"],
-    "energy_noise_b2": ["--latent.l1=0", "--latent.ball=2", "--latent.noise=0.75"],
-    "energy_noise_d0": ["--latent.l1=0", "--latent.ball=1", "--latent.noise=0.75", "--latent.dropout=0"],
-    "energy_noise_b4": ["--latent.l1=0", "--latent.ball=4", "--latent.noise=0.75"],
+    "energy_noise": SEPARATE + ["--latent.l1=0", "--latent.ball=1", "--latent.noise=0.75"],
+    "energy_noise_b2": SEPARATE + ["--latent.l1=0", "--latent.ball=2", "--latent.noise=0.75"],
+    "energy_noise_d0": SEPARATE + ["--latent.l1=0", "--latent.ball=1", "--latent.noise=0.75", "--latent.dropout=0"],
+    "energy_noise_b4": SEPARATE + ["--latent.l1=0", "--latent.ball=4", "--latent.noise=0.75"],
     "energy_target": FORMER + ["--model.encoder_reads=target"],
     "energy_target_l1_0": FORMER + ["--model.encoder_reads=target", "--latent.l1=0"],
-    "energy_target_noise_b2": ["--model.encoder_reads=target", "--latent.l1=0", "--latent.ball=2", "--latent.noise=0.75"],
+    "energy_target_noise_b2": SEPARATE + ["--model.encoder_reads=target", "--latent.l1=0", "--latent.ball=2",
+                                          "--latent.noise=0.75"],
     "energy_l1": FORMER + ["--latent.dropout=0"],
     "energy_ball": FORMER + ["--latent.l1=0", "--latent.dropout=0", "--latent.ball=1"],
     "energy_dropout": FORMER + ["--latent.l1=0"],
