@@ -26,6 +26,7 @@ COMMON = ["--steps=50", "--batch_size=8", "--log_every=5", "--val_every=25", "--
           "--latent.warmup=20", "--ckpt_every=25"]
 RUNS = {
     "energy": [],
+    "energy-separate": ["--latent.fused=false"],  # the one step in its own passes (the default is fused)
     "energy-steps3": ["--latent.steps=3", "--prior.kind=fitted"],
     "energy-rollout": ["--rollout=true", "--rollout_start=20", "--model.recurrent=true", "--model.decoder=kernels",
                        "--prior.chained=true"],

@@ -11,7 +11,7 @@ Models (`--models=energy,vae,...` picks some):
     energy          the default energy model: one inference step from the amortized guess, taken in the
                     training pass's backward (latent.fused), the noisy channel (z in the ball of radius 2,
                     decoded at z + 0.75·ε) and latent dropout
-    energy_separate the default until 2026-12-05: the same step in separate decoder passes (latent.fused=false;
+    energy_separate the default until 2026-12-04: the same step in separate decoder passes (latent.fused=false;
                     four decoder passes a step against two). The models below measured before that date
                     (joint ... step0.3, former ... dropout, noise ..., target_noise_b2) keep the separate step
     energy_joint1e-4, energy_joint1e-3, energy_joint1e-2
@@ -87,7 +87,7 @@ from vidpred.config import ConfigError, parse_args  # noqa: E402
 from vidpred.evaluation import EvalConfig, evaluate  # noqa: E402
 from vidpred.training import train  # noqa: E402
 
-SEPARATE = ["--latent.fused=false"]  # the energy default until 2026-12-05: the step in separate decoder passes
+SEPARATE = ["--latent.fused=false"]  # the energy default until 2026-12-04: the step in separate decoder passes
 FORMER = SEPARATE + ["--latent.l1=0.01", "--latent.ball=0", "--latent.noise=0"]  # the energy default until 2026-12-04
 MODELS = {
     "energy": [],

@@ -231,7 +231,9 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
     step = statistics.median(times)
     t_infer, t_guess = statistics.median(inside), statistics.median(guess)
     outside, per_inference_step = step_flops(cfg, model, video)
-    flops = outside + cfg.latent.steps * per_inference_step  # (per_inference_step is 0 for the baselines)
+    # a fused step (latent.fused) is taken in the training pass's own backward: no inference passes to add
+    fused = bool(getattr(objective, "fused", False) and not cfg.latent.l1)
+    flops = outside + (0 if fused else cfg.latent.steps * per_inference_step)  # (0 for the baselines)
 
     model.eval()
     context = video[:1, :cfg.context]
@@ -245,6 +247,7 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
     sample_s = statistics.median(sampling)
     return {
         "model": name, "kind": cfg.model.kind, "inference_steps": cfg.latent.steps if objective.regularized else 0,
+        "fused": fused,
         "parameters": sum(p.numel() for p in model.parameters()),
         "step_s": step, "clips_per_s": video.shape[0] / step,
         "inference_s": t_infer, "amortized_s": t_guess, "rest_s": step - t_infer - t_guess,
@@ -283,6 +286,10 @@ def variants(base: Config, inference_steps: tuple[int, ...]) -> list[tuple[str, 
 
     out = []
     for n in sorted(set(inference_steps or (0, 1, base.latent.steps)), reverse=True):
+        if n == 1:  # the one step fused into the training pass (the default), and in separate passes
+            out.append(("energy, N = 1 (fused)", change(model={"kind": "energy"}, latent={"steps": 1, "fused": True})))
+            out.append(("energy, N = 1 (separate)", change(model={"kind": "energy"}, latent={"steps": 1, "fused": False})))
+            continue
         label = f"energy, N = {n}" + (" (amortized only)" if n == 0 else "")
         out.append((label, change(model={"kind": "energy"}, latent={"steps": n})))
     out += [("deterministic", change(model={"kind": "deterministic"})), ("vae", change(model={"kind": "vae"}))]

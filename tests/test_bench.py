@@ -41,6 +41,26 @@ def test_an_inference_step_costs_a_decoder_forward_and_a_backward_to_z_only(tmp_
     assert throughput.step_flops(no_latent, throughput.build_model(no_latent), video)[1] == 0
 
 
+def test_throughput_counts_no_inference_passes_for_the_fused_step(tmp_path):
+    """The one step fused into the training pass (the default) makes no inference passes: its FLOPs
+    are the step's without inference; the separate step adds one decoder forward and backward; the
+    variants measure both."""
+    base = parse_args(tiny_args(tmp_path))
+    labels = [label for label, _ in throughput.variants(base, ())]
+    assert "energy, N = 1 (fused)" in labels and "energy, N = 1 (separate)" in labels
+    video = _tiny_batch(base)
+    bench = throughput.BenchConfig(warmup_steps=0, timed_steps=1, samples=2, sample_horizon=2)
+    rows = {}
+    for label, cfg in throughput.variants(base, (1,)):
+        if label.startswith("energy"):
+            rows[label] = throughput.measure(label, cfg, bench, torch.device("cpu"), video)
+    fused, separate = rows["energy, N = 1 (fused)"], rows["energy, N = 1 (separate)"]
+    assert fused["fused"] and not separate["fused"]
+    assert fused["flops_per_step"] == fused["flops_outside_inference"] and fused["inference_s"] == 0.0
+    assert separate["flops_per_step"] == separate["flops_outside_inference"] + separate["flops_per_inference_step"]
+    assert separate["inference_s"] > 0
+
+
 def test_peak_memory_sees_a_temporary_allocation():
     with throughput.PeakMemory(torch.device("cpu")) as peak:
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched

@@ -595,6 +595,66 @@ def test_fused_rollout_pulls_by_the_rollouts_mean_and_validation_still_infers():
     checked = free_running(model, video, context=3, energy=Energy(ball=2.0),
                            latents=fused.frame_latents(Energy(ball=2.0), train=False))
     assert checked.stats["energy_after"] <= checked.stats["energy_before"] + 1e-7
+    with pytest.raises(ValueError, match=r"b \* T frames its loss averages over"):
+        fused.frame_latents(Energy(ball=2.0))  # training without the step's draws: the pull's scale is unknown
+
+
+@pytest.mark.parametrize("path", ["teacher_forced", "rollout"])
+def test_fused_pull_is_the_separate_steps_encoder_loss_without_noise_or_dropout(monkeypatch, path):
+    """With no channel noise, no dropped frame and no joint prior, what the fused step adds to the
+    gradient at A's guess z⁰ is the gradient of the separate step's w·mean ||z⁰ - z*||², row by row,
+    wherever the separate step was accepted (it is checked against the energy; the fused one is not):
+    the same z*, the same 1/rows (n teacher-forced, b·T over a rollout). Over a rollout only the first
+    frame compares: the later frames' states differ (the separate path decodes the earlier ones at z*,
+    the fused at z⁰)."""
+    model = small(perturb=True, recurrent=path == "rollout").train()
+    torch.manual_seed(1)
+    video = torch.rand(2, 5, 1, 16, 16)
+    energy = Energy(ball=2.0)
+    if path == "rollout":
+        draws = StepDraws(keep=torch.ones(2, 2, 1), noise=torch.zeros(2, 2, 3))
+    else:
+        draws = StepDraws(keep=torch.ones(4, 1), noise=torch.zeros(4, 3))
+    guesses = []
+    original = model.amortized_latent
+
+    def capture(cond, target):
+        z0 = original(cond, target)
+        z0.retain_grad()
+        guesses.append(z0)
+        return z0
+
+    monkeypatch.setattr(model, "amortized_latent", capture)
+
+    def clip_major(tensors: list) -> torch.Tensor:  # teacher-forced: one (n, d); rollout: one (b, d) a frame
+        return tensors[0] if len(tensors) == 1 else torch.stack(tensors, dim=1).flatten(0, 1)
+
+    def run(fused: bool, w: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The gradient at A's guesses, the guesses and the latents kept, (b * T, d) clip-major."""
+        guesses.clear()
+        model.zero_grad()
+        objective = EnergyObjective(model, fused=fused, encoder_weight=w)
+        assert objective.fused == fused
+        if path == "rollout":
+            result = free_running(model, video, context=3, energy=energy, latents=objective.frame_latents(energy, draws),
+                                  feedback_grad=False)
+            loss, kept = result.loss, result.kept
+        else:
+            loss, _, kept = objective.loss(video, context=3, energy=energy, draws=draws)
+        loss.backward()
+        return clip_major([z0.grad for z0 in guesses]), clip_major([z0.detach() for z0 in guesses]), kept.detach()
+
+    w, rows = 0.7, 4
+    pulled, guess, z_star = run(False, w)
+    separate_pull = pulled - run(False, 0.0)[0]
+    fused_pull = run(True, w)[0] - run(True, 0.0)[0]
+    accepted = (z_star - energy.project(guess)).abs().amax(dim=1) > 0
+    if path == "rollout":  # a later frame's state follows the earlier frames, decoded at z* by one and z⁰ by the other
+        accepted[1::2] = False
+    assert accepted.sum() >= 2  # the 0.03 step lowers the energy of (nearly) every row
+    assert torch.allclose(separate_pull, 2 * w / rows * (guess - z_star), atol=1e-6)
+    assert torch.allclose(fused_pull[accepted], separate_pull[accepted], rtol=1e-3, atol=1e-7)
+    assert fused_pull.abs().amax() > 1e-4  # not two zeros agreeing
 
 
 def test_fused_step_is_the_default_where_it_applies_and_separate_passes_elsewhere(tmp_path):

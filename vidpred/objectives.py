@@ -406,6 +406,14 @@ class EnergyObjective(Objective):
         gradient is taken at the latent the decoder is trained at, through the channel's noise:
         the descent direction of the noise-smoothed energy. A row the loss sends no gradient (a
         dropped frame) is pulled only onto the constraint set.
+
+        Where it differs from the separate step (with no noise, no dropout and no joint prior, it is the
+        same pull; tests/test_futures.py): the step is not checked against the energy; a dropped frame
+        (latent.dropout) gets no pull, so the pull's mean weight is w·(1 - dropout); g is the gradient of
+        everything the loss puts on that latent: with `latent.prior_weight` it includes the joint prior's
+        term (z* moves toward the prior's mode as well), and over a rollout trained through its fed-back
+        frames (`rollout_grad`, the default) the later frames' costs, so the step descends the rest of
+        the rollout's energy, not frame k's alone (inference over the rollout's z, one step of it).
         """
         start = energy.project(z0.detach())
         z = z0 + (start - z0).detach()
@@ -413,7 +421,7 @@ class EnergyObjective(Objective):
             weight, eta = 2.0 * self.encoder_weight / rows, self.step_size
 
             def pull(grad: Tensor) -> Tensor:
-                g = grad * rows  # the per-row gradient of that row's energy
+                g = grad * rows  # the row's gradient of the loss, undone of the loss's mean over rows
                 rms = g.pow(2).mean(dim=1, keepdim=True).sqrt()
                 step = torch.where(rms > 0, eta / rms.clamp(min=1e-30), torch.zeros_like(rms))
                 z_star = energy.prox(start - step * g, step)
@@ -528,12 +536,15 @@ class EnergyObjective(Objective):
         encoder_weight = self.encoder_weight if train else 0.0
         joint_prior = bool(train and self.prior_weight)  # a training term: validation neither adds nor logs it
         fused = bool(train and self.fused and not energy.l1)  # validation infers with separate passes, to report the energies
-        rows = None if draws is None or draws.keep is None else draws.keep.shape[0] * draws.keep.shape[1]
+        shaped = None if draws is None else draws.keep if draws.keep is not None else draws.noise  # (b, T, ...)
+        rows = None if shaped is None else shaped.shape[0] * shaped.shape[1]
+        if fused and rows is None:  # the pull is scaled by the frames the rollout's loss averages over: b * T
+            raise ValueError("a fused training rollout needs the step's draws (keep (b, T, 1) or noise (b, T, d)), "
+                             "which give the b * T frames its loss averages over; got neither")
 
         def latent(k: int, cond: Conditioning, target: Tensor, z_prev: Tensor) -> FrameLatent:
             if fused:  # the rollout's loss averages over its b * T frames
-                via, z_star = self.fused_latent(model.amortized_latent(cond, target), energy,
-                                                rows=rows or target.shape[0])
+                via, z_star = self.fused_latent(model.amortized_latent(cond, target), energy, rows=rows)
                 encoder_loss, inferred = torch.zeros_like(via[:, 0]), {}
             else:
                 at_k = None if draws is None or draws.pick is None else StepDraws(pick=draws.pick[:, k],
