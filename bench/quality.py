@@ -14,6 +14,10 @@ Models (`--models=energy,vae,...` picks some):
     energy_separate the default until 2026-12-04: the same step in separate decoder passes (latent.fused=false;
                     four decoder passes a step against two). The models below measured before that date
                     (joint ... step0.3, former ... dropout, noise ..., target_noise_b2) keep the separate step
+    energy_rollout_late
+                    the default, teacher-forced for 2000 steps, then trained free-running (rollout=true: its own
+                    predictions fed back, with gradients; the fused step then descends the rest of the
+                    rollout's energy)
     energy_joint1e-4, energy_joint1e-3, energy_joint1e-2
                     the separate default with the prior trained jointly (latent.prior_weight = 1e-4 / 1e-3 / 1e-2,
                     ramped over 300 steps): -log p(z | h) of the sent latent pulls the state, prior and A
@@ -87,11 +91,12 @@ from vidpred.config import ConfigError, parse_args  # noqa: E402
 from vidpred.evaluation import EvalConfig, evaluate  # noqa: E402
 from vidpred.training import train  # noqa: E402
 
-SEPARATE = ["--latent.fused=false"]  # the energy default until 2026-12-04: the step in separate decoder passes
+SEPARATE = ["--latent.fused=false"]  # the energy default until the fused step (2026-12-04): the step in separate passes
 FORMER = SEPARATE + ["--latent.l1=0.01", "--latent.ball=0", "--latent.noise=0"]  # the energy default until 2026-12-04
 MODELS = {
     "energy": [],
     "energy_separate": SEPARATE,
+    "energy_rollout_late": ["--rollout=true", "--rollout_start=2000"],
     **{f"energy_joint{w}": SEPARATE + [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"]
        for w in ("1e-4", "1e-3", "1e-2")},
     "energy_steps0": ["--latent.steps=0"],
