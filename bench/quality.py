@@ -18,6 +18,8 @@ Models (`--models=energy,vae,...` picks some):
                     the default, teacher-forced for 2000 steps, then trained free-running (rollout=true: its own
                     predictions fed back, with gradients; the fused step then descends the rest of the
                     rollout's energy)
+    energy_recurrent
+                    the default with a ConvGRU memory in the predictor, carried through the clip (model.recurrent)
     energy_joint1e-4, energy_joint1e-3, energy_joint1e-2
                     the separate default with the prior trained jointly (latent.prior_weight = 1e-4 / 1e-3 / 1e-2,
                     ramped over 300 steps): -log p(z | h) of the sent latent pulls the state, prior and A
@@ -97,6 +99,7 @@ MODELS = {
     "energy": [],
     "energy_separate": SEPARATE,
     "energy_rollout_late": ["--rollout=true", "--rollout_start=2000"],
+    "energy_recurrent": ["--model.recurrent=true"],
     **{f"energy_joint{w}": SEPARATE + [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"]
        for w in ("1e-4", "1e-3", "1e-2")},
     "energy_steps0": ["--latent.steps=0"],
