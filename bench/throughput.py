@@ -232,7 +232,7 @@ def measure(name: str, cfg: Config, bench: BenchConfig, device: torch.device, vi
     t_infer, t_guess = statistics.median(inside), statistics.median(guess)
     outside, per_inference_step = step_flops(cfg, model, video)
     # a fused step (latent.fused) is taken in the training pass's own backward: no inference passes to add
-    fused = bool(getattr(objective, "fused", False) and not cfg.latent.l1)
+    fused = isinstance(objective, objectives.EnergyObjective) and objective.fuses(build_energy(cfg))
     flops = outside + (0 if fused else cfg.latent.steps * per_inference_step)  # (0 for the baselines)
 
     model.eval()

@@ -391,6 +391,12 @@ class EnergyObjective(Objective):
             nll = nll * keep.to(nll).view(-1)
         return self.prior_weight * self.kl_scale * nll
 
+    def fuses(self, energy: Energy) -> bool:
+        """Whether a training step with `energy` takes its inference step in its own backward
+        (`fused_latent`): `self.fused` where the energy has no l1 term, whose exact zeros are the
+        proximal step's (l1 may change during training: its warm-up and floor)."""
+        return self.fused and not energy.l1
+
     def fused_latent(self, z0: Tensor, energy: Energy, *, rows: int) -> tuple[Tensor, Tensor]:
         """`latent.fused`: the latent to send, z⁰ projected (straight-through into A), and to keep, for one
         training pass whose backward also takes the inference step, so that step costs no decoder pass.
@@ -488,7 +494,7 @@ class EnergyObjective(Objective):
     def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
                             inputs: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
         model = self.model
-        if self.fused and not energy.l1:  # the step is taken in this pass's backward (fused_latent): no inference passes
+        if self.fuses(energy):  # the step is taken in this pass's backward (fused_latent): no inference passes
             cond, target = model.teacher_forced_pairs(video, context, inputs)
             z, z_star = self.fused_latent(model.amortized_latent(cond, target), energy, rows=target.shape[0])
             encoder_loss, inferred = None, {}
@@ -535,7 +541,7 @@ class EnergyObjective(Objective):
         noise = None if draws is None else draws.noise
         encoder_weight = self.encoder_weight if train else 0.0
         joint_prior = bool(train and self.prior_weight)  # a training term: validation neither adds nor logs it
-        fused = bool(train and self.fused and not energy.l1)  # validation infers with separate passes, to report the energies
+        fused = train and self.fuses(energy)  # validation infers with separate passes, to report the energies
         shaped = None if draws is None else draws.keep if draws.keep is not None else draws.noise  # (b, T, ...)
         rows = None if shaped is None else shaped.shape[0] * shaped.shape[1]
         if fused and rows is None:  # the pull is scaled by the frames the rollout's loss averages over: b * T
