@@ -100,6 +100,8 @@ MODELS = {
     "energy_separate": SEPARATE,
     "energy_rollout_late": ["--rollout=true", "--rollout_start=2000"],
     "energy_recurrent": ["--model.recurrent=true"],
+    "energy_context_skips": ["--model.skips=context"],
+    "energy_both_skips": ["--model.skips=both"],
     **{f"energy_joint{w}": SEPARATE + [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"]
        for w in ("1e-4", "1e-3", "1e-2")},
     "energy_steps0": ["--latent.steps=0"],

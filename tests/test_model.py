@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from vidpred.model import ConditionalPrior, VideoPredictor
 
@@ -47,10 +48,13 @@ def test_a_residual_decoder_corrects_the_last_frame_in_logit_space():
         VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, residual=True, output="kernels")
 
 
-def test_rollout_matches_teacher_forcing_on_its_own_predictions():
+@pytest.mark.parametrize("skips, recurrent", [("recent", False), ("context", False), ("both", False), ("context", True)])
+def test_rollout_matches_teacher_forcing_on_its_own_predictions(skips, recurrent):
     """Feeding a rollout's own frames back as 'truth' must reproduce the rollout's logits."""
     torch.manual_seed(0)
-    model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3, skip_frames=2).eval()
+    model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3, skip_frames=2,
+                           skips=skips, recurrent=recurrent).eval()
+    nn.init.normal_(model.decoder.out.weight, std=0.5)  # the zero-initialized output layer would hide the skips
     context = torch.rand(2, 3, 1, 16, 16)
     z = torch.randn(2, 4, 3)
     frames, _ = model.rollout(context, horizon=4, draw_z=lambda h, k: z[:, k])
@@ -90,3 +94,27 @@ def test_conditional_prior_puts_mass_on_zero_and_samples_it(seed):
     nonzero = draws[(draws != 0).any(dim=1)]
     assert torch.allclose(nonzero.mean(dim=0), code, atol=0.2)
     assert torch.all((nonzero.std(dim=0) > 0.05) & (nonzero.std(dim=0) < 0.2))
+
+
+def test_context_skips_stay_the_last_context_frames_for_every_target():
+    """skips="context": every predicted frame's skips are the last S context frames' features (SVG's
+    fixed skips), so what a rollout feeds back reaches the decoder only through the state h;
+    "both" hands the decoder the recent and the context frames' features side by side."""
+    torch.manual_seed(0)
+    video = torch.rand(2, 7, 1, 16, 16)
+    fixed = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, z_dim=3, skip_frames=2, skips="context").eval()
+    cond = fixed.teacher_forced(video, context=3)
+    feats = fixed.encode(video[:, 1:3])  # the last two context frames
+    for level, f in zip(cond.skips, feats):
+        per_target = level.view(2, 4, *level.shape[1:])
+        assert torch.allclose(per_target, f.flatten(1, 2)[:, None].expand_as(per_target), atol=1e-6)
+    changed = video.clone()
+    changed[:, 3:] = torch.rand(2, 4, 1, 16, 16)  # other future frames: other states, the same skips
+    other = fixed.teacher_forced(changed, context=3)
+    assert all(torch.equal(a, b) for a, b in zip(cond.skips, other.skips))
+    assert not torch.equal(cond.h[2:4], other.h[2:4])
+    both = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, z_dim=3, skip_frames=2, skips="both")
+    assert both.decoder.skip_fuses[0].in_channels == 2 * 2 * 8
+    assert [s.shape[1] for s in both.teacher_forced(video, context=3).skips] == [32, 64]
+    with pytest.raises(ValueError, match="skips='last': expected one of recent, context, both"):
+        VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, skips="last")

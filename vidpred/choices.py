@@ -19,6 +19,9 @@ Channels = Literal[1, 3]  # grey or RGB
 ModelKind = Literal["energy", "deterministic", "vae"]  # see objectives.py
 # generated pixels, or per-pixel kernels that gather the last frame's pixels (kernels) or send them (splat)
 DecoderOutput = Literal["pixels", "kernels", "splat"]
+# where the decoder's skips come from: the last S input frames (predicted ones in a rollout), the last S
+# context frames (true, fixed for the whole rollout, as SVG's), or both
+SkipSource = Literal["recent", "context", "both"]
 PriorKind = Literal["bank", "fitted", "learned"]  # what futures draw z from
 EncoderInput = Literal["residual", "target"]  # what the energy model's amortized encoder reads
 Proposal = Literal["prior", "normal"]  # latent.draws: what training draws its candidate latents from

@@ -26,7 +26,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli 
 
 from . import choices
 from .choices import (Auto, Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, EncoderInput, Layout, ModelKind, Precision,
-                      PriorKind, Proposal, SplitBy, WandbMode)
+                      PriorKind, Proposal, SkipSource, SplitBy, WandbMode)
 from .errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "DataConfig", "LatentConfig", "ModelConfig", "PriorConfig", "parse_args",
@@ -62,7 +62,8 @@ class DataConfig:
 class ModelConfig:
     widths: tuple[int, ...] = (16, 32, 64)  # channels at full, 1/2, 1/4 ... resolution
     window: int = 3  # frames the predictor looks back at (<= context)
-    skip_frames: int = 2  # recent frames whose features reach the decoder through skips (<= window)
+    skip_frames: int = 2  # frames whose features reach the decoder through skips (<= window)
+    skips: SkipSource = "recent"  # skips from the last S input frames (recent: predicted ones in a rollout) | the last S context frames, fixed (context, SVG's) | both
     blocks: int = 1  # residual blocks in the predictor
     residual: bool = False  # decoder output is a correction of the last frame's logits
     encoder: bool = True  # amortized latent encoder A warm-starts inference

@@ -14,7 +14,9 @@ Options for futures that hold together over long rollouts (off by default; see o
 free-running training): `recurrent=True` adds a ConvGRU memory to the predictor, carried through
 every frame of the clip; `output="kernels"` makes the decoder move the last frame's pixels with
 per-pixel softmax kernels (DNA, Finn et al. 2016) and generate only what a mask hands it;
-`chained_prior=True` lets the learned prior read the previous frame's z. One rollout API
+`chained_prior=True` lets the learned prior read the previous frame's z; `skips="context"` takes the
+decoder's skips from the last true context frames for the whole rollout (SVG's choice) instead of the
+newest, possibly predicted, frames, so the appearance the decoder copies does not blur with them. One rollout API
 (`begin` / `condition` / `advance`) serves sampling, fill-in and free-running training.
 
 The model kinds (objectives.py) share the frame encoder, predictor and decoder and attach their own
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .choices import DecoderOutput, check_choice
+from .choices import DecoderOutput, SkipSource, check_choice
 
 # --- helpers and blocks ---------------------------------------------------------------------------
 
@@ -411,7 +413,7 @@ class Conditioning(NamedTuple):
     """What the decoder needs for a batch of frames to predict, besides z."""
 
     h: Tensor  # (n, C, h, w) predictor state
-    skips: list[Tensor]  # encoder features of the last S input frames, (n, S·C_l, H_l, W_l) per resolution
+    skips: list[Tensor]  # encoder features of the skip frames (the last S input or context frames), (n, S·C_l, H_l, W_l) per resolution
     last: Tensor  # (n, c, H, W) the last input frame
     motion: Tensor | None = None  # (n, k², H, W) the splat decoder's motion costs of the last two frames
 
@@ -433,23 +435,26 @@ class RolloutState(NamedTuple):
     memory: Tensor | None  # (n, C, h, w) the recurrent predictor's memory; None for the window predictor
     last: Tensor  # (n, c, H, W) the newest frame (true or predicted)
     previous: Tensor  # (n, c, H, W) the frame before it (the splat decoder reads the motion between the two)
+    anchor: list[Tensor] | None = None  # skips="context"|"both": per resolution, the last S context frames' features (n, S·C_l, H_l, W_l)
 
 
 class VideoPredictor(nn.Module):
     def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
                  window: int = 3, blocks: int = 1, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
-                 recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7, sharp: bool = False):
+                 skips: SkipSource = "recent", recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7, sharp: bool = False):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
         if residual and output != "pixels":
             raise ValueError("residual=True corrects the generated pixels; the kernels decoder already moves the last frame")
         self.channels, self.size, self.window, self.z_dim, self.residual = channels, size, window, z_dim, residual
-        self.skip_frames, self.recurrent, self.widths = skip_frames, recurrent, tuple(widths)
+        check_choice("skips", skips, SkipSource)
+        self.skip_frames, self.skips, self.recurrent, self.widths = skip_frames, skips, recurrent, tuple(widths)
         self.motion_radius = kernel // 2 if output == "splat" else None  # the splat decoder reads motion costs
         self.encoder = FrameEncoder(channels=channels, widths=widths)
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks, recurrent=recurrent)
-        self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim, skip_frames=skip_frames,
+        self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim,
+                               skip_frames=2 * skip_frames if skips == "both" else skip_frames,
                                output=output, kernel=kernel, sharp=sharp)
         # The heads a model kind adds (objectives.py `Objective.heads` attaches them): the energy model's
         # amortized encoder and conditional prior, the VAE's Gaussian prior and posterior; none for the
@@ -517,10 +522,22 @@ class VideoPredictor(nn.Module):
         else:
             h, _ = self.predictor(rearrange(windows, "b t c h w k -> (b t) k c h w"))  # (b T, C, h, w)
         s, end = self.skip_frames, context - first  # target j sees inputs end - S + j .. end - 1 + j
-        skips = [rearrange(f[:, end - s:].unfold(1, s, 1), "b t c h w s -> (b t) (s c) h w") for f in feats]
+        recent = [rearrange(f[:, end - s:].unfold(1, s, 1), "b t c h w s -> (b t) (s c) h w") for f in feats]
+        horizon = video.shape[1] - context  # with skips from the context, every target sees its last S frames
+        anchor = None if self.skips == "recent" else [
+            repeat(f[:, end - s:end], "b s c h w -> (b t) (s c) h w", t=horizon) for f in feats]
+        skips = self.skip_features(recent, anchor)
         last = rearrange(inputs[:, end - 1:], "b t c h w -> (b t) c h w")
         previous = rearrange(video[:, context - 2:-2], "b t c h w -> (b t) c h w") if self.motion_radius else None
         return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last))
+
+    def skip_features(self, recent: list[Tensor], anchor: list[Tensor] | None) -> list[Tensor]:
+        """The decoder's skips per resolution from the recent frames' and the context's (`self.skips` chooses)."""
+        if self.skips == "recent":
+            return recent
+        if self.skips == "context":
+            return anchor
+        return [torch.cat([r, a], dim=1) for r, a in zip(recent, anchor)]
 
     def decode(self, cond: Conditioning, z: Tensor) -> Tensor:
         """Logits (n, c, H, W) of the predicted frames; sigmoid gives pixels."""
@@ -566,19 +583,20 @@ class VideoPredictor(nn.Module):
             last, previous = last.repeat_interleave(repeats, dim=0), previous.repeat_interleave(repeats, dim=0)
             memory = None if memory is None else memory.repeat_interleave(repeats, dim=0)
         history = [[f[:, i] for i in range(f.shape[1] - self.window, f.shape[1])] for f in feats]
-        return RolloutState(history, memory, last, previous)
+        anchor = None if self.skips == "recent" else [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
+        return RolloutState(history, memory, last, previous, anchor)
 
     def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
         """The conditioning of the next frame, and the predictor memory that includes it."""
         h, memory = self.predictor(torch.stack(state.history[-1], dim=1), state.memory)
-        skips = [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
-        return Conditioning(h, skips, state.last, self.motion(state.previous, state.last)), memory
+        recent = [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
+        return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last)), memory
 
     def advance(self, state: RolloutState, memory: Tensor | None, frame: Tensor) -> RolloutState:
         """The state once `frame` (n, c, H, W) is the newest frame; `memory` from `condition`."""
         new = self.encoder(channels_last(frame))
         history = [level[1:] + [f] for level, f in zip(state.history, new)]  # keep only the window
-        return RolloutState(history, memory, frame, state.last)
+        return RolloutState(history, memory, frame, state.last, state.anchor)
 
     def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
