@@ -102,6 +102,8 @@ MODELS = {
     "energy_recurrent": ["--model.recurrent=true"],
     "energy_context_skips": ["--model.skips=context"],
     "energy_both_skips": ["--model.skips=both"],
+    "energy_content": ["--model.content=32"],
+    "energy_content_context_skips": ["--model.content=32", "--model.skips=context"],
     **{f"energy_joint{w}": SEPARATE + [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"]
        for w in ("1e-4", "1e-3", "1e-2")},
     "energy_steps0": ["--latent.steps=0"],

@@ -39,6 +39,8 @@ def test_bare_flag_means_true():
     (["--device=cuda:x"], ["device", "cuda:N"]),
     (["--data.frames=99999999999999999999"], ["data.frames", "2^31"]),  # was numpy's "Maximum allowed dimension"
     (["--seed=-2147483648"], ["seed", "2^31"]),
+    (["--model.content=-1"], ["model.content=-1", "positive size"]),
+    (["--model.skips=last"], ["model.skips", "recent, context, both"]),
 ])
 def test_bad_overrides_refuse_with_the_key(argv, words):
     with pytest.raises(ConfigError) as err:

@@ -48,12 +48,13 @@ def test_a_residual_decoder_corrects_the_last_frame_in_logit_space():
         VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, residual=True, output="kernels")
 
 
-@pytest.mark.parametrize("skips, recurrent", [("recent", False), ("context", False), ("both", False), ("context", True)])
-def test_rollout_matches_teacher_forcing_on_its_own_predictions(skips, recurrent):
+@pytest.mark.parametrize("skips, recurrent, content", [("recent", False, 0), ("context", False, 0), ("both", False, 0),
+                                                       ("context", True, 0), ("recent", False, 4), ("context", True, 4)])
+def test_rollout_matches_teacher_forcing_on_its_own_predictions(skips, recurrent, content):
     """Feeding a rollout's own frames back as 'truth' must reproduce the rollout's logits."""
     torch.manual_seed(0)
     model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3, skip_frames=2,
-                           skips=skips, recurrent=recurrent).eval()
+                           skips=skips, recurrent=recurrent, content=content).eval()
     nn.init.normal_(model.decoder.out.weight, std=0.5)  # the zero-initialized output layer would hide the skips
     context = torch.rand(2, 3, 1, 16, 16)
     z = torch.randn(2, 4, 3)
@@ -118,3 +119,22 @@ def test_context_skips_stay_the_last_context_frames_for_every_target():
     assert [s.shape[1] for s in both.teacher_forced(video, context=3).skips] == [32, 64]
     with pytest.raises(ValueError, match="skips='last': expected one of recent, context, both"):
         VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, skips="last")
+
+
+def test_the_content_code_reads_the_context_only_and_reaches_every_predicted_frame():
+    """model.content = D: one code per clip from the context frames, the same for all its predicted
+    frames, blind to the future frames; the decoder reads it."""
+    torch.manual_seed(0)
+    model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, z_dim=3, content=5).eval()
+    nn.init.normal_(model.decoder.out.weight, std=0.5)
+    video = torch.rand(2, 6, 1, 16, 16)
+    cond = model.teacher_forced(video, context=3)
+    assert cond.content.shape == (6, 5)
+    assert torch.equal(cond.content[0], cond.content[2]) and not torch.equal(cond.content[0], cond.content[3])
+    changed = video.clone()
+    changed[:, 3:] = torch.rand(2, 3, 1, 16, 16)
+    assert torch.equal(model.teacher_forced(changed, context=3).content, cond.content)
+    z = torch.zeros(6, 3)
+    assert not torch.allclose(model.decode(cond, z), model.decode(cond._replace(content=torch.zeros_like(cond.content)), z))
+    state = model.begin(video[:, :3], repeats=torch.tensor([2, 1]))
+    assert torch.allclose(state.content, cond.content[[0, 0, 3]], atol=1e-6)

@@ -64,6 +64,7 @@ class ModelConfig:
     window: int = 3  # frames the predictor looks back at (<= context)
     skip_frames: int = 2  # frames whose features reach the decoder through skips (<= window)
     skips: SkipSource = "recent"  # skips from the last S input frames (recent: predicted ones in a rollout) | the last S context frames, fixed (context, SVG's) | both
+    content: int = 0  # size of a content code (DrNet, SRVP): the context frames' features pooled over space and time, read by the decoder at every predicted frame; 0: none
     blocks: int = 1  # residual blocks in the predictor
     residual: bool = False  # decoder output is a correction of the last frame's logits
     encoder: bool = True  # amortized latent encoder A warm-starts inference
@@ -226,6 +227,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"context + horizon = {cfg.context} + {cfg.horizon} = {cfg.context + cfg.horizon} is longer "
             f"than the clips (data.frames={cfg.data.frames}); raise data.frames or shorten them")
+    if cfg.model.content < 0:
+        raise ConfigError(f"model.content={cfg.model.content}: expected 0 (no content code) or a positive size")
     if not 1 <= cfg.model.skip_frames <= cfg.model.window:
         raise ConfigError(f"model.skip_frames={cfg.model.skip_frames}: expected 1 .. model.window={cfg.model.window}")
     if cfg.model.window > cfg.context:

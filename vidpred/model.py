@@ -183,14 +183,14 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, *, channels: int, widths: tuple[int, ...], z_dim: int, skip_frames: int = 1,
-                 output: DecoderOutput = "pixels", kernel: int = 7, sharp: bool = False):
+                 output: DecoderOutput = "pixels", kernel: int = 7, sharp: bool = False, content: int = 0):
         super().__init__()
         check_choice("output", output, DecoderOutput)
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"kernel={kernel}: expected an odd size >= 1")
         self.output, self.kernel, self.sharp = output, kernel, sharp
         top = widths[-1]
-        self.inject = nn.Sequential(conv_norm_act(top + z_dim, top), conv_norm_act(top, top))
+        self.inject = nn.Sequential(conv_norm_act(top + z_dim + content, top), conv_norm_act(top, top))
         self.ups = nn.ModuleList()
         self.refines = nn.ModuleList()
         self.skip_fuses = nn.ModuleList()
@@ -227,7 +227,9 @@ class Decoder(nn.Module):
             nn.init.constant_(self.mask.bias, 2.0)
 
     def forward(self, h: Tensor, z: Tensor, skips: list[Tensor], last: Tensor | None = None,
-                motion: Tensor | None = None) -> Tensor:
+                motion: Tensor | None = None, content: Tensor | None = None) -> Tensor:
+        if content is not None:  # the context's appearance code travels beside z, tiled alike
+            z = torch.cat([z, content], dim=1)
         zmap = repeat(z, "n d -> n d h w", h=h.shape[-2], w=h.shape[-1])
         x = self.inject(torch.cat([h, zmap], dim=1))
         # skips[-1] is the bottleneck itself, already inside h; add the finer ones on the way up
@@ -416,16 +418,18 @@ class Conditioning(NamedTuple):
     skips: list[Tensor]  # encoder features of the skip frames (the last S input or context frames), (n, S·C_l, H_l, W_l) per resolution
     last: Tensor  # (n, c, H, W) the last input frame
     motion: Tensor | None = None  # (n, k², H, W) the splat decoder's motion costs of the last two frames
+    content: Tensor | None = None  # (n, D) the context frames' appearance code (model.content > 0)
 
     def repeat(self, k: int) -> "Conditioning":
         """Each entry k times in a row (n -> n * k), for k samples per clip."""
         rep = lambda t: None if t is None else t.repeat_interleave(k, dim=0)  # noqa: E731
-        return Conditioning(rep(self.h), [rep(s) for s in self.skips], rep(self.last), rep(self.motion))
+        return Conditioning(rep(self.h), [rep(s) for s in self.skips], rep(self.last), rep(self.motion), rep(self.content))
 
     def detach(self) -> "Conditioning":
         """The same conditioning cut from the graph: latent inference moves z only."""
         cut = lambda t: None if t is None else t.detach()  # noqa: E731
-        return Conditioning(self.h.detach(), [s.detach() for s in self.skips], self.last.detach(), cut(self.motion))
+        return Conditioning(self.h.detach(), [s.detach() for s in self.skips], self.last.detach(), cut(self.motion),
+                            cut(self.content))
 
 
 class RolloutState(NamedTuple):
@@ -436,12 +440,14 @@ class RolloutState(NamedTuple):
     last: Tensor  # (n, c, H, W) the newest frame (true or predicted)
     previous: Tensor  # (n, c, H, W) the frame before it (the splat decoder reads the motion between the two)
     anchor: list[Tensor] | None = None  # skips="context"|"both": per resolution, the last S context frames' features (n, S·C_l, H_l, W_l)
+    content: Tensor | None = None  # (n, D) the context's appearance code (model.content > 0), fixed over the rollout
 
 
 class VideoPredictor(nn.Module):
     def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
                  window: int = 3, blocks: int = 1, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
-                 skips: SkipSource = "recent", recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7, sharp: bool = False):
+                 skips: SkipSource = "recent", recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7,
+                 sharp: bool = False, content: int = 0):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
@@ -455,7 +461,11 @@ class VideoPredictor(nn.Module):
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks, recurrent=recurrent)
         self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim,
                                skip_frames=2 * skip_frames if skips == "both" else skip_frames,
-                               output=output, kernel=kernel, sharp=sharp)
+                               output=output, kernel=kernel, sharp=sharp, content=content)
+        # The content code (DrNet, SRVP): what the context's objects look like, wherever they are: the
+        # bottleneck features of the context frames the state reads, pooled over space (mean and max) and
+        # time, then a linear map; it reaches the decoder beside z for every predicted frame.
+        self.content = nn.Linear(2 * widths[-1], content) if content > 0 else None
         # The heads a model kind adds (objectives.py `Objective.heads` attaches them): the energy model's
         # amortized encoder and conditional prior, the VAE's Gaussian prior and posterior; none for the
         # deterministic baseline.
@@ -529,7 +539,16 @@ class VideoPredictor(nn.Module):
         skips = self.skip_features(recent, anchor)
         last = rearrange(inputs[:, end - 1:], "b t c h w -> (b t) c h w")
         previous = rearrange(video[:, context - 2:-2], "b t c h w -> (b t) c h w") if self.motion_radius else None
-        return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last))
+        content = self.content_code(feats[-1][:, :end])  # the context frames encoded here (those `begin` encodes)
+        content = None if content is None else content.repeat_interleave(horizon, dim=0)
+        return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last), content)
+
+    def content_code(self, bottleneck: Tensor) -> Tensor | None:
+        """(b, t, C, h, w) features of context frames -> (b, D) their appearance code; None without one."""
+        if self.content is None:
+            return None
+        pooled = torch.cat([bottleneck.mean(dim=(1, 3, 4)), bottleneck.amax(dim=(3, 4)).mean(dim=1)], dim=1)
+        return self.content(pooled)
 
     def skip_features(self, recent: list[Tensor], anchor: list[Tensor] | None) -> list[Tensor]:
         """The decoder's skips per resolution from the recent frames' and the context's (`self.skips` chooses)."""
@@ -541,7 +560,7 @@ class VideoPredictor(nn.Module):
 
     def decode(self, cond: Conditioning, z: Tensor) -> Tensor:
         """Logits (n, c, H, W) of the predicted frames; sigmoid gives pixels."""
-        logits = self.decoder(cond.h, z, cond.skips, cond.last, cond.motion)
+        logits = self.decoder(cond.h, z, cond.skips, cond.last, cond.motion, cond.content)
         if self.residual:  # a correction of the last frame, in logit space
             logits = logits + torch.logit(cond.last.clamp(0.02, 0.98))
         return logits
@@ -573,7 +592,7 @@ class VideoPredictor(nn.Module):
         self.check_context(context.shape[1])
         frames = context if self.recurrent else context[:, -self.window:]
         feats = self.encode(frames)
-        memory = None
+        memory, content = None, self.content_code(feats[-1])
         if self.recurrent:  # windows ending at context frames W-1 .. C0-2: the memory of the context
             for j in range(self.window, frames.shape[1]):
                 _, memory = self.predictor(feats[-1][:, j - self.window:j], memory)
@@ -582,21 +601,23 @@ class VideoPredictor(nn.Module):
             feats = [f.repeat_interleave(repeats, dim=0) for f in feats]
             last, previous = last.repeat_interleave(repeats, dim=0), previous.repeat_interleave(repeats, dim=0)
             memory = None if memory is None else memory.repeat_interleave(repeats, dim=0)
+            content = None if content is None else content.repeat_interleave(repeats, dim=0)
         history = [[f[:, i] for i in range(f.shape[1] - self.window, f.shape[1])] for f in feats]
         anchor = None if self.skips == "recent" else [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
-        return RolloutState(history, memory, last, previous, anchor)
+        return RolloutState(history, memory, last, previous, anchor, content)
 
     def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
         """The conditioning of the next frame, and the predictor memory that includes it."""
         h, memory = self.predictor(torch.stack(state.history[-1], dim=1), state.memory)
         recent = [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
-        return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last)), memory
+        return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
+                            state.content), memory
 
     def advance(self, state: RolloutState, memory: Tensor | None, frame: Tensor) -> RolloutState:
         """The state once `frame` (n, c, H, W) is the newest frame; `memory` from `condition`."""
         new = self.encoder(channels_last(frame))
         history = [level[1:] + [f] for level, f in zip(state.history, new)]  # keep only the window
-        return RolloutState(history, memory, frame, state.last, state.anchor)
+        return RolloutState(history, memory, frame, state.last, state.anchor, state.content)
 
     def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
