@@ -93,22 +93,24 @@ from vidpred.config import ConfigError, parse_args  # noqa: E402
 from vidpred.evaluation import EvalConfig, evaluate  # noqa: E402
 from vidpred.training import train  # noqa: E402
 
-SEPARATE = ["--latent.fused=false"]  # the energy default until the fused step (2026-12-04): the step in separate passes
+PLAIN = ["--model.skips=recent", "--model.content=0"]  # the decoder of every model until stop 24: skips from the newest frames, no content code
+SEPARATE = PLAIN + ["--latent.fused=false"]  # the energy default until the fused step (2026-12-04): the step in separate passes
 FORMER = SEPARATE + ["--latent.l1=0.01", "--latent.ball=0", "--latent.noise=0"]  # the energy default until 2026-12-04
 MODELS = {
     "energy": [],
+    "energy_plain": PLAIN,  # the default until stop 24 (the fused step, the plain decoder)
     "energy_separate": SEPARATE,
-    "energy_rollout_late": ["--rollout=true", "--rollout_start=2000"],
-    "energy_recurrent": ["--model.recurrent=true"],
-    "energy_context_skips": ["--model.skips=context"],
-    "energy_both_skips": ["--model.skips=both"],
-    "energy_content": ["--model.content=32"],
-    "energy_content_context_skips": ["--model.content=32", "--model.skips=context"],
+    "energy_rollout_late": PLAIN + ["--rollout=true", "--rollout_start=2000"],
+    "energy_recurrent": PLAIN + ["--model.recurrent=true"],
+    "energy_context_skips": ["--model.skips=context", "--model.content=0"],
+    "energy_both_skips": ["--model.skips=both", "--model.content=0"],
+    "energy_content": ["--model.skips=recent", "--model.content=32"],
+    "energy_content_context_skips": ["--model.skips=context", "--model.content=32"],  # the default since stop 24
     **{f"energy_joint{w}": SEPARATE + [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"]
        for w in ("1e-4", "1e-3", "1e-2")},
-    "energy_steps0": ["--latent.steps=0"],
+    "energy_steps0": PLAIN + ["--latent.steps=0"],
     "energy_step0.3": SEPARATE + ["--latent.step_size=0.3"],
-    "energy_steps3_step0.3": ["--latent.steps=3", "--latent.step_size=0.3"],
+    "energy_steps3_step0.3": PLAIN + ["--latent.steps=3", "--latent.step_size=0.3"],
     "energy_former": FORMER,
     "energy_n0": FORMER + ["--latent.steps=0"],
     "energy_n3": FORMER + ["--latent.steps=3"],
@@ -128,10 +130,15 @@ MODELS = {
     "energy_l1": FORMER + ["--latent.dropout=0"],
     "energy_ball": FORMER + ["--latent.l1=0", "--latent.dropout=0", "--latent.ball=1"],
     "energy_dropout": FORMER + ["--latent.l1=0"],
-    "deterministic": ["--model.kind=deterministic"],
-    "vae": ["--model.kind=vae"],
-    "vae_beta1e-4": ["--model.kind=vae", "--latent.kl_weight=1e-4"],
-    **{f"vae_warm{b}": ["--model.kind=vae", f"--latent.kl_weight={b}", "--latent.kl_warmup=300"]
+    # the baselines as measured before stop 24, on the plain decoder ...
+    "deterministic": PLAIN + ["--model.kind=deterministic"],
+    "vae": PLAIN + ["--model.kind=vae"],
+    "vae_beta1e-4": PLAIN + ["--model.kind=vae", "--latent.kl_weight=1e-4"],
+    **{f"vae_warm{b}": PLAIN + ["--model.kind=vae", f"--latent.kl_weight={b}", "--latent.kl_warmup=300"]
+       for b in ("1e-3", "1e-4", "1e-5")},
+    # ... and on today's network (context skips and the content code), as the energy default
+    "deterministic_content": ["--model.kind=deterministic"],
+    **{f"vae_content_warm{b}": ["--model.kind=vae", f"--latent.kl_weight={b}", "--latent.kl_warmup=300"]
        for b in ("1e-3", "1e-4", "1e-5")},
 }
 DATA = ["--data.bounce=discrete", "--data.objects=1"]  # enumerable futures: coverage can be measured
@@ -217,10 +224,11 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float]:
 def format_table(rows: list[dict], bench: BenchConfig) -> str:
     budget = f"{bench.equal_steps} steps" if bench.equal_steps else f"{bench.minutes:g} training minutes"
     ref = next((r for r in rows if r["model"] == bench.reference), None)
+    width = max([15] + [len(r["model"]) + 1 for r in rows])  # the model column fits the longest name
     lines = [f"{bench.eval_context} -> {bench.eval_horizon} frames, K = {bench.samples}, {bench.clips} test clips, "
              f"{budget} per model; PSNR / SSIM as mean ± 95% interval; vs {bench.reference}: the paired "
              "difference in best-of-K PSNR / SSIM over the same clips",
-             f"{'model':15}{'steps':>11}{'best-of-K PSNR':>17}{'SSIM':>16}{'mean-of-K PSNR':>17}{'SSIM':>16}"
+             f"{'model':{width}}{'steps':>11}{'best-of-K PSNR':>17}{'SSIM':>16}{'mean-of-K PSNR':>17}{'SSIM':>16}"
              f"{'z=0 PSNR':>10}{'SSIM':>8}{'divers.':>9}{'cover.':>8}{'vs ref PSNR':>17}{'SSIM':>18}"]
     for r in rows:
         b, m, d = r["best_of_k"], r["mean_of_k"], r["deterministic"]
@@ -229,7 +237,7 @@ def format_table(rows: list[dict], bench: BenchConfig) -> str:
         if ref is not None and r is not ref:
             (dp, hp), (ds, hs) = (paired(r["per_clip"][k], ref["per_clip"][k]) for k in ("psnr", "ssim"))
             versus = f"{dp:>+10.2f} ± {hp:4.2f}{ds:>+10.4f} ± {hs:5.4f}"
-        lines.append(f"{r['model']:15}{r['steps']:>5}/{r['planned_steps']:<5}"
+        lines.append(f"{r['model']:{width}}{r['steps']:>5}/{r['planned_steps']:<5}"
                      f"{b['psnr']:>10.2f} ± {b['psnr_ci95']:4.2f}{b['ssim']:>9.4f} ± {b['ssim_ci95']:5.4f}"
                      f"{m['psnr']:>10.2f} ± {m['psnr_ci95']:4.2f}{m['ssim']:>9.4f} ± {m['ssim_ci95']:5.4f}"
                      f"{d['psnr']:>10.2f}{d['ssim']:>8.4f}{r['diversity']:>9.4f}{cov:>8}{versus}")

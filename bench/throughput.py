@@ -267,8 +267,9 @@ def flop_check(cfg: Config, device: torch.device, video: torch.Tensor) -> dict:
         z = torch.zeros(cond.h.shape[0], model.z_dim, device=device)
         counted = count_flops(lambda: model.decode(cond, z))
         analytic = analytic_flops(model.decoder, lambda: model.decode(cond, z))
-        first = model.decoder.inject[0][0]  # the convolution that mixes z into the state
-        x = torch.cat([cond.h, torch.zeros(cond.h.shape[0], model.z_dim, *cond.h.shape[2:], device=device)], 1)
+        first = model.decoder.inject[0][0]  # the convolution that mixes z (and the content code) into the state
+        tiled = first.in_channels - cond.h.shape[1]  # z's and the content code's channels
+        x = torch.cat([cond.h, torch.zeros(cond.h.shape[0], tiled, *cond.h.shape[2:], device=device)], 1)
         layer_counted = count_flops(lambda: first(x))
     n, c_in, h, w = x.shape
     layer_analytic = 2 * n * first.out_channels * c_in * first.kernel_size[0] * first.kernel_size[1] * h * w

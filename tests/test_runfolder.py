@@ -120,3 +120,26 @@ def test_resume_takes_true_false_or_auto_and_names_them_otherwise():
         parse_args(["--resume=later"])
     with pytest.raises(ConfigError, match="resume=auto and overwrite=true contradict each other"):
         parse_args(["--resume=auto", "--overwrite=true"])
+
+
+def test_a_checkpoint_older_than_the_content_code_loads_and_a_resume_that_does_not_fit_says_why(tmp_path):
+    """model.skips and model.content came with new defaults: a checkpoint saved without them was trained
+    with the plain decoder (skips from the recent frames, no content code), and loads as that; resuming
+    it under today's defaults is refused with the changed keys named, and the run is left as it was."""
+    from vidpred.build import load_predictor
+    from vidpred.checkpoint import CheckpointError, save_checkpoint
+
+    out = tmp_path / "run"
+    train(parse_args(tiny_args(out, "--steps=2", "--model.skips=recent", "--model.content=0")))
+    last = out / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    for key in ("skips", "content"):  # as a checkpoint of an earlier vidpred holds its config
+        del state["config"]["model"][key]
+    save_checkpoint(last, {k: v for k, v in state.items() if k != "format"})
+    model, cfg, _, _ = load_predictor(last)
+    assert (model.skips, model.content, cfg.model.skips, cfg.model.content) == ("recent", None, "recent", 0)
+    before = last.read_bytes()
+    with pytest.raises(CheckpointError, match=r"does not fit .*changed: .*model\.skips recent -> context, "
+                                              r"model\.content 0 -> 32"):
+        train(parse_args(tiny_args(out, "--steps=4", "--resume=true")))
+    assert last.read_bytes() == before

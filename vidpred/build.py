@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, mismatch_detail
 from .choices import DataKind, EncoderInput, ModelKind, check_choice
-from .config import PATH_NEEDS, Config, ConfigError, DataConfig, from_dict
+from .config import PATH_NEEDS, Config, ConfigError, DataConfig, saved_config
 from .data import ArrayClips, ClipSource, DataError, ForkToy, FrameFolders, MovingMNIST, MovingSprites, VideoFolder
 from .energy import Energy
 from .model import VideoPredictor
@@ -117,7 +117,7 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu"):
 
     state = read_export(path) if is_export(path) else load_checkpoint(path)
     try:
-        cfg = from_dict(state["config"], source=f"config saved in {path}")
+        cfg = saved_config(state["config"], source=f"config saved in {path}")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     model = build_model(cfg)
@@ -125,6 +125,6 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu"):
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not fit the model its config describes "
-                              f"(saved by another version of vidpred?): {str(e).splitlines()[1].strip()}") from None
+                              f"(saved by another version of vidpred?): {mismatch_detail(e)}") from None
     model.to(device).eval()
     return model, cfg, LatentBank.from_state_dict(state["prior"]), state

@@ -81,6 +81,13 @@ def training_state(model, optimizer, bank: LatentBank, config: dict, step: int, 
 EXPECTED = "expected a checkpoint that vidpred's train.py writes (a torch zip archive of tensors and plain data: model, config, prior, step)"
 
 
+def mismatch_detail(error: RuntimeError) -> str:
+    """What `load_state_dict` found wrong: the line after its 'Error(s) in loading state_dict' header
+    (the whole message where there is no second line)."""
+    lines = str(error).splitlines()
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else repr(error)).strip()
+
+
 def _what_it_is(path: Path, error: BaseException) -> str:
     """What a file that torch.load(weights_only=True) refused holds, in words; never torch's own
     message, which suggests weights_only=False (that would run code from an untrusted file)."""

@@ -30,7 +30,7 @@ from .choices import (Auto, Bounce, Channels, Composite, Cost, DataKind, Decoder
 from .errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "DataConfig", "LatentConfig", "ModelConfig", "PriorConfig", "parse_args",
-           "parse_overrides", "set_key", "get_key", "from_dict", "to_dict", "describe", "validate", "check_numbers",
+           "parse_overrides", "set_key", "get_key", "from_dict", "saved_config", "to_dict", "describe", "validate", "check_numbers",
            "check_device"]
 
 
@@ -63,8 +63,8 @@ class ModelConfig:
     widths: tuple[int, ...] = (16, 32, 64)  # channels at full, 1/2, 1/4 ... resolution
     window: int = 3  # frames the predictor looks back at (<= context)
     skip_frames: int = 2  # frames whose features reach the decoder through skips (<= window)
-    skips: SkipSource = "recent"  # skips from the last S input frames (recent: predicted ones in a rollout) | the last S context frames, fixed (context, SVG's) | both
-    content: int = 0  # size of a content code (DrNet, SRVP): the context frames' features pooled over space and time, read by the decoder at every predicted frame; 0: none
+    skips: SkipSource = "context"  # skips from the last S input frames (recent: predicted ones in a rollout) | the last S context frames, fixed (context, SVG's) | both
+    content: int = 32  # size of a content code (DrNet, SRVP): the context frames' features pooled over space and time, read by the decoder at every predicted frame; 0: none
     blocks: int = 1  # residual blocks in the predictor
     residual: bool = False  # decoder output is a correction of the last frame's logits
     encoder: bool = True  # amortized latent encoder A warm-starts inference
@@ -111,7 +111,7 @@ class Config:
     name: str = "default"  # the run's name (its folder under runs/, its wandb name)
     out: str = ""  # output folder; empty means runs/<name>
     seed: int = 0  # seeds the weights, the data (clip i is a function of seed and i) and every draw of a step
-    steps: int = 3000  # optimizer steps (about 10 minutes of the default model on 2 CPU cores)
+    steps: int = 2700  # optimizer steps (10-12 minutes of the default model on 2 CPU cores)
     batch_size: int = 16  # clips per optimizer step (the global batch, split over torchrun processes)
     lr: float = 2e-3  # AdamW learning rate (peak, after warmup)
     warmup: int = 100  # linear learning-rate warmup steps, then cosine decay to lr / 10
@@ -404,6 +404,22 @@ def from_dict(tree: dict, base: Config | None = None, *, source: str = "config")
     return cfg
 
 
+# Keys added after checkpoints were first written whose default is not what the older checkpoints were
+# trained with: a saved config that lacks one was trained under the value here.
+SAVED_BEFORE = {"model.skips": "recent", "model.content": 0}  # the decoder until 2026-12-04 (stop 24)
+
+
+def saved_config(tree: dict, *, source: str = "saved config") -> Config:
+    """The Config a checkpoint was saved under: `from_dict`, with the keys it predates (SAVED_BEFORE) set
+    to what it was trained with rather than to today's defaults."""
+    cfg = from_dict(tree, source=source)
+    flat = _flatten(tree)
+    for key, value in SAVED_BEFORE.items():
+        if key not in flat:
+            set_key(cfg, key, value)
+    return cfg
+
+
 def to_dict(cfg) -> dict:
     """Plain nested data (tuples become lists), safe for JSON and for `torch.load(weights_only=True)`."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -463,7 +479,7 @@ def parse_args(argv: list[str], base: Config | None = None) -> Config:
 
 def config_changes(saved: dict, cfg: Config) -> list[str]:
     """`key old -> new` for each setting a resumed run changes from the checkpoint's config (plain data)."""
-    before, now = _flatten(saved), _flatten(to_dict(cfg))
+    before, now = {**SAVED_BEFORE, **_flatten(saved)}, _flatten(to_dict(cfg))
     return [f"{k} {before.get(k)} -> {v}" for k, v in now.items()
             if before.get(k) != v and k not in ("resume", "stop_at")]
 

@@ -2,6 +2,8 @@
 
     h_k   = Pred(Enc(v_{k-W}), ..., Enc(v_{k-1}))     # state from the last W frames (true or predicted)
     ŷ_k   = sigmoid(Dec(h_k, z_k, skips of v_{k-S..k-1}))  # one future frame per latent z_k
+                                                     # (skips="context": of the last S context frames;
+                                                     # content=D: a code c of the context beside z_k)
 
 The decoder takes skip connections from the last input frames at every resolution (SVG, PPUU),
 which is what lets a small model stay sharp. The predictor looks at a fixed window of frame
@@ -10,8 +12,9 @@ batched pass. Also here: the amortized latent encoder `A(y - Dec(h, 0))` that se
 residual (EEN), and a conditional prior p(z_k | h_k) fitted to inferred latents (SVG-LP's learned
 prior, but trained on z* instead of a posterior).
 
-Options for futures that hold together over long rollouts (off by default; see objectives.py for
-free-running training): `recurrent=True` adds a ConvGRU memory to the predictor, carried through
+Options for futures that hold together over long rollouts (see objectives.py for free-running
+training; the model's own defaults are the plain decoder, the config's turn on `skips="context"` and
+`content=32`): `recurrent=True` adds a ConvGRU memory to the predictor, carried through
 every frame of the clip; `output="kernels"` makes the decoder move the last frame's pixels with
 per-pixel softmax kernels (DNA, Finn et al. 2016) and generate only what a mask hands it;
 `chained_prior=True` lets the learned prior read the previous frame's z; `skips="context"` takes the
@@ -175,8 +178,9 @@ class Predictor(nn.Module):
 class Decoder(nn.Module):
     """(h (n, C, h, w), z (n, d), skips of the last S frames) -> logits (n, c, H, W).
 
-    z is tiled over the bottleneck and mixed in by a convolution; each upsampling (a transposed
-    convolution) adds the recent frames' features at that resolution (additive U-Net skips: half
+    z (and the content code, when there is one) is tiled over the bottleneck and mixed in by a
+    convolution; each upsampling (a transposed convolution) adds the skip frames' features (the recent
+    or the context frames, `VideoPredictor.skips`) at that resolution (additive U-Net skips: half
     the cost of concatenation, and every latent-inference step pays for the decoder). With S = 2
     the decoder sees where each object was in the last two frames at every resolution, so it can
     extrapolate constant motion at pixel precision instead of recovering it from the bottleneck.

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .build import build_energy, build_model, build_objective, build_source
-from .checkpoint import fitted_copy, last_good, load_checkpoint, save_checkpoint, training_state
+from .checkpoint import CheckpointError, fitted_copy, last_good, load_checkpoint, mismatch_detail, save_checkpoint, training_state
 from .config import Config, config_changes, to_dict
 from .data import ClipSource, train_loader
 from .distributed import (Interrupted, Ranks, StopRequest, barrier, data_parallel, gather_rows, local_first,
@@ -248,14 +248,19 @@ class _Run:
     def resume(self) -> None:
         """Go on from last.pt: weights, optimizer, bank, torch RNG and the run's state."""
         saved = load_checkpoint(self.last_path, map_location=self.device)
-        self.model.load_state_dict(saved["model"])
+        changes = config_changes(saved["config"], self.cfg)
+        try:
+            self.model.load_state_dict(saved["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{self.last_path} does not fit the model this config describes (changed: "
+                                  f"{', '.join(changes) or 'nothing'}; resume with the run's own settings, or "
+                                  f"train in another --out): {mismatch_detail(e)}") from None
         self.optimizer.load_state_dict(saved["optimizer"])
         self.bank = LatentBank.from_state_dict(saved["prior"])
         torch.set_rng_state(saved["rng"]["torch"])
         for key, value in saved.get("progress", {}).items():
             setattr(self.state, key, value)
         self.state.step = self.state.saved = int(saved["step"])
-        changes = config_changes(saved["config"], self.cfg)
         self.say(f"resuming {self.last_path} at step {self.state.step}" +
                  (f" (changed: {', '.join(changes)})" if changes else ""))
 
