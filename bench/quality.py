@@ -98,14 +98,14 @@ SEPARATE = PLAIN + ["--latent.fused=false"]  # the energy default until the fuse
 FORMER = SEPARATE + ["--latent.l1=0.01", "--latent.ball=0", "--latent.noise=0"]  # the energy default until 2026-12-04
 MODELS = {
     "energy": [],
-    "energy_plain": PLAIN,  # the default until stop 24 (the fused step, the plain decoder)
+    "energy_plain": PLAIN,  # the default, pinned: the fused step, the plain decoder
     "energy_separate": SEPARATE,
     "energy_rollout_late": PLAIN + ["--rollout=true", "--rollout_start=2000"],
     "energy_recurrent": PLAIN + ["--model.recurrent=true"],
     "energy_context_skips": ["--model.skips=context", "--model.content=0"],
     "energy_both_skips": ["--model.skips=both", "--model.content=0"],
     "energy_content": ["--model.skips=recent", "--model.content=32"],
-    "energy_content_context_skips": ["--model.skips=context", "--model.content=32"],  # the default since stop 24
+    "energy_content_context_skips": ["--model.skips=context", "--model.content=32"],
     **{f"energy_joint{w}": SEPARATE + [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"]
        for w in ("1e-4", "1e-3", "1e-2")},
     "energy_steps0": PLAIN + ["--latent.steps=0"],
@@ -136,7 +136,7 @@ MODELS = {
     "vae_beta1e-4": PLAIN + ["--model.kind=vae", "--latent.kl_weight=1e-4"],
     **{f"vae_warm{b}": PLAIN + ["--model.kind=vae", f"--latent.kl_weight={b}", "--latent.kl_warmup=300"]
        for b in ("1e-3", "1e-4", "1e-5")},
-    # ... and on today's network (context skips and the content code), as the energy default
+    # ... and on the network with context skips and the content code
     "deterministic_content": ["--model.kind=deterministic"],
     **{f"vae_content_warm{b}": ["--model.kind=vae", f"--latent.kl_weight={b}", "--latent.kl_warmup=300"]
        for b in ("1e-3", "1e-4", "1e-5")},

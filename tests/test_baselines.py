@@ -29,8 +29,8 @@ def test_each_kind_trains_saves_and_reloads_as_its_kind(trained):
     assert build_objective(cfg, model).kind == cfg.model.kind == kind
     assert model.latent_encoder is None  # neither baseline has the energy model's amortized encoder
     names = {name.split(".")[0] for name in state["model"]}
-    shared = {"encoder", "predictor", "content", "decoder"}  # the content code is part of the shared network
-    assert names == (shared if kind == "deterministic" else shared | {"prior", "posterior"})
+    assert names == ({"encoder", "predictor", "decoder"} if kind == "deterministic" else
+                     {"encoder", "predictor", "decoder", "prior", "posterior"})
 
 
 def test_samples_have_the_protocol_shape_and_the_kind_s_spread(trained):

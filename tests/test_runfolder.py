@@ -123,9 +123,10 @@ def test_resume_takes_true_false_or_auto_and_names_them_otherwise():
 
 
 def test_a_checkpoint_older_than_the_content_code_loads_and_a_resume_that_does_not_fit_says_why(tmp_path):
-    """model.skips and model.content came with new defaults: a checkpoint saved without them was trained
-    with the plain decoder (skips from the recent frames, no content code), and loads as that; resuming
-    it under today's defaults is refused with the changed keys named, and the run is left as it was."""
+    """A checkpoint saved before model.skips and model.content existed was trained with the plain decoder
+    (skips from the recent frames, no content code) and loads as that whatever today's defaults; resuming
+    it with a decoder its weights do not fit is refused with the changed keys named, and the run is left
+    as it was."""
     from vidpred.build import load_predictor
     from vidpred.checkpoint import CheckpointError, save_checkpoint
 
@@ -141,5 +142,5 @@ def test_a_checkpoint_older_than_the_content_code_loads_and_a_resume_that_does_n
     before = last.read_bytes()
     with pytest.raises(CheckpointError, match=r"does not fit .*changed: .*model\.skips recent -> context, "
                                               r"model\.content 0 -> 32"):
-        train(parse_args(tiny_args(out, "--steps=4", "--resume=true")))
+        train(parse_args(tiny_args(out, "--steps=4", "--resume=true", "--model.skips=context", "--model.content=32")))
     assert last.read_bytes() == before

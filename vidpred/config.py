@@ -63,8 +63,8 @@ class ModelConfig:
     widths: tuple[int, ...] = (16, 32, 64)  # channels at full, 1/2, 1/4 ... resolution
     window: int = 3  # frames the predictor looks back at (<= context)
     skip_frames: int = 2  # frames whose features reach the decoder through skips (<= window)
-    skips: SkipSource = "context"  # skips from the last S input frames (recent: predicted ones in a rollout) | the last S context frames, fixed (context, SVG's) | both
-    content: int = 32  # size of a content code (DrNet, SRVP): the context frames' features pooled over space and time, read by the decoder at every predicted frame; 0: none
+    skips: SkipSource = "recent"  # skips from the last S input frames (recent: predicted ones in a rollout) | the last S context frames, fixed (context, SVG's) | both
+    content: int = 0  # size of a content code (DrNet, SRVP): the context frames' features pooled over space and time, read by the decoder at every predicted frame; 0: none
     blocks: int = 1  # residual blocks in the predictor
     residual: bool = False  # decoder output is a correction of the last frame's logits
     encoder: bool = True  # amortized latent encoder A warm-starts inference
@@ -111,7 +111,7 @@ class Config:
     name: str = "default"  # the run's name (its folder under runs/, its wandb name)
     out: str = ""  # output folder; empty means runs/<name>
     seed: int = 0  # seeds the weights, the data (clip i is a function of seed and i) and every draw of a step
-    steps: int = 2700  # optimizer steps (10-12 minutes of the default model on 2 CPU cores)
+    steps: int = 3000  # optimizer steps (about 10 minutes of the default model on 2 CPU cores)
     batch_size: int = 16  # clips per optimizer step (the global batch, split over torchrun processes)
     lr: float = 2e-3  # AdamW learning rate (peak, after warmup)
     warmup: int = 100  # linear learning-rate warmup steps, then cosine decay to lr / 10
@@ -406,7 +406,7 @@ def from_dict(tree: dict, base: Config | None = None, *, source: str = "config")
 
 # Keys added after checkpoints were first written whose default is not what the older checkpoints were
 # trained with: a saved config that lacks one was trained under the value here.
-SAVED_BEFORE = {"model.skips": "recent", "model.content": 0}  # the decoder until 2026-12-04 (stop 24)
+SAVED_BEFORE = {"model.skips": "recent", "model.content": 0}  # the decoder of checkpoints saved before stop 24
 
 
 def saved_config(tree: dict, *, source: str = "saved config") -> Config:

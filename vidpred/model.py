@@ -12,9 +12,8 @@ batched pass. Also here: the amortized latent encoder `A(y - Dec(h, 0))` that se
 residual (EEN), and a conditional prior p(z_k | h_k) fitted to inferred latents (SVG-LP's learned
 prior, but trained on z* instead of a posterior).
 
-Options for futures that hold together over long rollouts (see objectives.py for free-running
-training; the model's own defaults are the plain decoder, the config's turn on `skips="context"` and
-`content=32`): `recurrent=True` adds a ConvGRU memory to the predictor, carried through
+Options for futures that hold together over long rollouts (off by default; see objectives.py for
+free-running training): `recurrent=True` adds a ConvGRU memory to the predictor, carried through
 every frame of the clip; `output="kernels"` makes the decoder move the last frame's pixels with
 per-pixel softmax kernels (DNA, Finn et al. 2016) and generate only what a mask hands it;
 `chained_prior=True` lets the learned prior read the previous frame's z; `skips="context"` takes the
