@@ -535,7 +535,8 @@ class VideoPredictor(nn.Module):
         else:
             h, _ = self.predictor(rearrange(windows, "b t c h w k -> (b t) k c h w"))  # (b T, C, h, w)
         s, end = self.skip_frames, context - first  # target j sees inputs end - S + j .. end - 1 + j
-        recent = [rearrange(f[:, end - s:].unfold(1, s, 1), "b t c h w s -> (b t) (s c) h w") for f in feats]
+        recent = None if self.skips == "context" else [
+            rearrange(f[:, end - s:].unfold(1, s, 1), "b t c h w s -> (b t) (s c) h w") for f in feats]
         horizon = video.shape[1] - context  # with skips from the context, every target sees its last S frames
         anchor = None if self.skips == "recent" else [
             repeat(f[:, end - s:end], "b s c h w -> (b t) (s c) h w", t=horizon) for f in feats]
@@ -553,8 +554,9 @@ class VideoPredictor(nn.Module):
         pooled = torch.cat([bottleneck.mean(dim=(1, 3, 4)), bottleneck.amax(dim=(3, 4)).mean(dim=1)], dim=1)
         return self.content(pooled)
 
-    def skip_features(self, recent: list[Tensor], anchor: list[Tensor] | None) -> list[Tensor]:
-        """The decoder's skips per resolution from the recent frames' and the context's (`self.skips` chooses)."""
+    def skip_features(self, recent: list[Tensor] | None, anchor: list[Tensor] | None) -> list[Tensor]:
+        """The decoder's skips per resolution from the recent frames' and the context's (`self.skips` chooses;
+        the callers build only the set it reads)."""
         if self.skips == "recent":
             return recent
         if self.skips == "context":
@@ -612,7 +614,7 @@ class VideoPredictor(nn.Module):
     def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
         """The conditioning of the next frame, and the predictor memory that includes it."""
         h, memory = self.predictor(torch.stack(state.history[-1], dim=1), state.memory)
-        recent = [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
+        recent = None if self.skips == "context" else [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
         return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
                             state.content), memory
 
