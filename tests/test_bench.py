@@ -12,6 +12,7 @@ from vidpred.config import parse_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import oracle  # noqa: E402
 import quality  # noqa: E402
 import throughput  # noqa: E402
 
@@ -128,3 +129,30 @@ def test_pair_compares_models_of_two_reports_clip_by_clip_and_refuses_other_clip
     with pytest.raises(SystemExit, match="reference=vae: no such model"):
         pair.main([old, new, "--reference=vae"])
     assert pair.main(["--bogus"]) == 2
+
+
+def test_oracle_scores_true_futures_and_refuses_what_it_cannot_compare(tmp_path, capsys):
+    table = tmp_path / "o.json"
+    small = ["--clips=3", "--samples=5", "--horizon=6", "--data.size=16", "--data.sprite_min=4", "--data.sprite_max=5"]
+    # deterministic bounces have one future: every draw is it, so best of K and the mean are exact (the PSNR cap)
+    assert oracle.main([*small, "--data.bounce=deterministic", f"--json={table}"]) == 0
+    figures = json.loads(table.read_text())
+    assert figures["best_of_k"]["psnr"] == 100.0 and figures["deterministic"]["psnr"] == 100.0
+    assert figures["best_of_k"]["ssim"] == pytest.approx(1.0)
+    assert figures["blank"]["psnr"] < 30 and len(figures["blank"]["psnr_per_frame"]) == 6
+    assert "above the blank floor at 6 of 6 frames in PSNR" in capsys.readouterr().out
+    # stochastic bounces: the K draws part, so their mean is no longer exact, and best of K is at least one draw
+    assert oracle.main([*small, "--samples=20", f"--json={table}"]) == 0
+    figures = json.loads(table.read_text())
+    assert figures["deterministic"]["psnr"] < 100.0
+    assert figures["best_of_k"]["psnr"] >= figures["mean_of_k"]["psnr"]
+    # a model's evaluation is printed beside the ceiling only if it scored the same clips
+    model = {"floors": {"blank": figures["blank"]}, "best_of_k": figures["mean_of_k"]}
+    (tmp_path / "metrics.json").write_text(json.dumps(model))
+    capsys.readouterr()
+    assert oracle.main([*small, "--samples=20", f"--eval={tmp_path / 'metrics.json'}"]) == 0
+    assert "the model's best of K (--eval)" in capsys.readouterr().out
+    assert oracle.main([*small, "--samples=20", "--clips=2", f"--eval={tmp_path / 'metrics.json'}"]) == 2
+    assert "pass the same --clips" in capsys.readouterr().err
+    assert oracle.main([*small, "--data.kind=fork"]) == 2
+    assert "needs a generator of moving objects" in capsys.readouterr().err

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from vidpred.data import DataError, ForkToy, MovingSprites
-from vidpred.data.motion import bounce_continuations, bounce_trajectory, paste, tangential_speeds
+from vidpred.data.motion import (bounce_continuations, bounce_trajectory, continue_trajectory, paste,
+                                 tangential_speeds)
 from vidpred.data.sprites import SHAPES, draw_shape
 
 
@@ -29,31 +30,95 @@ def test_shapes_are_nonempty_and_within_the_box(shape):
     assert mask.shape == (9, 9) and 0 < mask.mean() <= 1 and mask.max() == 1.0
 
 
+def _check_bounce_rules(pos, vel, mode, limit, max_speed):
+    """The rules of motion.py on one path: on the canvas, straight between walls, turning away at them.
+    Returns how many bounces the path shows."""
+    assert pos.min() >= 0 and pos.max() <= limit
+    bounces = 0
+    for t in range(1, len(pos)):
+        moved = pos[t - 1] + vel[t - 1]  # where the object would be without walls
+        crossed = (moved < 0) | (moved > limit)
+        assert np.array_equal(pos[t], np.clip(moved, 0, limit))
+        if not crossed.any():
+            assert np.array_equal(vel[t], vel[t - 1]), f"velocity changed away from a wall at t={t}"
+            continue
+        bounces += 1
+        for axis in np.flatnonzero(crossed):  # the new velocity leaves the wall it hit
+            assert vel[t, axis] > 0 if moved[axis] < 0 else vel[t, axis] < 0
+        if mode == "deterministic":
+            assert np.array_equal(np.abs(vel[t]), np.abs(vel[t - 1]))  # mirrored: same speed
+        if mode == "discrete" and not crossed.all():  # normal mirrored, tangential one of 3 speeds
+            normal, tangent = np.flatnonzero(crossed)[0], np.flatnonzero(~crossed)[0]
+            assert abs(vel[t, normal]) == abs(vel[t - 1, normal])
+            assert vel[t, tangent] in (-max_speed, 0, max_speed)
+        assert np.abs(vel[t]).max() <= max_speed
+    return bounces
+
+
 @pytest.mark.parametrize("mode", ["stochastic", "deterministic", "discrete"])
 def test_bounces_keep_objects_on_canvas_and_turn_only_at_walls(mode):
     rng = np.random.default_rng(0)
-    canvas, size, limit = 32, 8, 24
     bounces = 0
     for _ in range(50):
-        pos, vel = bounce_trajectory(rng, frames=40, canvas=canvas, size=size, max_speed=4, mode=mode, branches=3)
-        assert pos.min() >= 0 and pos.max() <= limit
-        for t in range(1, 40):
-            moved = pos[t - 1] + vel[t - 1]  # where the object would be without walls
-            crossed = (moved < 0) | (moved > limit)
-            assert np.array_equal(pos[t], np.clip(moved, 0, limit))
-            if not crossed.any():
-                assert np.array_equal(vel[t], vel[t - 1]), f"velocity changed away from a wall at t={t}"
-                continue
-            bounces += 1
-            for axis in np.flatnonzero(crossed):  # the new velocity leaves the wall it hit
-                assert vel[t, axis] > 0 if moved[axis] < 0 else vel[t, axis] < 0
-            if mode == "deterministic":
-                assert np.array_equal(np.abs(vel[t]), np.abs(vel[t - 1]))  # mirrored: same speed
-            if mode == "discrete" and not crossed.all():  # normal mirrored, tangential one of 3 speeds
-                normal, tangent = np.flatnonzero(crossed)[0], np.flatnonzero(~crossed)[0]
-                assert abs(vel[t, normal]) == abs(vel[t - 1, normal])
-                assert vel[t, tangent] in (-4, 0, 4)
+        pos, vel = bounce_trajectory(rng, frames=40, canvas=32, size=8, max_speed=4, mode=mode, branches=3)
+        bounces += _check_bounce_rules(pos, vel, mode, 24, 4)
     assert bounces > 50  # the walls were actually exercised
+
+
+@pytest.mark.parametrize("mode", ["stochastic", "deterministic", "discrete"])
+def test_continued_paths_keep_the_start_follow_the_rules_and_reach_the_true_future(mode):
+    """A continuation is a draw of the path's future: same first frames, same rules after them, and
+    over many draws the path's own future comes up (here, where few futures are possible)."""
+    kwargs = dict(canvas=10, size=4, max_speed=1, mode=mode, branches=3)
+    rng = np.random.default_rng(1)
+    for seed in range(4):
+        pos, vel = bounce_trajectory(np.random.default_rng(seed), frames=12, **kwargs)
+        futures = set()
+        for _ in range(300):
+            p, v = continue_trajectory(rng, pos, vel, start=5, **kwargs)
+            assert np.array_equal(p[:5], pos[:5]) and np.array_equal(v[:5], vel[:5])
+            _check_bounce_rules(p, v, mode, 6, 1)
+            futures.add(p.tobytes())
+        assert pos.tobytes() in futures
+        assert len(futures) == 1 if mode == "deterministic" else len(futures) >= 1
+    p, v = continue_trajectory(rng, pos, vel, start=12, **kwargs)  # nothing left to draw: the path itself
+    assert np.array_equal(p, pos) and np.array_equal(v, vel)
+    with pytest.raises(ValueError, match="start=0: expected a frame in 1..12"):
+        continue_trajectory(rng, pos, vel, start=0, **kwargs)
+
+
+def test_stochastic_continuations_spread_where_bounces_come():
+    """Stochastic bounces: draws differ after the first bounce past the context, and never before it."""
+    source = MovingSprites(seed=0, split="test", size=16, frames=12, context=4, sprite_min=4, sprite_max=5,
+                           max_speed=3, objects=1)
+    spread = 0
+    for index in range(6):
+        clip = source.clip(index)
+        draws = source.sample_futures(index, 40, np.random.default_rng(index))
+        assert draws.shape == (40, *clip.shape) and draws.dtype == np.float32
+        assert np.array_equal(draws[:, :4], np.broadcast_to(clip[:4], draws[:, :4].shape))
+        distinct = [len({d[t].tobytes() for d in draws}) for t in range(12)]
+        assert distinct[:5] == [1] * 5  # the context, and the frame its last velocity already decides
+        first = next((t for t in range(5, 12) if distinct[t] > 1), None)
+        if first is not None:  # until the first frame where draws part, they are the clip's frames
+            assert np.array_equal(draws[:, :first], np.broadcast_to(clip[:first], draws[:, :first].shape))
+            spread += 1
+    assert spread >= 3  # most of these clips bounce within 8 frames at 16x16
+    with pytest.raises(ValueError, match="k=0: expected at least 1 future"):
+        source.sample_futures(0, 0, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("bounce", ["discrete", "deterministic"])
+def test_sampled_futures_are_among_the_listed_futures(bounce):
+    source = MovingSprites(seed=2, split="test", size=16, frames=9, context=3, sprite_min=4, sprite_max=6,
+                           max_speed=3, bounce=bounce, branches=2)
+    for index in range(6):
+        clip, listed = source.clip(index), source.futures(index)
+        drawn = {f.tobytes() for f in source.sample_futures(index, 200, np.random.default_rng(index))}
+        assert drawn <= {f.tobytes() for f in listed}  # every draw is a listed future ...
+        # ... and 200 draws reach every one that leaves the last context frame as the clip does (the draws
+        # know that velocity; the list also holds the other ways out of a bounce on that frame)
+        assert {f.tobytes() for f in listed if np.array_equal(f[:4], clip[:4])} <= drawn
 
 
 def _reference_discrete_path(pos, vel, choices, limit, speeds):

@@ -98,11 +98,37 @@ def bounce_trajectory(rng: np.random.Generator, *, frames: int, canvas: int, siz
     limit = _check(mode, size, canvas)
     pos = rng.integers(0, limit + 1, size=2)
     vel = random_velocity(rng, max_speed)
-    if mode == "discrete":  # the branch taken at a bounce on each frame, drawn up front
-        speeds, choices = tangential_speeds(max_speed, branches), rng.integers(branches, size=frames)
     positions = np.empty((frames, 2), dtype=np.int64)
     velocities = np.empty((frames, 2), dtype=np.int64)
-    for t in range(frames):
+    _walk(rng, pos, vel, positions, velocities, first=0, limit=limit, max_speed=max_speed, mode=mode, branches=branches)
+    return positions, velocities
+
+
+def continue_trajectory(rng: np.random.Generator, positions: np.ndarray, velocities: np.ndarray, *, start: int,
+                        canvas: int, size: int, max_speed: int, mode: str = "stochastic",
+                        branches: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and velocities (frames, 2) that keep a path's first `start` frames and go on from there under the same
+    rules, with new bounces drawn from `rng`: one draw from the law of the path's future given
+    everything the generator knew at frame start - 1 (where each object is and the velocity it
+    leaves with). `positions`, `velocities`: a path of `bounce_trajectory`."""
+    frames = len(positions)
+    if not 1 <= start <= frames:
+        raise ValueError(f"start={start}: expected a frame in 1..{frames}")
+    limit = _check(mode, size, canvas)
+    out, vel_out = positions.copy(), velocities.copy()
+    pos, vel = positions[start - 1] + velocities[start - 1], velocities[start - 1].copy()
+    _walk(rng, pos, vel, out, vel_out, first=start, limit=limit, max_speed=max_speed, mode=mode, branches=branches)
+    return out, vel_out
+
+
+def _walk(rng: np.random.Generator, pos: np.ndarray, vel: np.ndarray, positions: np.ndarray, velocities: np.ndarray,
+          *, first: int, limit: int, max_speed: int, mode: str, branches: int) -> None:
+    """Fill positions[first:] and velocities[first:] from the object at `pos` (not yet checked against
+    the walls) moving by `vel`, drawing bounces from `rng` (discrete mode: every frame's branch up front)."""
+    frames = len(positions)
+    if mode == "discrete":
+        speeds, choices = tangential_speeds(max_speed, branches), rng.integers(branches, size=frames)
+    for t in range(first, frames):
         hit = (pos < 0) | (pos > limit)
         if hit.any() and mode == "discrete":
             pos, vel = _discrete_bounce(pos, vel, limit, speeds[choices[t]])
@@ -119,7 +145,6 @@ def bounce_trajectory(rng: np.random.Generator, *, frames: int, canvas: int, siz
         positions[t] = pos
         velocities[t] = vel
         pos = pos + vel
-    return positions, velocities
 
 
 def bounce_continuations(rng: np.random.Generator, *, frames: int, canvas: int, size: int, max_speed: int,

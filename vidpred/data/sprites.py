@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from .clips import ClipSource
-from .motion import (bounce_continuations, bounce_trajectory, check_modes, paste_max, render, render_futures,
-                     tangential_speeds)
+from .motion import (bounce_continuations, bounce_trajectory, check_modes, continue_trajectory, paste_max, render,
+                     render_futures, tangential_speeds)
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond")
 SPLITS = {"train": 0, "test": 1, "val": 2}
@@ -114,6 +114,25 @@ class BouncingObjects(ClipSource):
             raise ValueError(f"clip {index} has {count} possible futures (more than {MAX_FUTURES} to list): use "
                              "fewer objects or branches, a lower max_speed or a shorter horizon")
         return render_futures(sprites, paths, channels=self.channels, size=self.size, composite=self.composite)
+
+    def sample_futures(self, index: int, k: int, rng: np.random.Generator) -> np.ndarray:
+        """(k, t, c, h, w): k clips that share clip `index`'s first `context` frames and go on under the
+        generator's own law, each object's bounces drawn afresh from `rng` (for any bounce mode).
+
+        They are what a perfect model would sample: the ceiling of best of K on this data (bench/oracle.py).
+        The draws know what the generator knew at the last context frame, including the velocity an
+        object leaves it with when it bounced on that very frame, which a model sees one frame later;
+        so they are a slight overestimate of what any model can reach."""
+        if k < 1:
+            raise ValueError(f"k={k}: expected at least 1 future")
+        paths = []
+        sprites, walked = self._objects(index, lambda rng_, **motion: (bounce_trajectory(rng_, **motion), motion))
+        for (positions, velocities), motion in walked:
+            motion = {key: motion[key] for key in ("canvas", "size", "max_speed", "mode", "branches")}
+            paths.append([continue_trajectory(rng, positions, velocities, start=self.context, **motion)[0]
+                          for _ in range(k)])
+        return np.stack([render(sprites, [p[j] for p in paths], channels=self.channels, size=self.size,
+                                composite=self.composite) for j in range(k)])
 
 
 class MovingSprites(BouncingObjects):
