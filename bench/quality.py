@@ -107,6 +107,8 @@ MODELS = {
     "energy_both_skips": ["--model.skips=both", "--model.content=0"],
     "energy_content": ["--model.skips=recent", "--model.content=32"],
     "energy_content_context_skips": CONTENT,
+    "energy_recall": PLAIN + ["--model.recall=true"],
+    "energy_recall_context_skips": ["--model.skips=context", "--model.content=0", "--model.recall=true"],
     **{f"energy_joint{w}": SEPARATE + [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"]
        for w in ("1e-4", "1e-3", "1e-2")},
     "energy_steps0": PLAIN + ["--latent.steps=0"],

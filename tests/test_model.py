@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from vidpred.model import ConditionalPrior, VideoPredictor
+from vidpred.model import ConditionalPrior, Recall, VideoPredictor
 
 
 @pytest.mark.parametrize("channels, size, widths, window, skip_frames", [
@@ -48,14 +48,17 @@ def test_a_residual_decoder_corrects_the_last_frame_in_logit_space():
         VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, residual=True, output="kernels")
 
 
-@pytest.mark.parametrize("skips, recurrent, content", [("recent", False, 0), ("context", False, 0), ("both", False, 0),
-                                                       ("context", True, 0), ("recent", False, 4), ("context", True, 4)])
-def test_rollout_matches_teacher_forcing_on_its_own_predictions(skips, recurrent, content):
+@pytest.mark.parametrize("skips, recurrent, content, recall", [
+    ("recent", False, 0, False), ("context", False, 0, False), ("both", False, 0, False), ("context", True, 0, False),
+    ("recent", False, 4, False), ("context", True, 4, False), ("recent", False, 0, True), ("recent", True, 0, True)])
+def test_rollout_matches_teacher_forcing_on_its_own_predictions(skips, recurrent, content, recall):
     """Feeding a rollout's own frames back as 'truth' must reproduce the rollout's logits."""
     torch.manual_seed(0)
     model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, blocks=1, z_dim=3, skip_frames=2,
-                           skips=skips, recurrent=recurrent, content=content).eval()
+                           skips=skips, recurrent=recurrent, content=content, recall=recall).eval()
     nn.init.normal_(model.decoder.out.weight, std=0.5)  # the zero-initialized output layer would hide the skips
+    if recall:
+        nn.init.normal_(model.decoder.recall.out.weight, std=0.5)  # and the zero-initialized recall
     context = torch.rand(2, 3, 1, 16, 16)
     z = torch.randn(2, 4, 3)
     frames, _ = model.rollout(context, horizon=4, draw_z=lambda h, k: z[:, k])
@@ -138,3 +141,40 @@ def test_the_content_code_reads_the_context_only_and_reaches_every_predicted_fra
     assert not torch.allclose(model.decode(cond, z), model.decode(cond._replace(content=torch.zeros_like(cond.content)), z))
     state = model.begin(video[:, :3], repeats=torch.tensor([2, 1]))
     assert torch.allclose(state.content, cond.content[[0, 0, 3]], atol=1e-6)
+
+
+def test_recall_attends_to_the_context_bottlenecks_and_starts_as_a_no_op():
+    """model.recall: every predicted frame's decoder reads the bottlenecks of the context frames the state
+    reads (blind to the future frames); untrained it changes nothing; trained, it is an attention
+    that fetches a value from wherever its key matches, at any position."""
+    torch.manual_seed(0)
+    video = torch.rand(2, 6, 1, 16, 16)
+    plain = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, z_dim=3).eval()
+    model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, z_dim=3, recall=True).eval()
+    model.load_state_dict(plain.state_dict(), strict=False)
+    cond = model.teacher_forced(video, context=3)
+    assert cond.recall.shape == (6, 2, 16, 8, 8)  # (b T) rows: the bottlenecks of the window's 2 context frames
+    assert torch.allclose(cond.recall.view(2, 3, 2, 16, 8, 8), model.encode(video[:, 1:3])[-1][:, None].expand(2, 3, 2, 16, 8, 8))
+    changed = video.clone()
+    changed[:, 3:] = torch.rand(2, 3, 1, 16, 16)
+    assert torch.equal(model.teacher_forced(changed, context=3).recall, cond.recall)
+    nn.init.normal_(plain.decoder.out.weight, std=0.5)
+    model.decoder.out.load_state_dict(plain.decoder.out.state_dict())
+    z = torch.randn(6, 3)
+    assert torch.allclose(model.decode(cond, z), plain.decode(plain.teacher_forced(video, context=3), z), atol=1e-6)
+    state = model.begin(video[:, :3], repeats=torch.tensor([2, 1]))
+    assert torch.allclose(state.recall, cond.recall[[0, 0, 3]], atol=1e-6)
+    # the attention itself: a memory holding one bright position; queries that match its key fetch its value
+    recall = Recall(4, dim=4)
+    with torch.no_grad():
+        for conv in (recall.query, recall.key, recall.value, recall.out):
+            conv.weight.copy_(torch.eye(4)[:, :, None, None])
+            conv.bias.zero_()
+        recall.query.weight.mul_(20.0)  # sharp attention
+    memory = torch.zeros(1, 2, 4, 3, 3)
+    memory[0, 1, :, 2, 0] = torch.tensor([1.0, 0.0, 0.0, 0.5])  # frame 1, position (2, 0)
+    x = torch.zeros(1, 4, 3, 3)
+    x[0, 0, 0, 2] = 1.0  # one position whose query matches that key, elsewhere the mean of the memory
+    out = recall(x, memory)
+    assert torch.allclose(out[0, :, 0, 2], x[0, :, 0, 2] + torch.tensor([1.0, 0.0, 0.0, 0.5]), atol=1e-3)
+    assert torch.allclose(out[0, :, 1, 1], memory[0, 1, :, 2, 0] / 18, atol=1e-4)  # a query of zeros: uniform

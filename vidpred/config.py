@@ -65,6 +65,7 @@ class ModelConfig:
     skip_frames: int = 2  # frames whose features reach the decoder through skips (<= window)
     skips: SkipSource = "recent"  # skips from the last S input frames (recent: predicted ones in a rollout) | the last S context frames, fixed (context, SVG's) | both
     content: int = 0  # size of a content code (DrNet, SRVP): the context frames' features pooled over space and time, read by the decoder at every predicted frame; 0: none
+    recall: bool = False  # the decoder's bottleneck attends to the context frames' bottlenecks (those the state reads) and adds what each position finds there: a content code per position
     blocks: int = 1  # residual blocks in the predictor
     residual: bool = False  # decoder output is a correction of the last frame's logits
     encoder: bool = True  # amortized latent encoder A warm-starts inference
@@ -406,7 +407,7 @@ def from_dict(tree: dict, base: Config | None = None, *, source: str = "config")
 
 # Keys added after checkpoints were first written whose default is not what the older checkpoints were
 # trained with: a saved config that lacks one was trained under the value here.
-SAVED_BEFORE = {"model.skips": "recent", "model.content": 0}  # the decoder of checkpoints saved before stop 24
+SAVED_BEFORE = {"model.skips": "recent", "model.content": 0, "model.recall": False}  # the decoder of checkpoints saved before stop 24
 
 
 def saved_config(tree: dict, *, source: str = "saved config") -> Config:

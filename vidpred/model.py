@@ -174,6 +174,34 @@ class Predictor(nn.Module):
         return self.blocks(x), memory
 
 
+class Recall(nn.Module):
+    """Attention from each bottleneck position of a frame being decoded to every bottleneck position of the
+    context frames: (x (n, C, h, w), memory (n, R, C, h, w)) -> x + what x finds there.
+
+    The query is read from the decoder's own bottleneck (the state with z mixed in), keys and values from
+    the context frames' encodings, which are sharp: so an object that the state places somewhere new can
+    fetch what it looked like in the context, each object its own (a content code per position, where
+    `model.content` pools one code for the whole clip). The output map starts at zero: an untrained
+    recall leaves the decoder as it was.
+    """
+
+    def __init__(self, width: int, dim: int = 32):
+        super().__init__()
+        self.query, self.key = nn.Conv2d(width, dim, 1), nn.Conv2d(width, dim, 1)
+        self.value, self.out = nn.Conv2d(width, width, 1), nn.Conv2d(width, width, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor, memory: Tensor) -> Tensor:
+        n, r = memory.shape[:2]
+        frames = rearrange(memory, "n r c h w -> (n r) c h w")
+        keys = rearrange(self.key(frames), "(n r) d h w -> n 1 (r h w) d", n=n, r=r)
+        values = rearrange(self.value(frames), "(n r) c h w -> n 1 (r h w) c", n=n, r=r)
+        queries = rearrange(self.query(x), "n d h w -> n 1 (h w) d")
+        found = F.scaled_dot_product_attention(queries, keys, values)  # (n, 1, h w, C)
+        return x + self.out(channels_last(rearrange(found, "n 1 (h w) c -> n c h w", h=x.shape[-2], w=x.shape[-1])))
+
+
 class Decoder(nn.Module):
     """(h (n, C, h, w), z (n, d), skips of the last S frames) -> logits (n, c, H, W).
 
@@ -186,7 +214,8 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, *, channels: int, widths: tuple[int, ...], z_dim: int, skip_frames: int = 1,
-                 output: DecoderOutput = "pixels", kernel: int = 7, sharp: bool = False, content: int = 0):
+                 output: DecoderOutput = "pixels", kernel: int = 7, sharp: bool = False, content: int = 0,
+                 recall: bool = False):
         super().__init__()
         check_choice("output", output, DecoderOutput)
         if kernel < 1 or kernel % 2 == 0:
@@ -194,6 +223,7 @@ class Decoder(nn.Module):
         self.output, self.kernel, self.sharp = output, kernel, sharp
         top = widths[-1]
         self.inject = nn.Sequential(conv_norm_act(top + z_dim + content, top), conv_norm_act(top, top))
+        self.recall = Recall(top) if recall else None
         self.ups = nn.ModuleList()
         self.refines = nn.ModuleList()
         self.skip_fuses = nn.ModuleList()
@@ -230,11 +260,13 @@ class Decoder(nn.Module):
             nn.init.constant_(self.mask.bias, 2.0)
 
     def forward(self, h: Tensor, z: Tensor, skips: list[Tensor], last: Tensor | None = None,
-                motion: Tensor | None = None, content: Tensor | None = None) -> Tensor:
+                motion: Tensor | None = None, content: Tensor | None = None, memory: Tensor | None = None) -> Tensor:
         if content is not None:  # the context's appearance code travels beside z, tiled alike
             z = torch.cat([z, content], dim=1)
         zmap = repeat(z, "n d -> n d h w", h=h.shape[-2], w=h.shape[-1])
         x = self.inject(torch.cat([h, zmap], dim=1))
+        if self.recall is not None:  # each position fetches what it finds in the context frames' bottlenecks
+            x = self.recall(x, memory)
         # skips[-1] is the bottleneck itself, already inside h; add the finer ones on the way up
         for up, refine, fuse, skip in zip(self.ups, self.refines, self.skip_fuses, skips[-2::-1]):
             x = refine(up(x) + fuse(skip))
@@ -422,17 +454,19 @@ class Conditioning(NamedTuple):
     last: Tensor  # (n, c, H, W) the last input frame
     motion: Tensor | None = None  # (n, k², H, W) the splat decoder's motion costs of the last two frames
     content: Tensor | None = None  # (n, D) the context frames' appearance code (model.content > 0)
+    recall: Tensor | None = None  # (n, R, C, h, w) the bottlenecks of the context frames the state reads (model.recall)
 
     def repeat(self, k: int) -> "Conditioning":
         """Each entry k times in a row (n -> n * k), for k samples per clip."""
         rep = lambda t: None if t is None else t.repeat_interleave(k, dim=0)  # noqa: E731
-        return Conditioning(rep(self.h), [rep(s) for s in self.skips], rep(self.last), rep(self.motion), rep(self.content))
+        return Conditioning(rep(self.h), [rep(s) for s in self.skips], rep(self.last), rep(self.motion), rep(self.content),
+                            rep(self.recall))
 
     def detach(self) -> "Conditioning":
         """The same conditioning cut from the graph: latent inference moves z only."""
         cut = lambda t: None if t is None else t.detach()  # noqa: E731
         return Conditioning(self.h.detach(), [s.detach() for s in self.skips], self.last.detach(), cut(self.motion),
-                            cut(self.content))
+                            cut(self.content), cut(self.recall))
 
 
 class RolloutState(NamedTuple):
@@ -444,13 +478,14 @@ class RolloutState(NamedTuple):
     previous: Tensor  # (n, c, H, W) the frame before it (the splat decoder reads the motion between the two)
     anchor: list[Tensor] | None = None  # skips="context"|"both": per resolution, the last S context frames' features (n, S·C_l, H_l, W_l)
     content: Tensor | None = None  # (n, D) the context's appearance code (model.content > 0), fixed over the rollout
+    recall: Tensor | None = None  # (n, R, C, h, w) the context frames' bottlenecks the decoder attends to (model.recall)
 
 
 class VideoPredictor(nn.Module):
     def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
                  window: int = 3, blocks: int = 1, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
                  skips: SkipSource = "recent", recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7,
-                 sharp: bool = False, content: int = 0):
+                 sharp: bool = False, content: int = 0, recall: bool = False):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
@@ -464,7 +499,8 @@ class VideoPredictor(nn.Module):
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks, recurrent=recurrent)
         self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim,
                                skip_frames=2 * skip_frames if skips == "both" else skip_frames,
-                               output=output, kernel=kernel, sharp=sharp, content=content)
+                               output=output, kernel=kernel, sharp=sharp, content=content, recall=recall)
+        self.recalls = recall  # the decoder attends to the bottlenecks of the context frames the state reads
         # The content code (DrNet, SRVP): what the context's objects look like, wherever they are: the
         # bottleneck features of the context frames the state reads, pooled over space (mean and max) and
         # time, then a linear map; it reaches the decoder beside z for every predicted frame.
@@ -545,7 +581,8 @@ class VideoPredictor(nn.Module):
         previous = rearrange(video[:, context - 2:-2], "b t c h w -> (b t) c h w") if self.motion_radius else None
         content = self.content_code(feats[-1][:, :end])  # the context frames encoded here (those `begin` encodes)
         content = None if content is None else content.repeat_interleave(horizon, dim=0)
-        return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last), content)
+        recall = repeat(feats[-1][:, :end], "b r c h w -> (b t) r c h w", t=horizon) if self.recalls else None
+        return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last), content, recall)
 
     def content_code(self, bottleneck: Tensor) -> Tensor | None:
         """(b, t, C, h, w) features of context frames -> (b, D) their appearance code; None without one."""
@@ -565,7 +602,7 @@ class VideoPredictor(nn.Module):
 
     def decode(self, cond: Conditioning, z: Tensor) -> Tensor:
         """Logits (n, c, H, W) of the predicted frames; sigmoid gives pixels."""
-        logits = self.decoder(cond.h, z, cond.skips, cond.last, cond.motion, cond.content)
+        logits = self.decoder(cond.h, z, cond.skips, cond.last, cond.motion, cond.content, cond.recall)
         if self.residual:  # a correction of the last frame, in logit space
             logits = logits + torch.logit(cond.last.clamp(0.02, 0.98))
         return logits
@@ -598,6 +635,7 @@ class VideoPredictor(nn.Module):
         frames = context if self.recurrent else context[:, -self.window:]
         feats = self.encode(frames)
         memory, content = None, self.content_code(feats[-1])
+        recall = feats[-1] if self.recalls else None  # the frames the state reads, as `teacher_forced`'s
         if self.recurrent:  # windows ending at context frames W-1 .. C0-2: the memory of the context
             for j in range(self.window, frames.shape[1]):
                 _, memory = self.predictor(feats[-1][:, j - self.window:j], memory)
@@ -607,22 +645,23 @@ class VideoPredictor(nn.Module):
             last, previous = last.repeat_interleave(repeats, dim=0), previous.repeat_interleave(repeats, dim=0)
             memory = None if memory is None else memory.repeat_interleave(repeats, dim=0)
             content = None if content is None else content.repeat_interleave(repeats, dim=0)
+            recall = None if recall is None else recall.repeat_interleave(repeats, dim=0)
         history = [[f[:, i] for i in range(f.shape[1] - self.window, f.shape[1])] for f in feats]
         anchor = None if self.skips == "recent" else [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
-        return RolloutState(history, memory, last, previous, anchor, content)
+        return RolloutState(history, memory, last, previous, anchor, content, recall)
 
     def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
         """The conditioning of the next frame, and the predictor memory that includes it."""
         h, memory = self.predictor(torch.stack(state.history[-1], dim=1), state.memory)
         recent = None if self.skips == "context" else [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
         return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
-                            state.content), memory
+                            state.content, state.recall), memory
 
     def advance(self, state: RolloutState, memory: Tensor | None, frame: Tensor) -> RolloutState:
         """The state once `frame` (n, c, H, W) is the newest frame; `memory` from `condition`."""
         new = self.encoder(channels_last(frame))
         history = [level[1:] + [f] for level, f in zip(state.history, new)]  # keep only the window
-        return RolloutState(history, memory, frame, state.last, state.anchor, state.content)
+        return RolloutState(history, memory, frame, state.last, state.anchor, state.content, state.recall)
 
     def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
