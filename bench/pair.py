@@ -52,8 +52,9 @@ def table(rows: list[dict], reference: str) -> str:
         raise SystemExit(f"pair.py: reference={reference}: no such model in the reports "
                          f"(models: {', '.join(r['model'] for r in rows)})")
     ref = matches[-1]
-    lines = [f"{'model':24}{'steps':>7}{'best-of-K PSNR':>16}{'SSIM':>9}{'cover.':>8}"
-             f"{'vs ' + reference + ' PSNR':>24}{'SSIM':>20}  report"]
+    width = max(24, *(len(r["model"]) + 2 for r in rows))  # model names are left-aligned in this column
+    lines = [f"{'model':{width}}{'steps':>7}{'best-of-K PSNR':>16}{'SSIM':>9}{'cover.':>8}"
+             f"  {'vs ' + reference + ' PSNR':>22}{'SSIM':>20}  report"]
     for r in rows:
         b = r["best_of_k"]
         versus = ""
@@ -61,7 +62,7 @@ def table(rows: list[dict], reference: str) -> str:
             (dp, hp), (ds, hs) = (paired(r["per_clip"][k], ref["per_clip"][k]) for k in ("psnr", "ssim"))
             versus = f"{dp:>+16.2f} ± {hp:4.2f}{ds:>+11.4f} ± {hs:6.4f}"
         cov = "n/a" if r.get("coverage") is None else f"{r['coverage']:.3f}"
-        lines.append(f"{r['model']:24}{r['steps']:>7}{b['psnr']:>16.2f}{b['ssim']:>9.4f}{cov:>8}{versus:<47}  {r['report']}")
+        lines.append(f"{r['model']:{width}}{r['steps']:>7}{b['psnr']:>16.2f}{b['ssim']:>9.4f}{cov:>8}{versus:<47}  {r['report']}")
     return "\n".join(lines)
 
 

@@ -95,6 +95,7 @@ from vidpred.training import train  # noqa: E402
 
 PLAIN = ["--model.skips=recent", "--model.content=0"]  # the decoder of every model until stop 24: skips from the newest frames, no content code
 CONTENT = ["--model.skips=context", "--model.content=32"]  # stop 24's option: skips from the context frames and a content code
+RECALL = ["--model.skips=context", "--model.content=0", "--model.recall=true"]  # stop 25's: context skips and recall
 SEPARATE = PLAIN + ["--latent.fused=false"]  # the energy default until the fused step (2026-12-04): the step in separate passes
 FORMER = SEPARATE + ["--latent.l1=0.01", "--latent.ball=0", "--latent.noise=0"]  # the energy default until 2026-12-04
 MODELS = {
@@ -108,7 +109,7 @@ MODELS = {
     "energy_content": ["--model.skips=recent", "--model.content=32"],
     "energy_content_context_skips": CONTENT,
     "energy_recall": PLAIN + ["--model.recall=true"],
-    "energy_recall_context_skips": ["--model.skips=context", "--model.content=0", "--model.recall=true"],
+    "energy_recall_context_skips": RECALL,
     **{f"energy_joint{w}": SEPARATE + [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"]
        for w in ("1e-4", "1e-3", "1e-2")},
     "energy_steps0": PLAIN + ["--latent.steps=0"],
@@ -142,6 +143,9 @@ MODELS = {
     # ... and on the network with context skips and the content code
     "deterministic_content": CONTENT + ["--model.kind=deterministic"],
     **{f"vae_content_warm{b}": CONTENT + ["--model.kind=vae", f"--latent.kl_weight={b}", "--latent.kl_warmup=300"]
+       for b in ("1e-3", "1e-4", "1e-5")},
+    # ... and on the network with context skips and recall
+    **{f"vae_recall_warm{b}": RECALL + ["--model.kind=vae", f"--latent.kl_weight={b}", "--latent.kl_warmup=300"]
        for b in ("1e-3", "1e-4", "1e-5")},
 }
 DATA = ["--data.bounce=discrete", "--data.objects=1"]  # enumerable futures: coverage can be measured
