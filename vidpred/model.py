@@ -18,7 +18,9 @@ every frame of the clip; `output="kernels"` makes the decoder move the last fram
 per-pixel softmax kernels (DNA, Finn et al. 2016) and generate only what a mask hands it;
 `chained_prior=True` lets the learned prior read the previous frame's z; `skips="context"` takes the
 decoder's skips from the last true context frames for the whole rollout (SVG's choice) instead of the
-newest, possibly predicted, frames, so the appearance the decoder copies does not blur with them. One rollout API
+newest, possibly predicted, frames, so the appearance the decoder copies does not blur with them;
+`recall=True` lets the decoder's bottleneck attend to the context frames' bottlenecks (`Recall`), a
+content code per position. One rollout API
 (`begin` / `condition` / `advance`) serves sampling, fill-in and free-running training.
 
 The model kinds (objectives.py) share the frame encoder, predictor and decoder and attach their own
