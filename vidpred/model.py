@@ -262,13 +262,13 @@ class Decoder(nn.Module):
             nn.init.constant_(self.mask.bias, 2.0)
 
     def forward(self, h: Tensor, z: Tensor, skips: list[Tensor], last: Tensor | None = None,
-                motion: Tensor | None = None, content: Tensor | None = None, memory: Tensor | None = None) -> Tensor:
+                motion: Tensor | None = None, content: Tensor | None = None, bottlenecks: Tensor | None = None) -> Tensor:
         if content is not None:  # the context's appearance code travels beside z, tiled alike
             z = torch.cat([z, content], dim=1)
         zmap = repeat(z, "n d -> n d h w", h=h.shape[-2], w=h.shape[-1])
         x = self.inject(torch.cat([h, zmap], dim=1))
         if self.recall is not None:  # each position fetches what it finds in the context frames' bottlenecks
-            x = self.recall(x, memory)
+            x = self.recall(x, bottlenecks)
         # skips[-1] is the bottleneck itself, already inside h; add the finer ones on the way up
         for up, refine, fuse, skip in zip(self.ups, self.refines, self.skip_fuses, skips[-2::-1]):
             x = refine(up(x) + fuse(skip))
@@ -502,7 +502,6 @@ class VideoPredictor(nn.Module):
         self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim,
                                skip_frames=2 * skip_frames if skips == "both" else skip_frames,
                                output=output, kernel=kernel, sharp=sharp, content=content, recall=recall)
-        self.recalls = recall  # the decoder attends to the bottlenecks of the context frames the state reads
         # The content code (DrNet, SRVP): what the context's objects look like, wherever they are: the
         # bottleneck features of the context frames the state reads, pooled over space (mean and max) and
         # time, then a linear map; it reaches the decoder beside z for every predicted frame.
@@ -583,7 +582,7 @@ class VideoPredictor(nn.Module):
         previous = rearrange(video[:, context - 2:-2], "b t c h w -> (b t) c h w") if self.motion_radius else None
         content = self.content_code(feats[-1][:, :end])  # the context frames encoded here (those `begin` encodes)
         content = None if content is None else content.repeat_interleave(horizon, dim=0)
-        recall = repeat(feats[-1][:, :end], "b r c h w -> (b t) r c h w", t=horizon) if self.recalls else None
+        recall = repeat(feats[-1][:, :end], "b r c h w -> (b t) r c h w", t=horizon) if self.decoder.recall is not None else None
         return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last), content, recall)
 
     def content_code(self, bottleneck: Tensor) -> Tensor | None:
@@ -637,7 +636,7 @@ class VideoPredictor(nn.Module):
         frames = context if self.recurrent else context[:, -self.window:]
         feats = self.encode(frames)
         memory, content = None, self.content_code(feats[-1])
-        recall = feats[-1] if self.recalls else None  # the frames the state reads, as `teacher_forced`'s
+        recall = feats[-1] if self.decoder.recall is not None else None  # the frames the state reads, as `teacher_forced`'s
         if self.recurrent:  # windows ending at context frames W-1 .. C0-2: the memory of the context
             for j in range(self.window, frames.shape[1]):
                 _, memory = self.predictor(feats[-1][:, j - self.window:j], memory)

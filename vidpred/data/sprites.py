@@ -126,9 +126,9 @@ class BouncingObjects(ClipSource):
         if k < 1:
             raise ValueError(f"k={k}: expected at least 1 future")
         paths = []
-        sprites, walked = self._objects(index, lambda rng_, **motion: (bounce_trajectory(rng_, **motion), motion))
+        sprites, walked = self._objects(index, lambda rng_, frames, **motion: (
+            bounce_trajectory(rng_, frames=frames, **motion), motion))  # a continuation keeps the path's length
         for (positions, velocities), motion in walked:
-            motion = {key: motion[key] for key in ("canvas", "size", "max_speed", "mode", "branches")}
             paths.append([continue_trajectory(rng, positions, velocities, start=self.context, **motion)[0]
                           for _ in range(k)])
         return np.stack([render(sprites, [p[j] for p in paths], channels=self.channels, size=self.size,
