@@ -1,9 +1,10 @@
 """Where evaluation time goes, and its peak memory, for the protocol's K = 100, T = 20.
 
     python bench/evaluation_cost.py [--size=64 --channels=1 --samples=100 --horizon=20 --clips=8 --time_clips=4]
+                                    [model options, e.g. --model.recall=true --model.skips=context]
 
-Builds an untrained model of the default architecture at the given frame size (the cost of a
-rollout does not depend on the weights), runs the whole evaluate() on `clips` clips in a fresh
+Builds an untrained model of the default architecture (or of the one the model options describe) at
+the given frame size (the cost of a rollout does not depend on the weights), runs the whole evaluate() on `clips` clips in a fresh
 process and reports its peak resident memory beside that of a process that only loads the model,
 then times `time_clips` clips part by part. Figures are wall-clock seconds on this machine: compare ratios within
 one run, not across machines or busy periods.
@@ -26,18 +27,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import split_options  # noqa: E402  (bench/ is sys.path[0] when a bench runs)
 from vidpred.build import build_model, build_objective, build_source, load_predictor  # noqa: E402
 from vidpred.checkpoint import save_checkpoint  # noqa: E402
-from vidpred.config import Config, ConfigError, parse_overrides, set_key, to_dict  # noqa: E402
+from vidpred.config import ConfigError, parse_args, to_dict  # noqa: E402
 from vidpred.evaluation import auto_rollout_batch  # noqa: E402
 from vidpred.metrics import frame_scores, pairwise_diversity  # noqa: E402
 from vidpred.prior import LatentBank  # noqa: E402
 from vidpred.sampling import sample_futures  # noqa: E402
 
 
-def make_checkpoint(path: Path, *, size: int, channels: int) -> Path:
-    cfg = Config()
-    cfg.data.size, cfg.data.channels = size, channels
+def make_checkpoint(path: Path, *, size: int, channels: int, options: list[str]) -> Path:
+    cfg = parse_args([f"--data.size={size}", f"--data.channels={channels}", *options])
     bank = LatentBank(cfg.latent.dim, 1024)
     bank.add(torch.randn(1024, cfg.latent.dim, generator=torch.Generator().manual_seed(0)))
     bank.fit()
@@ -92,15 +93,15 @@ class BenchConfig:
 def main(argv: list[str]) -> int:
     bench = BenchConfig()
     try:
-        for key, value in parse_overrides(argv).items():
-            set_key(bench, key, value)  # an unknown key or a bad value is refused, naming it
+        options = split_options(argv, bench)  # the others are the model's options
+        parse_args(options)  # an unknown key or a bad value is refused, naming it, before anything runs
     except ConfigError as e:
         print(f"evaluation_cost.py: {e}", file=sys.stderr)
         return 2
     opts = dataclasses.asdict(bench)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = make_checkpoint(Path(tmp) / "bench.pt", size=opts["size"], channels=opts["channels"])
+        ckpt = make_checkpoint(Path(tmp) / "bench.pt", size=opts["size"], channels=opts["channels"], options=options)
         # Memory first, smallest process first: ru_maxrss of children is the largest child so far.
         load_only = peak_rss_mb(f"import torch; torch.set_num_threads(1); from vidpred.build import "
                                 f"load_predictor; load_predictor({str(ckpt)!r})")
@@ -111,7 +112,7 @@ def main(argv: list[str]) -> int:
         parts = time_parts(ckpt, samples=opts["samples"], horizon=opts["horizon"], clips=opts["time_clips"])
     total = sum(parts.values())
     print(f"K = {opts['samples']} x T = {opts['horizon']} at {opts['channels']}x{opts['size']}x{opts['size']}, "
-          f"1 thread")
+          f"1 thread" + (f", model options {' '.join(options)}" if options else ""))
     print(f"peak memory of evaluate() on {opts['clips']} clips: {full:.0f} MB; loading the model alone "
           f"{load_only:.0f} MB; difference {full - load_only:.0f} MB")
     print(f"time of {opts['time_clips']} clips:")

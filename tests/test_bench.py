@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from conftest import tiny_args
+from vidpred.build import load_predictor
 from vidpred.config import parse_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import evaluation_cost  # noqa: E402
 import oracle  # noqa: E402
 import quality  # noqa: E402
 import throughput  # noqa: E402
@@ -156,3 +158,14 @@ def test_oracle_scores_true_futures_and_refuses_what_it_cannot_compare(tmp_path,
     assert "pass the same --clips" in capsys.readouterr().err
     assert oracle.main([*small, "--data.kind=fork"]) == 2
     assert "needs a generator of moving objects" in capsys.readouterr().err
+
+
+def test_evaluation_cost_times_the_model_its_options_describe(tmp_path, capsys):
+    ckpt = evaluation_cost.make_checkpoint(tmp_path / "b.pt", size=16, channels=1,
+                                           options=["--model.recall=true", "--model.skips=context"])
+    model, cfg, _, _ = load_predictor(ckpt)
+    assert cfg.model.recall and model.decoder.recall is not None and cfg.data.size == 16 and cfg.model.skips == "context"
+    parts = evaluation_cost.time_parts(ckpt, samples=3, horizon=4, clips=2)
+    assert set(parts) == {"rollouts", "deterministic", "psnr/ssim/mse", "diversity"} and min(parts.values()) > 0
+    assert evaluation_cost.main(["--model.recal=true"]) == 2  # refused before any model is built
+    assert "model.recal" in capsys.readouterr().err

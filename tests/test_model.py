@@ -153,8 +153,14 @@ def test_recall_attends_to_the_context_bottlenecks_and_starts_as_a_no_op():
     model = VideoPredictor(channels=1, size=16, widths=(8, 16), window=2, z_dim=3, recall=True).eval()
     model.load_state_dict(plain.state_dict(), strict=False)
     cond = model.teacher_forced(video, context=3)
-    assert cond.recall.shape == (6, 2, 16, 8, 8)  # (b T) rows: the bottlenecks of the window's 2 context frames
-    assert torch.allclose(cond.recall.view(2, 3, 2, 16, 8, 8), model.encode(video[:, 1:3])[-1][:, None].expand(2, 3, 2, 16, 8, 8))
+    # (b T) rows: the keys (32) and values (16) of the 2 x 8 x 8 bottleneck positions of the window's 2 context frames
+    assert cond.recall.shape == (6, 2 * 8 * 8, 32 + 16)
+    bottlenecks = model.encode(video[:, 1:3])[-1]  # (2, 2, 16, 8, 8)
+    position = bottlenecks[:, 1, :, 5, 2]  # frame 1, row 5, column 2: entry 1 * 64 + 5 * 8 + 2
+    assert torch.allclose(cond.recall.view(2, 3, 128, 48)[:, :, 64 + 40 + 2, :32],
+                          (position @ model.decoder.recall.key.weight[:, :, 0, 0].T + model.decoder.recall.key.bias)[:, None].expand(2, 3, 32), atol=1e-5)
+    assert torch.allclose(cond.recall.view(2, 3, 128, 48)[:, :, 64 + 40 + 2, 32:],
+                          (position @ model.decoder.recall.value.weight[:, :, 0, 0].T + model.decoder.recall.value.bias)[:, None].expand(2, 3, 16), atol=1e-5)
     changed = video.clone()
     changed[:, 3:] = torch.rand(2, 3, 1, 16, 16)
     assert torch.equal(model.teacher_forced(changed, context=3).recall, cond.recall)
@@ -175,6 +181,6 @@ def test_recall_attends_to_the_context_bottlenecks_and_starts_as_a_no_op():
     memory[0, 1, :, 2, 0] = torch.tensor([1.0, 0.0, 0.0, 0.5])  # frame 1, position (2, 0)
     x = torch.zeros(1, 4, 3, 3)
     x[0, 0, 0, 2] = 1.0  # one position whose query matches that key, elsewhere the mean of the memory
-    out = recall(x, memory)
+    out = recall(x, recall.memory(memory))
     assert torch.allclose(out[0, :, 0, 2], x[0, :, 0, 2] + torch.tensor([1.0, 0.0, 0.0, 0.5]), atol=1e-3)
     assert torch.allclose(out[0, :, 1, 1], memory[0, 1, :, 2, 0] / 18, atol=1e-4)  # a query of zeros: uniform

@@ -178,27 +178,33 @@ class Predictor(nn.Module):
 
 class Recall(nn.Module):
     """Attention from each bottleneck position of a frame being decoded to every bottleneck position of the
-    context frames: (x (n, C, h, w), memory (n, R, C, h, w)) -> x + what x finds there.
+    context frames: (x (n, C, h, w), memory) -> x + what x finds there, where `memory(bottlenecks)` holds
+    the keys and values of the context frames' positions.
 
     The query is read from the decoder's own bottleneck (the state with z mixed in), keys and values from
     the context frames' encodings, which are sharp: so an object that the state places somewhere new can
     fetch what it looked like in the context, each object its own (a content code per position, where
     `model.content` pools one code for the whole clip). The output map starts at zero: an untrained
-    recall leaves the decoder as it was.
+    recall leaves the decoder as it was. The keys and values depend on the context only, so a rollout
+    computes them once, before its rows are repeated for K samples, not once per frame and sample.
     """
 
     def __init__(self, width: int, dim: int = 32):
         super().__init__()
+        self.dim = dim
         self.query, self.key = nn.Conv2d(width, dim, 1), nn.Conv2d(width, dim, 1)
         self.value, self.out = nn.Conv2d(width, width, 1), nn.Conv2d(width, width, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def memory(self, bottlenecks: Tensor) -> Tensor:
+        """(n, R, C, h, w) context bottlenecks -> (n, R h w, dim + C): each position's key, then its value."""
+        frames = rearrange(bottlenecks, "n r c h w -> (n r) c h w")
+        both = torch.cat([self.key(frames), self.value(frames)], dim=1)
+        return rearrange(both, "(n r) e h w -> n (r h w) e", r=bottlenecks.shape[1])
+
     def forward(self, x: Tensor, memory: Tensor) -> Tensor:
-        n, r = memory.shape[:2]
-        frames = rearrange(memory, "n r c h w -> (n r) c h w")
-        keys = rearrange(self.key(frames), "(n r) d h w -> n 1 (r h w) d", n=n, r=r)
-        values = rearrange(self.value(frames), "(n r) c h w -> n 1 (r h w) c", n=n, r=r)
+        keys, values = memory[:, None, :, :self.dim], memory[:, None, :, self.dim:]
         queries = rearrange(self.query(x), "n d h w -> n 1 (h w) d")
         found = F.scaled_dot_product_attention(queries, keys, values)  # (n, 1, h w, C)
         return x + self.out(channels_last(rearrange(found, "n 1 (h w) c -> n c h w", h=x.shape[-2], w=x.shape[-1])))
@@ -262,13 +268,13 @@ class Decoder(nn.Module):
             nn.init.constant_(self.mask.bias, 2.0)
 
     def forward(self, h: Tensor, z: Tensor, skips: list[Tensor], last: Tensor | None = None,
-                motion: Tensor | None = None, content: Tensor | None = None, bottlenecks: Tensor | None = None) -> Tensor:
+                motion: Tensor | None = None, content: Tensor | None = None, keys_values: Tensor | None = None) -> Tensor:
         if content is not None:  # the context's appearance code travels beside z, tiled alike
             z = torch.cat([z, content], dim=1)
         zmap = repeat(z, "n d -> n d h w", h=h.shape[-2], w=h.shape[-1])
         x = self.inject(torch.cat([h, zmap], dim=1))
         if self.recall is not None:  # each position fetches what it finds in the context frames' bottlenecks
-            x = self.recall(x, bottlenecks)
+            x = self.recall(x, keys_values)
         # skips[-1] is the bottleneck itself, already inside h; add the finer ones on the way up
         for up, refine, fuse, skip in zip(self.ups, self.refines, self.skip_fuses, skips[-2::-1]):
             x = refine(up(x) + fuse(skip))
@@ -456,7 +462,7 @@ class Conditioning(NamedTuple):
     last: Tensor  # (n, c, H, W) the last input frame
     motion: Tensor | None = None  # (n, k², H, W) the splat decoder's motion costs of the last two frames
     content: Tensor | None = None  # (n, D) the context frames' appearance code (model.content > 0)
-    recall: Tensor | None = None  # (n, R, C, h, w) the bottlenecks of the context frames the state reads (model.recall)
+    recall: Tensor | None = None  # (n, R h w, d + C) keys and values of the context frames' bottleneck positions (model.recall; `Recall.memory`)
 
     def repeat(self, k: int) -> "Conditioning":
         """Each entry k times in a row (n -> n * k), for k samples per clip."""
@@ -480,7 +486,7 @@ class RolloutState(NamedTuple):
     previous: Tensor  # (n, c, H, W) the frame before it (the splat decoder reads the motion between the two)
     anchor: list[Tensor] | None = None  # skips="context"|"both": per resolution, the last S context frames' features (n, S·C_l, H_l, W_l)
     content: Tensor | None = None  # (n, D) the context's appearance code (model.content > 0), fixed over the rollout
-    recall: Tensor | None = None  # (n, R, C, h, w) the context frames' bottlenecks the decoder attends to (model.recall)
+    recall: Tensor | None = None  # (n, R h w, d + C) keys and values of the context frames' positions the decoder attends to (model.recall)
 
 
 class VideoPredictor(nn.Module):
@@ -582,8 +588,14 @@ class VideoPredictor(nn.Module):
         previous = rearrange(video[:, context - 2:-2], "b t c h w -> (b t) c h w") if self.motion_radius else None
         content = self.content_code(feats[-1][:, :end])  # the context frames encoded here (those `begin` encodes)
         content = None if content is None else content.repeat_interleave(horizon, dim=0)
-        recall = repeat(feats[-1][:, :end], "b r c h w -> (b t) r c h w", t=horizon) if self.decoder.recall is not None else None
+        recall = self.recall_memory(feats[-1][:, :end])  # once per clip, then one copy per target
+        recall = None if recall is None else recall.repeat_interleave(horizon, dim=0)
         return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last), content, recall)
+
+    def recall_memory(self, bottleneck: Tensor) -> Tensor | None:
+        """(b, R, C, h, w) features of the context frames the state reads -> (b, R h w, d + C) the keys and values
+        the decoder's recall attends to; None without recall."""
+        return None if self.decoder.recall is None else self.decoder.recall.memory(bottleneck)
 
     def content_code(self, bottleneck: Tensor) -> Tensor | None:
         """(b, t, C, h, w) features of context frames -> (b, D) their appearance code; None without one."""
@@ -636,7 +648,7 @@ class VideoPredictor(nn.Module):
         frames = context if self.recurrent else context[:, -self.window:]
         feats = self.encode(frames)
         memory, content = None, self.content_code(feats[-1])
-        recall = feats[-1] if self.decoder.recall is not None else None  # the frames the state reads, as `teacher_forced`'s
+        recall = self.recall_memory(feats[-1])  # the frames the state reads, as `teacher_forced`'s
         if self.recurrent:  # windows ending at context frames W-1 .. C0-2: the memory of the context
             for j in range(self.window, frames.shape[1]):
                 _, memory = self.predictor(feats[-1][:, j - self.window:j], memory)
