@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import evaluation_cost  # noqa: E402
 import oracle  # noqa: E402
 import quality  # noqa: E402
+import teacher_forced  # noqa: E402
 import throughput  # noqa: E402
 
 
@@ -169,3 +170,31 @@ def test_evaluation_cost_times_the_model_its_options_describe(tmp_path, capsys):
     assert set(parts) == {"rollouts", "deterministic", "psnr/ssim/mse", "diversity"} and min(parts.values()) > 0
     assert evaluation_cost.main(["--model.recal=true"]) == 2  # refused before any model is built
     assert "model.recal" in capsys.readouterr().err
+
+
+def test_teacher_forced_bench_decodes_three_ways_and_refuses_bad_input(tmp_path, capsys):
+    from vidpred.training import train
+
+    small = ["--clips=3", "--samples=4", "--context=3", "--horizon=3"]
+    for kind in ("energy", "deterministic"):
+        train(parse_args(tiny_args(tmp_path / kind, f"--model.kind={kind}")))
+    energy, deterministic = (str(tmp_path / kind / "checkpoints" / "last.pt") for kind in ("energy", "deterministic"))
+    table = tmp_path / "tf.json"
+    assert teacher_forced.main([energy, deterministic, *small, f"--json={table}"]) == 0
+    figures = json.loads(table.read_text())["checkpoints"]
+    assert figures[energy]["kind"] == "energy" and figures[energy]["step"] == 6
+    for group in teacher_forced.GROUPS:
+        assert len(figures[energy][group]["psnr_per_frame"]) == 3 and 0 < figures[energy][group]["ssim"] <= 1
+    # no latent: the inferred z, the guess and every draw are z = 0, so the three lines agree
+    det = figures[deterministic]
+    assert det["inferred"] == det["guess"] == det["best_of_k"]
+    out = capsys.readouterr().out
+    assert "best of K prior draws" in out and "teacher-forced, 3 clips, 3 -> 3, K = 4" in out
+    assert teacher_forced.main([*small]) == 2
+    assert "expected one or more checkpoints" in capsys.readouterr().err
+    assert teacher_forced.main([energy, "--bogus=1"]) == 2
+    assert "--bogus" in capsys.readouterr().err
+    assert teacher_forced.main([str(tmp_path / "none.pt"), *small]) == 2
+    assert "none.pt" in capsys.readouterr().err
+    assert teacher_forced.main([energy, "--clips=3", "--samples=0"]) == 2
+    assert "at least 1, got 3, 0" in capsys.readouterr().err
