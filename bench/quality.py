@@ -20,6 +20,13 @@ Models (`--models=energy,vae,...` picks some):
                     rollout's energy)
     energy_recurrent
                     the default with a ConvGRU memory in the predictor, carried through the clip (model.recurrent)
+    energy_context_skips, energy_both_skips, energy_content, energy_content_context_skips, energy_recall,
+    energy_recall_context_skips
+                    decoder options of stops 24-25: skips from the context frames (or both), a pooled content code,
+                    recall (attention to the context's bottlenecks); see PLAIN, CONTENT, RECALL below
+    energy_recall_target
+                    recall + context skips with A reading the state and the target's features (model.encoder_reads=
+                    target; since stop 26 A's gradient stops at its input, as the residual path's does)
     energy_joint1e-4, energy_joint1e-3, energy_joint1e-2
                     the separate default with the prior trained jointly (latent.prior_weight = 1e-4 / 1e-3 / 1e-2,
                     ramped over 300 steps): -log p(z | h) of the sent latent pulls the state, prior and A
@@ -40,7 +47,8 @@ Models (`--models=energy,vae,...` picks some):
                     (latent.noise), no l1; energy_noise_b2 / _b4 with radius 2 / 4, energy_noise_d0 without latent dropout
     energy_target   the amortized encoder reads the state and the target's features (model.encoder_reads=target)
                     instead of the residual; energy_target_l1_0 without l1, energy_target_noise_b2 with the
-                    noisy channel of energy_noise_b2
+                    noisy channel of energy_noise_b2 (measured before stop 26, when A's gradient still reached the frame encoder
+                    and the predictor)
     energy_l1       l1 sparsity only (no latent dropout)
     energy_ball     z projected onto the ball of radius 1 only (GLO; no l1, no dropout)
     energy_dropout  latent dropout only (no l1)
@@ -110,6 +118,7 @@ MODELS = {
     "energy_content_context_skips": CONTENT,
     "energy_recall": PLAIN + ["--model.recall=true"],
     "energy_recall_context_skips": RECALL,
+    "energy_recall_target": RECALL + ["--model.encoder_reads=target"],
     **{f"energy_joint{w}": SEPARATE + [f"--latent.prior_weight={w}", "--latent.kl_warmup=300"]
        for w in ("1e-4", "1e-3", "1e-2")},
     "energy_steps0": PLAIN + ["--latent.steps=0"],

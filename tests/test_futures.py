@@ -430,7 +430,9 @@ def test_channel_noise_in_a_rollout_decodes_noisy_latents_and_keeps_z_star():
 
 def test_target_reading_encoder_guesses_from_the_state_and_the_targets_features(tmp_path):
     """model.encoder_reads=target: z⁰ = A(h, Enc(y)), a function of the target frame itself (not of
-    the residual), trained with the frame encoder; a run with it trains, saves and loads back."""
+    the residual); A's gradient stops at its input, so neither the frame encoder nor the predictor is
+    trained by it (when they were, the shapes were never learned: bench/README.md); a run with it
+    trains, saves and loads back."""
     from conftest import tiny_args
     from vidpred.config import ConfigError, parse_args
     from vidpred.model import TargetEncoder
@@ -445,6 +447,10 @@ def test_target_reading_encoder_guesses_from_the_state_and_the_targets_features(
     seen = model.encoder(target)[-1]
     assert torch.allclose(guess, model.latent_encoder(torch.cat([cond.h, seen], dim=1)), atol=1e-5)
     assert not torch.allclose(guess, model.amortized_latent(cond, target.flip(0)), atol=1e-4)
+    guess.pow(2).sum().backward()  # A's own gradient: into A only
+    assert model.latent_encoder.head.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in [*model.encoder.parameters(), *model.predictor.parameters()])
+    model.zero_grad(set_to_none=True)
     loss, _, _ = EnergyObjective(model, steps=1).loss(video, context=3, energy=Energy(),
                                                       draws=StepDraws(keep=torch.ones(4, 1)))
     loss.backward()

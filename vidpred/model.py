@@ -360,7 +360,8 @@ def state_trunk(width_in: int, width: int) -> nn.Sequential:
 class TargetEncoder(nn.Module):
     """A(h, Enc(y)): (n, 2C, h, w) -> z⁰ (n, d), the amortized guess read from the state and the target's
     bottleneck features, as the VAE's posterior reads them (its mean alone): it sees what the frame
-    is, not only where the deterministic prediction missed, and shares the frame encoder."""
+    is, not only where the deterministic prediction missed. It reads the shared frame encoder and the
+    state without sending them gradients (`VideoPredictor.amortized_latent`)."""
 
     def __init__(self, *, width: int, z_dim: int):
         super().__init__()
@@ -626,8 +627,12 @@ class VideoPredictor(nn.Module):
         if self.latent_encoder is None:
             return target.new_zeros(n, self.z_dim)
         if isinstance(self.latent_encoder, TargetEncoder):
-            seen = self.encoder(channels_last(target))[-1]  # (n, C, h, w)
-            return self.latent_encoder(torch.cat([cond.h, seen], dim=1))
+            # A reads the state and the target's features without training them, as the residual path below
+            # reads Dec(h, 0): its gradient (the straight-through cost and inference's pull, a normalized
+            # gradient per row) reaching the frame encoder and the predictor cost 5.3 dB (bench/README.md)
+            with torch.no_grad():
+                seen = self.encoder(channels_last(target))[-1]  # (n, C, h, w)
+            return self.latent_encoder(torch.cat([cond.h.detach(), seen], dim=1))
         with torch.no_grad():
             blur = torch.sigmoid(self.decode(cond, target.new_zeros(n, self.z_dim)))
         return self.latent_encoder(target - blur)
