@@ -181,6 +181,6 @@ def test_recall_attends_to_the_context_bottlenecks_and_starts_as_a_no_op():
     memory[0, 1, :, 2, 0] = torch.tensor([1.0, 0.0, 0.0, 0.5])  # frame 1, position (2, 0)
     x = torch.zeros(1, 4, 3, 3)
     x[0, 0, 0, 2] = 1.0  # one position whose query matches that key, elsewhere the mean of the memory
-    out = recall(x, recall.memory(memory))
+    out = recall(x, recall.keys_values(memory))
     assert torch.allclose(out[0, :, 0, 2], x[0, :, 0, 2] + torch.tensor([1.0, 0.0, 0.0, 0.5]), atol=1e-3)
     assert torch.allclose(out[0, :, 1, 1], memory[0, 1, :, 2, 0] / 18, atol=1e-4)  # a query of zeros: uniform

@@ -178,7 +178,7 @@ class Predictor(nn.Module):
 
 class Recall(nn.Module):
     """Attention from each bottleneck position of a frame being decoded to every bottleneck position of the
-    context frames: (x (n, C, h, w), memory) -> x + what x finds there, where `memory(bottlenecks)` holds
+    context frames: (x (n, C, h, w), keys_values) -> x + what x finds there, where `keys_values(bottlenecks)` holds
     the keys and values of the context frames' positions.
 
     The query is read from the decoder's own bottleneck (the state with z mixed in), keys and values from
@@ -197,14 +197,14 @@ class Recall(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def memory(self, bottlenecks: Tensor) -> Tensor:
+    def keys_values(self, bottlenecks: Tensor) -> Tensor:
         """(n, R, C, h, w) context bottlenecks -> (n, R h w, dim + C): each position's key, then its value."""
         frames = rearrange(bottlenecks, "n r c h w -> (n r) c h w")
         both = torch.cat([self.key(frames), self.value(frames)], dim=1)
         return rearrange(both, "(n r) e h w -> n (r h w) e", r=bottlenecks.shape[1])
 
-    def forward(self, x: Tensor, memory: Tensor) -> Tensor:
-        keys, values = memory[:, None, :, :self.dim], memory[:, None, :, self.dim:]
+    def forward(self, x: Tensor, keys_values: Tensor) -> Tensor:
+        keys, values = keys_values[:, None, :, :self.dim], keys_values[:, None, :, self.dim:]
         queries = rearrange(self.query(x), "n d h w -> n 1 (h w) d")
         found = F.scaled_dot_product_attention(queries, keys, values)  # (n, 1, h w, C)
         return x + self.out(channels_last(rearrange(found, "n 1 (h w) c -> n c h w", h=x.shape[-2], w=x.shape[-1])))
@@ -463,7 +463,7 @@ class Conditioning(NamedTuple):
     last: Tensor  # (n, c, H, W) the last input frame
     motion: Tensor | None = None  # (n, k², H, W) the splat decoder's motion costs of the last two frames
     content: Tensor | None = None  # (n, D) the context frames' appearance code (model.content > 0)
-    recall: Tensor | None = None  # (n, R h w, d + C) keys and values of the context frames' bottleneck positions (model.recall; `Recall.memory`)
+    recall: Tensor | None = None  # (n, R h w, d + C) keys and values of the context frames' bottleneck positions (model.recall; `Recall.keys_values`)
 
     def repeat(self, k: int) -> "Conditioning":
         """Each entry k times in a row (n -> n * k), for k samples per clip."""
@@ -589,14 +589,14 @@ class VideoPredictor(nn.Module):
         previous = rearrange(video[:, context - 2:-2], "b t c h w -> (b t) c h w") if self.motion_radius else None
         content = self.content_code(feats[-1][:, :end])  # the context frames encoded here (those `begin` encodes)
         content = None if content is None else content.repeat_interleave(horizon, dim=0)
-        recall = self.recall_memory(feats[-1][:, :end])  # once per clip, then one copy per target
+        recall = self.recall_keys_values(feats[-1][:, :end])  # once per clip, then one copy per target
         recall = None if recall is None else recall.repeat_interleave(horizon, dim=0)
         return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last), content, recall)
 
-    def recall_memory(self, bottleneck: Tensor) -> Tensor | None:
+    def recall_keys_values(self, bottleneck: Tensor) -> Tensor | None:
         """(b, R, C, h, w) features of the context frames the state reads -> (b, R h w, d + C) the keys and values
         the decoder's recall attends to; None without recall."""
-        return None if self.decoder.recall is None else self.decoder.recall.memory(bottleneck)
+        return None if self.decoder.recall is None else self.decoder.recall.keys_values(bottleneck)
 
     def content_code(self, bottleneck: Tensor) -> Tensor | None:
         """(b, t, C, h, w) features of context frames -> (b, D) their appearance code; None without one."""
@@ -653,7 +653,7 @@ class VideoPredictor(nn.Module):
         frames = context if self.recurrent else context[:, -self.window:]
         feats = self.encode(frames)
         memory, content = None, self.content_code(feats[-1])
-        recall = self.recall_memory(feats[-1])  # the frames the state reads, as `teacher_forced`'s
+        recall = self.recall_keys_values(feats[-1])  # the frames the state reads, as `teacher_forced`'s
         if self.recurrent:  # windows ending at context frames W-1 .. C0-2: the memory of the context
             for j in range(self.window, frames.shape[1]):
                 _, memory = self.predictor(feats[-1][:, j - self.window:j], memory)
