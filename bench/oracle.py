@@ -56,13 +56,14 @@ class OracleConfig:
 
 def ceiling(cfg: OracleConfig, data_args: list[str]) -> dict:
     """Per group of GROUPS, evaluate.py's summary (means, 95% intervals, per frame, per clip)."""
+    for name in ("clips", "samples", "context", "horizon"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name}={getattr(cfg, name)}: expected at least 1")
     data = parse_args(data_args).data
     source = build_source(data, seed=cfg.seed, split="test", frames=cfg.context + cfg.horizon, context=cfg.context)
     if not isinstance(source, BouncingObjects):
         raise ConfigError(f"data.kind={data.kind}: the ceiling needs a generator of moving objects (sprites or mmnist) "
                           "to draw true futures from")
-    if cfg.clips < 1 or cfg.samples < 1:
-        raise ConfigError(f"clips={cfg.clips}, samples={cfg.samples}: expected at least 1 of each")
     per_frame = {g: {"psnr": [], "ssim": []} for g in GROUPS}
     for i in range(cfg.clips):
         video = torch.from_numpy(source.clip(i))
@@ -98,20 +99,27 @@ def format_report(figures: dict, cfg: OracleConfig, model: dict | None) -> str:
     return "\n".join(lines)
 
 
-def read_model(path: str, cfg: OracleConfig, figures: dict) -> dict:
-    """A model's evaluate.py metrics.json, refused unless it scored the same clips over the same horizon."""
+def read_model(path: str) -> dict:
+    """A model's evaluate.py metrics.json, read before the ceiling is drawn so that a wrong path costs nothing."""
     try:
         model = json.loads(Path(path).read_text())
-        blank = model["floors"]["blank"]["psnr_per_clip"]
-        frames = len(model["best_of_k"]["psnr_per_frame"])
+        model["floors"]["blank"]["psnr_per_clip"]  # a KeyError names what is missing
+        for key in ("psnr", "ssim", "psnr_per_frame", "ssim_per_frame"):
+            model["best_of_k"][key]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"eval={path}: not an evaluate.py metrics.json ({type(e).__name__}: {e})") from None
+    return model
+
+
+def check_same_clips(model: dict, path: str, cfg: OracleConfig, figures: dict) -> None:
+    """Refuse a model's evaluation unless it scored the same clips over the same horizon as the ceiling."""
+    blank = model["floors"]["blank"]["psnr_per_clip"]
+    frames = len(model["best_of_k"]["psnr_per_frame"])
     ours = figures["blank"]["psnr_per_clip"]
     if frames != cfg.horizon or len(blank) != len(ours) or not np.allclose(blank, ours, atol=0.05):
         raise ConfigError(f"eval={path}: it scored {len(blank)} clips over {frames} frames whose blank floor differs "
                           f"from these {len(ours)} clips over {cfg.horizon}; pass the same --clips, --seed, --horizon "
                           "and data options it was evaluated with")
-    return model
 
 
 def main(argv: list[str]) -> int:
@@ -119,8 +127,10 @@ def main(argv: list[str]) -> int:
     began = time.perf_counter()
     try:
         data_args = split_options(argv, cfg)
+        model = read_model(cfg.eval) if cfg.eval else None
         figures = ceiling(cfg, data_args)
-        model = read_model(cfg.eval, cfg, figures) if cfg.eval else None
+        if model is not None:
+            check_same_clips(model, cfg.eval, cfg, figures)
     except (ConfigError, ValueError) as e:
         print(f"oracle.py: {e}", file=sys.stderr)
         return 2
