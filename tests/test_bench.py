@@ -134,6 +134,48 @@ def test_pair_compares_models_of_two_reports_clip_by_clip_and_refuses_other_clip
     assert pair.main(["--bogus"]) == 2
 
 
+def test_pair_reads_evaluate_results_and_pairs_runs_with_each_other_and_the_floors(tmp_path, capsys):
+    import pair
+
+    def metrics(run, psnr, ssim, folder="eval", clips=3):
+        group = lambda p, s, f, g: {"psnr": sum(p) / len(p), "ssim": sum(s) / len(s), "psnr_per_clip": p,  # noqa: E731
+                                    "ssim_per_clip": s, "psnr_per_frame": list(f), "ssim_per_frame": list(g)}
+        protocol = {"context": 5, "horizon": 2, "samples": 4, "clips": clips, "seed": 0, "split": "test",
+                    "data": {"kind": "sprites"}, "checkpoint_step": 30}
+        floors = {"blank": group([9.0] * clips, [0.4] * clips, (11.0, 11.0), (0.4, 0.4)),
+                  "copy_last": group([8.0] * clips, [0.3] * clips, (9.0, 9.0), (0.3, 0.3))}
+        path = tmp_path / run / folder / "metrics.json"
+        path.parent.mkdir(parents=True)
+        best = group(psnr, ssim, (12.0, 10.0), (0.5, 0.35))
+        path.write_text(json.dumps({"protocol": protocol, "best_of_k": best, "floors": floors, "coverage": None}))
+        return str(path)
+
+    a = metrics("a", [10.0, 12.0, 14.0], [0.5, 0.6, 0.7])
+    b = metrics("b", [11.0, 14.0, 17.0], [0.5, 0.6, 0.7], folder="eval_5_2")
+    assert pair.main([a, b]) == 0  # the first run is the reference
+    lines = capsys.readouterr().out.splitlines()
+    assert "vs a PSNR" in lines[0]
+    row = next(x for x in lines if x.startswith("b/eval_5_2 "))
+    assert "+2.00 ± 1.13" in row and "+0.0000 ± 0.0000" in row  # differences 1, 2, 3
+    # per frame: PSNR 12, 10 and SSIM 0.5, 0.35 against blank's 11, 0.4 and copy_last's 9, 0.3
+    assert row.split()[5:9] == ["1;", "1", "2;", "2"]
+    assert pair.main([a, "--reference=copy_last"]) == 0
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("a "))
+    assert "+4.00 ± 2.26" in row and "+0.3000 ± 0.1132" in row  # best of K against copying the last frame
+    other = metrics("c", [1.0] * 4, [0.1] * 4, clips=4)
+    with pytest.raises(SystemExit, match="clips=4 but .*a/eval/metrics.json has clips=3"):
+        pair.main([a, other])
+    report = tmp_path / "bench.json"
+    report.write_text(json.dumps({"bench": {}, "common_overrides": [], "models": []}))
+    with pytest.raises(SystemExit, match="not both"):
+        pair.main([a, str(report)])
+    broken = tmp_path / "broken" / "eval" / "metrics.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(json.dumps({"protocol": {}, "best_of_k": {}}))
+    with pytest.raises(SystemExit, match="broken/eval/metrics.json: not an evaluate.py metrics.json .*KeyError"):
+        pair.main([str(broken)])
+
+
 def test_oracle_scores_true_futures_and_refuses_what_it_cannot_compare(tmp_path, capsys):
     table = tmp_path / "o.json"
     small = ["--clips=3", "--samples=5", "--horizon=6", "--data.size=16", "--data.sprite_min=4", "--data.sprite_max=5"]
