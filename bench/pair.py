@@ -33,6 +33,14 @@ EVALUATION = ("context", "horizon", "samples", "clips", "seed", "split", "data")
 FLOORS = ("blank", "copy_last")
 
 
+def check_same_clips(path: str, protocol: dict, first_path: str, first: dict) -> None:
+    """Refuse `path` unless its protocol (the fields that choose the test clips) is the first report's."""
+    for key, value in protocol.items():
+        if value != first[key]:
+            raise SystemExit(f"pair.py: {path}: {key}={json.dumps(value)} but {first_path} has "
+                             f"{key}={json.dumps(first[key])}; paired figures need the same test clips")
+
+
 def is_evaluation(path: str) -> bool:
     """Whether `path` holds an `evaluate.py` result (metrics.json) rather than a bench report."""
     try:
@@ -77,10 +85,7 @@ def load_evaluations(paths: list[str]) -> list[dict]:
         if first is None:
             first = (path, protocol, floors)
         else:
-            for key in EVALUATION:
-                if protocol[key] != first[1][key]:
-                    raise SystemExit(f"pair.py: {path}: {key}={json.dumps(protocol[key])} but {first[0]} has "
-                                     f"{key}={json.dumps(first[1][key])}; paired figures need the same test clips")
+            check_same_clips(path, protocol, *first[:2])
         rows.append(dict(row, report=path))
     path, _, floors = first
     return rows + [dict(evaluation_row(name, floors[name], floors, "-"), report=path) for name in FLOORS]
@@ -105,10 +110,7 @@ def load_rows(paths: list[str]) -> list[dict]:
         if first is None:
             first = (path, protocol, common)
         else:
-            for key in PROTOCOL:
-                if protocol[key] != first[1][key]:
-                    raise SystemExit(f"pair.py: {path}: {key}={protocol[key]} but {first[0]} has "
-                                     f"{key}={first[1][key]}; paired figures need the same test clips")
+            check_same_clips(path, protocol, *first[:2])
             if common != first[2]:
                 raise SystemExit(f"pair.py: {path}: training overrides {common} differ from {first[0]}'s {first[2]}")
         rows += [dict(row, report=path) for row in models]
