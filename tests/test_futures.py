@@ -66,6 +66,8 @@ def test_kernels_decoder_starts_as_a_copy_and_shifts_exactly_with_one_hot_taps()
     assert p[0, 0, 12, 12].item() < 0.01  # far from it: black (mask * 0 + (1 - mask) * sigmoid(-3))
     edge = p[0, 0, 4, 4].item()  # beside the square's corner: only its neighbours' share leaks in
     assert 0.0 < edge < 0.01
+    one = Decoder(channels=1, widths=(8, 16), z_dim=3, skip_frames=1, output="kernels", kernel=1)  # one tap: the copy
+    assert torch.allclose(torch.sigmoid(one.move(last, features, generated)), last, atol=0.01)
     with torch.no_grad():  # one-hot taps: take the pixel one row up and two columns left, everywhere
         dec.taps.bias.zero_()
         dec.taps.bias[(2 - 1) * 5 + (2 - 2)] = 60.0

@@ -268,7 +268,8 @@ class Decoder(nn.Module):
             nn.init.zeros_(self.taps.weight)
             with torch.no_grad():
                 self.taps.bias.zero_()
-                self.taps.bias[kernel * kernel // 2] = math.log(COPY_WEIGHT / (1 - COPY_WEIGHT) * (kernel * kernel - 1))
+                if kernel > 1:  # (a 1 x 1 kernel has one tap, the copy, whatever its logit)
+                    self.taps.bias[kernel * kernel // 2] = math.log(COPY_WEIGHT / (1 - COPY_WEIGHT) * (kernel * kernel - 1))
             nn.init.zeros_(self.mask.weight)
             nn.init.constant_(self.mask.bias, 5.0)
 
