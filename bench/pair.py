@@ -41,12 +41,16 @@ def check_same_clips(path: str, protocol: dict, first_path: str, first: dict) ->
                              f"{key}={json.dumps(first[key])}; paired figures need the same test clips")
 
 
-def is_evaluation(path: str) -> bool:
-    """Whether `path` holds an `evaluate.py` result (metrics.json) rather than a bench report."""
+def read_report(path: str):
+    """The parsed JSON of `path` (each file is read once), refused with its reason when it cannot be read."""
     try:
-        report = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise SystemExit(f"pair.py: {path}: cannot read it as JSON ({type(e).__name__}: {e})")
+
+
+def is_evaluation(report) -> bool:
+    """Whether a parsed report is an `evaluate.py` result (metrics.json) rather than a bench report."""
     return isinstance(report, dict) and "protocol" in report and "best_of_k" in report
 
 
@@ -60,25 +64,24 @@ def frames_over(scores: list[float], floor: list[float]) -> int:
     return sum(s > f for s, f in zip(scores, floor, strict=True))
 
 
-def evaluation_row(model: str, group: dict, floors: dict, steps) -> dict:
+def evaluation_row(model: str, group: dict, floors: dict, steps, coverage: float | None = None) -> dict:
     """A row of `table` from one group of a metrics.json (per-clip scores), with frames over each floor."""
     over = {name: "; ".join(str(frames_over(group[f"{k}_per_frame"], floors[name][f"{k}_per_frame"]))
                             for k in ("psnr", "ssim")) for name in FLOORS}
-    return {"model": model, "steps": steps, "coverage": None,
+    return {"model": model, "steps": steps, "coverage": coverage,
             "best_of_k": {k: group[k] for k in ("psnr", "ssim")},
             "per_clip": {k: group[f"{k}_per_clip"] for k in ("psnr", "ssim")}, "over": over}
 
 
-def load_evaluations(paths: list[str]) -> list[dict]:
+def load_evaluations(paths: list[str], reports: list) -> list[dict]:
     """The best-of-K rows of every metrics.json, then the floors' rows; refused unless the protocols match."""
     rows, first = [], None
-    for path in paths:
+    for path, report in zip(paths, reports, strict=True):
         try:
-            report = json.loads(Path(path).read_text())
             protocol = {k: report["protocol"][k] for k in EVALUATION}
             best, floors = report["best_of_k"], report["floors"]
-            row = evaluation_row(evaluation_name(Path(path)), best, floors, report["protocol"].get("checkpoint_step", "?"))
-            row["coverage"] = report.get("coverage")
+            row = evaluation_row(evaluation_name(Path(path)), best, floors, report["protocol"].get("checkpoint_step", "?"),
+                                 report.get("coverage"))
         except (KeyError, TypeError) as e:
             raise SystemExit(f"pair.py: {path}: not an evaluate.py metrics.json with per-clip scores "
                              f"({type(e).__name__}: {e})")
@@ -93,19 +96,19 @@ def load_evaluations(paths: list[str]) -> list[dict]:
 
 def load_rows(paths: list[str]) -> list[dict]:
     """The model rows of every report, refused unless their protocols and common overrides match."""
-    kinds = {is_evaluation(path) for path in paths}
+    reports = [read_report(path) for path in paths]
+    kinds = {is_evaluation(report) for report in reports}
     if kinds == {True}:
-        return load_evaluations(paths)
+        return load_evaluations(paths, reports)
     if len(kinds) > 1:
         raise SystemExit("pair.py: give either bench/quality.py reports or evaluate.py metrics.json files, not both")
     rows, first = [], None
-    for path in paths:
+    for path, report in zip(paths, reports, strict=True):
         try:
-            report = json.loads(Path(path).read_text())
             protocol = {k: report["bench"][k] for k in PROTOCOL}
             common = report["common_overrides"]
             models = report["models"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (KeyError, TypeError) as e:
             raise SystemExit(f"pair.py: {path}: not a bench/quality.py report ({type(e).__name__}: {e})")
         if first is None:
             first = (path, protocol, common)
