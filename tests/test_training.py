@@ -156,3 +156,48 @@ def test_a_steered_l1_is_saved_and_used_by_the_api(tmp_path):
     assert records[-1]["l1"] < records[0]["l1"] <= 1.0
     assert trained_l1(state, parse_args(tiny_args(tmp_path))) == state["progress"]["l1"] < 1.0
     assert vidpred.load(ckpt).energy_fn.l1 == pytest.approx(state["progress"]["l1"])
+
+
+def test_head_lr_gives_the_moving_heads_their_own_share_of_the_learning_rate(tmp_path):
+    """--head_lr puts the kernels decoder's taps and mask in a second optimizer group that learns at
+    head_lr x lr; every parameter is in exactly one group, and the default (1) keeps a single group."""
+    from conftest import tiny_args
+
+    from vidpred.build import build_model
+    from vidpred.training import param_groups
+
+    model = build_model(parse_args(["--model.decoder=kernels"]))
+    rest, heads = param_groups(model, 0.25)
+    names = {id(p): name for name, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in heads["params"]) == ["decoder.mask.bias", "decoder.mask.weight",
+                                                             "decoder.taps.bias", "decoder.taps.weight"]
+    assert (rest["lr_share"], heads["lr_share"]) == (1.0, 0.25)
+    assert sorted(map(id, rest["params"] + heads["params"])) == sorted(map(id, model.parameters()))
+    assert len(param_groups(model, 1.0)) == 1
+    assert len(param_groups(build_model(parse_args([])), 0.25)) == 1  # the pixels decoder has no moving heads
+
+    out = tmp_path / "run"
+    train(parse_args(tiny_args(out, "--model.decoder=kernels", "--model.kernel=3", "--head_lr=0.25", "--steps=4")))
+    groups = load_checkpoint(out / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    assert len(groups) == 2 and groups[0]["lr"] > 0 and math.isclose(groups[1]["lr"], 0.25 * groups[0]["lr"])
+
+
+def test_a_resume_that_changes_the_optimizer_groups_is_refused_and_another_share_holds(tmp_path):
+    """head_lr 1 -> 0.5 changes the optimizer's groups: refused with the key named, the checkpoint left
+    as it was; 0.5 -> 0.1 keeps them and the new share holds from the resumed step on."""
+    from conftest import tiny_args
+
+    out = tmp_path / "run"
+    train(parse_args(tiny_args(out, "--model.decoder=kernels", "--model.kernel=3", "--steps=6", "--stop_at=2")))
+    last = out / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    with pytest.raises(CheckpointError, match=r"optimizer state does not fit .*changed: head_lr 1\.0 -> 0\.5"):
+        train(parse_args(tiny_args(out, "--model.decoder=kernels", "--model.kernel=3", "--steps=6", "--resume=true",
+                                   "--head_lr=0.5")))
+    assert last.read_bytes() == before
+
+    other = tmp_path / "other"
+    train(parse_args(tiny_args(other, "--model.decoder=kernels", "--model.kernel=3", "--steps=6", "--stop_at=2", "--head_lr=0.5")))
+    train(parse_args(tiny_args(other, "--model.decoder=kernels", "--model.kernel=3", "--steps=6", "--resume=true", "--head_lr=0.1")))
+    groups = load_checkpoint(other / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    assert math.isclose(groups[1]["lr"], 0.1 * groups[0]["lr"]) and groups[1]["lr_share"] == 0.1

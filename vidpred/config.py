@@ -74,7 +74,7 @@ class ModelConfig:
     recurrent: bool = False  # a ConvGRU memory in the predictor, carried through the whole clip
     decoder: DecoderOutput = "pixels"  # pixels (generated) | kernels (per-pixel kernels move the last frame, a mask adds generated pixels)
     kernel: int = 7  # decoder=kernels|splat: side of the per-pixel kernels (moves up to kernel // 2 pixels a frame)
-    sharp: bool = False  # decoder=splat: each pixel moves by its likeliest displacement, never a blend
+    sharp: bool = False  # decoder=splat or kernels: each pixel moves by its likeliest displacement (kernels: copies its likeliest source), never a blend
 
 
 @dataclass
@@ -116,6 +116,7 @@ class Config:
     batch_size: int = 16  # clips per optimizer step (the global batch, split over torchrun processes)
     lr: float = 2e-3  # AdamW learning rate (peak, after warmup)
     warmup: int = 100  # linear learning-rate warmup steps, then cosine decay to lr / 10
+    head_lr: float = 1.0  # the kernels/splat decoder's moving heads (taps, mask) learn at head_lr x lr: below 1 they leave the copy-of-the-last-frame start slower
     grad_clip: float = 1.0  # gradient-norm clip of the predictor's weights (the prior head is clipped apart)
     cost: Cost = "bce"  # per-pixel cost C: bce (on logits) | mse | l1
     context: int = 5  # frames given
@@ -211,7 +212,7 @@ def validate(cfg: Config) -> Config:
         choices.check_choice(key, get_key(cfg, key), tp, ConfigError)
     check_numbers(cfg, positive=["steps", "batch_size", "context", "horizon", "data.size", "data.frames",
                                  "data.objects", "data.max_speed", "data.branches", "data.frame_step", "model.window", "data.sprite_min",
-                                 "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips", "prior.components"],
+                                 "latent.dim", "log_every", "ckpt_every", "prior.bank", "val_clips", "prior.components", "head_lr"],
                   nonneg=["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.draws", "latent.step_size",
                           "latent.encoder_weight", "latent.noise", "latent.prior_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
                           "prior.fit_clips", "val_every", "rollout_start", "pushforward", "media_every", "stop_at", "data.clip_stride",
@@ -239,6 +240,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.kernel={cfg.model.kernel}: expected an odd size >= 1 (the kernel is centred on the pixel)")
     if cfg.model.residual and cfg.model.decoder != "pixels":
         raise ConfigError("model.residual=true needs model.decoder=pixels: the kernels decoder already moves the last frame")
+    if cfg.model.sharp and cfg.model.decoder == "pixels":
+        raise ConfigError("model.sharp=true needs model.decoder=kernels or splat: it picks one source pixel per output pixel, "
+                          "and the pixels decoder moves none")
     levels = len(cfg.model.widths) - 1
     if cfg.data.size % (2 ** levels):
         raise ConfigError(f"data.size={cfg.data.size} must be divisible by 2^{levels} "

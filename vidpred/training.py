@@ -65,6 +65,22 @@ def steer_sparsity(l1: float, active: float, *, floor: float, cap: float) -> flo
     return min(max(l1 * math.exp(change), 1e-6), cap)
 
 
+def param_groups(model: nn.Module, head_lr: float) -> list[dict]:
+    """The optimizer's parameter groups: one, or with head_lr != 1 a second for the moving decoder's
+    taps and mask heads, whose learning rate is head_lr x lr ("lr_share", read at every step).
+
+    Those heads start the kernels decoder as a copy of the last frame; at the full rate their first
+    hundred steps move it off that copy (to a blur that hedges between motions) before the features
+    they read have learned where things move.
+    """
+    heads = [p for name, p in model.named_parameters() if name.startswith(("decoder.taps.", "decoder.mask."))]
+    if head_lr == 1.0 or not heads:
+        return [{"params": list(model.parameters())}]
+    chosen = {id(p) for p in heads}
+    rest = [p for p in model.parameters() if id(p) not in chosen]
+    return [{"params": rest, "lr_share": 1.0}, {"params": heads, "lr_share": head_lr}]
+
+
 def learning_rate(step: int, *, lr: float, warmup: int, steps: int) -> float:
     """Linear warmup, then cosine decay to lr / 10 at the last step."""
     if step < warmup:
@@ -203,7 +219,7 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg).to(self.device)
         self.objective = build_objective(cfg, self.model)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.head_lr), lr=cfg.lr, weight_decay=0.0)
         self.bank = LatentBank(cfg.latent.dim, cfg.prior.bank)
         self.state = RunState(l1=cfg.latent.l1)
         self.tracker: Tracker | None = None
@@ -255,7 +271,13 @@ class _Run:
             raise CheckpointError(f"{self.last_path} does not fit the model this config describes (changed: "
                                   f"{', '.join(changes) or 'nothing'}; resume with the run's own settings, or "
                                   f"train in another --out): {mismatch_detail(e)}") from None
-        self.optimizer.load_state_dict(saved["optimizer"])
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except ValueError as e:  # head_lr = 1 (one group) on one side, another share (two) on the other
+            raise CheckpointError(f"{self.last_path}: its optimizer state does not fit this run's parameter groups (changed: "
+                                  f"{', '.join(changes) or 'nothing'}; head_lr 1 keeps one group, any other share two): {e}") from None
+        for group in self.optimizer.param_groups[1:]:  # a changed head_lr (say 0.1 -> 0.3) holds from here on
+            group["lr_share"] = self.cfg.head_lr
         self.bank = LatentBank.from_state_dict(saved["prior"])
         torch.set_rng_state(saved["rng"]["torch"])
         for key, value in saved.get("progress", {}).items():
@@ -343,7 +365,7 @@ class _Run:
         whether any ran out of --max_minutes)."""
         cfg, state, ranks = self.cfg, self.state, self.ranks
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_share", 1.0)
         video = _crop(video, cfg.context + cfg.horizon, step, cfg.seed).to(self.device, non_blocking=True)
         draws = self.objective.draws(seed=cfg.seed, step=step, clips=self.mine, frames=cfg.horizon)
         self.objective.at_step(step)
