@@ -5,8 +5,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vidpred.build import predictor_of_kind
+from vidpred.config import ConfigError, parse_args
 from vidpred.energy import Energy
 from vidpred.model import ConditionalPrior, Decoder, VideoPredictor, motion_costs
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
@@ -114,6 +116,49 @@ def test_splat_decoder_sends_each_pixel_by_its_displacement_and_keeps_it_whole()
     moved = torch.sigmoid(dec.splat(last, no_motion, features, generated))
     expected = torch.roll(last, (1, -2), dims=(-2, -1))
     assert torch.allclose(moved, expected, atol=2e-3)
+
+
+def test_sharp_kernels_start_as_an_exact_copy_never_blend_and_pass_gradients_to_the_soft_mix():
+    """model.sharp with the kernels decoder: forward, each output pixel is its likeliest source pixel or
+    its generated value, never a blend (untrained: exactly the last frame, where the soft decoder leaks
+    its neighbours' 1%); backward, the gradient reaches every tap's logit and the mask (straight-through)."""
+    torch.manual_seed(0)
+    soft = Decoder(channels=1, widths=(8, 16), z_dim=3, skip_frames=1, output="kernels", kernel=5)
+    sharp = Decoder(channels=1, widths=(8, 16), z_dim=3, skip_frames=1, output="kernels", kernel=5, sharp=True)
+    sharp.load_state_dict(soft.state_dict())
+    last = torch.zeros(2, 1, 16, 16)
+    last[:, :, 4:8, 5:9] = 1.0
+    features, generated = torch.randn(2, 8, 16, 16), torch.full((2, 1, 16, 16), -3.0)
+    exact = torch.sigmoid(sharp.move(last, features, generated))
+    assert torch.allclose(exact, last, atol=2e-3)  # (MOVED_EPS keeps pixels off 0 and 1)
+    assert torch.sigmoid(soft.move(last, features, generated))[0, 0, 4, 4] > 1e-3  # the soft one leaks
+    with torch.no_grad():  # likeliest tap: one row up, two columns left (60% of the weight); mask 0.4: generated
+        for dec in (soft, sharp):
+            dec.taps.bias.zero_()
+            dec.taps.bias[(2 - 1) * 5 + (2 - 2)] = math.log(0.6 / 0.4 * 24)
+            dec.mask.bias.fill_(math.log(0.6 / 0.4))
+    expected = torch.zeros_like(last)
+    expected[:, :, 5:9, 7:11] = 1.0
+    moved = torch.sigmoid(sharp.move(last, torch.zeros_like(features), generated))
+    assert torch.allclose(moved, expected, atol=2e-3)  # the shifted square, whole
+    blend = torch.sigmoid(soft.move(last, torch.zeros_like(features), generated))
+    assert 0.3 < blend[0, 0, 5, 7].item() < 0.7  # the soft decoder: 60% of it, mixed with generated black
+    with torch.no_grad():
+        sharp.mask.bias.fill_(math.log(0.4 / 0.6))  # mask 0.4 < 1/2: every pixel is the generated one
+    assert torch.allclose(torch.sigmoid(sharp.move(last, torch.zeros_like(features), generated)),
+                          torch.full_like(last, torch.sigmoid(torch.tensor(-3.0)).item()), atol=2e-3)
+    with torch.no_grad():
+        sharp.mask.bias.fill_(math.log(0.6 / 0.4))  # moved again (a generated pixel gives its taps no gradient)
+    target = torch.roll(last, (1, 1), dims=(-2, -1))
+    F.binary_cross_entropy_with_logits(sharp.move(last, features, generated), target).backward()
+    assert sharp.taps.weight.grad.abs().sum() > 0 and sharp.mask.weight.grad.abs().sum() > 0
+    assert (sharp.taps.bias.grad != 0).sum() > 1  # not only the chosen tap's
+
+
+def test_sharp_needs_a_decoder_that_moves_pixels():
+    with pytest.raises(ConfigError, match="model.sharp=true needs model.decoder=kernels or splat"):
+        parse_args(["--model.sharp=true"])
+    assert parse_args(["--model.sharp=true", "--model.decoder=kernels"]).model.sharp
 
 
 @pytest.mark.parametrize("sharp", [False, True])

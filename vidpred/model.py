@@ -324,14 +324,19 @@ class Decoder(nn.Module):
         around p (softmax taps K_p predicted per pixel), so content that moves by up to k // 2
         pixels is moved, not redrawn: a one-hot kernel shifts a digit exactly, with no blur, however
         many frames are rolled out. The mask m hands pixels that the last frame cannot supply
-        (what appears, what was hidden) to the generated branch.
+        (what appears, what was hidden) to the generated branch. With `sharp` the forward pass
+        takes each pixel's likeliest tap and branch (the start is then an exact copy of the last
+        frame, and nothing is ever blended); gradients are the soft mix's (straight-through).
         """
         n, c, hh, ww = last.shape
         k = self.kernel
         taps = self.taps(x).softmax(dim=1)  # (n, k*k, H, W)
+        mask = torch.sigmoid(self.mask(x))  # (n, 1, H, W)
+        if self.sharp:  # forward: each pixel copies its likeliest source pixel, or is generated; backward: the soft mix
+            taps = straight_through(taps, torch.zeros_like(taps).scatter_(1, taps.argmax(1, keepdim=True), 1.0))
+            mask = straight_through(mask, (mask > 0.5).to(mask))
         patches = F.unfold(last, k, padding=k // 2).view(n, c, k * k, hh, ww)  # neighbours of every pixel
         moved = torch.einsum("nckhw,nkhw->nchw", patches, taps)
-        mask = torch.sigmoid(self.mask(x))  # (n, 1, H, W)
         pixels = mask * moved + (1 - mask) * torch.sigmoid(generated)
         # back to logits (the energy's cost reads logits); eps keeps log(0) out of the BCE
         return torch.logit(MOVED_EPS + (1 - 2 * MOVED_EPS) * pixels)
