@@ -86,6 +86,13 @@ def straight_through(soft: Tensor, hard: Tensor) -> Tensor:
     return soft + (hard - soft).detach()
 
 
+def sharpen(chances: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """`model.sharp`: in the forward pass the likeliest of `chances` (one-hot over dim 1) and the mask
+    rounded to 0 or 1; in the backward pass the soft ones (straight-through)."""
+    likeliest = torch.zeros_like(chances).scatter_(1, chances.argmax(1, keepdim=True), 1.0)
+    return straight_through(chances, likeliest), straight_through(mask, (mask > 0.5).to(mask))
+
+
 @torch.no_grad()
 def motion_costs(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
     """How badly each displacement explains the last frame: (n, c, H, W) x 2 -> (n, (2r+1)², H, W).
@@ -309,9 +316,7 @@ class Decoder(nn.Module):
         chances = logits.softmax(dim=1)
         mask = torch.sigmoid(self.mask(x))  # (n, 1, H, W)
         if self.sharp:  # forward: each pixel takes its likeliest displacement and branch; backward: the soft ones
-            likeliest = torch.zeros_like(chances).scatter_(1, chances.argmax(1, keepdim=True), 1.0)
-            chances = straight_through(chances, likeliest)
-            mask = straight_through(mask, (mask > 0.5).to(mask))
+            chances, mask = sharpen(chances, mask)
         sent = chances[:, None] * last.contiguous()[:, :, None]  # (n, c, k², H, W): q's value sent by d_j
         moved = F.fold(sent.reshape(n, c * k * k, hh * ww), (hh, ww), k, padding=k // 2)  # arrives at q + d_j
         pixels = mask * moved.clamp(max=1.0) + (1 - mask) * torch.sigmoid(generated)
@@ -333,8 +338,7 @@ class Decoder(nn.Module):
         taps = self.taps(x).softmax(dim=1)  # (n, k*k, H, W)
         mask = torch.sigmoid(self.mask(x))  # (n, 1, H, W)
         if self.sharp:  # forward: each pixel copies its likeliest source pixel, or is generated; backward: the soft mix
-            taps = straight_through(taps, torch.zeros_like(taps).scatter_(1, taps.argmax(1, keepdim=True), 1.0))
-            mask = straight_through(mask, (mask > 0.5).to(mask))
+            taps, mask = sharpen(taps, mask)
         patches = F.unfold(last, k, padding=k // 2).view(n, c, k * k, hh, ww)  # neighbours of every pixel
         moved = torch.einsum("nckhw,nkhw->nchw", patches, taps)
         pixels = mask * moved + (1 - mask) * torch.sigmoid(generated)
