@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidpred.build import build_objective, load_predictor
+from vidpred.build import build_model, build_objective, load_predictor
 from vidpred.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vidpred.config import parse_args
 from vidpred.prior import LatentBank
@@ -163,7 +163,6 @@ def test_head_lr_gives_the_moving_heads_their_own_share_of_the_learning_rate(tmp
     head_lr x lr; every parameter is in exactly one group, and the default (1) keeps a single group."""
     from conftest import tiny_args
 
-    from vidpred.build import build_model
     from vidpred.training import param_groups
 
     model = build_model(parse_args(["--model.decoder=kernels"]))
@@ -201,3 +200,90 @@ def test_a_resume_that_changes_the_optimizer_groups_is_refused_and_another_share
     train(parse_args(tiny_args(other, "--model.decoder=kernels", "--model.kernel=3", "--steps=6", "--resume=true", "--head_lr=0.1")))
     groups = load_checkpoint(other / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
     assert math.isclose(groups[1]["lr"], 0.1 * groups[0]["lr"]) and groups[1]["lr_share"] == 0.1
+
+
+def _still_and_moving_video(context=3, frames=3):
+    """Two clips of 16x16 frames: clip 0 a still 8x8 square, clip 1 a 4x4 square moving 2 pixels a frame (the
+    frames differ in what they show, so an untrained model's frame costs differ too)."""
+    video = torch.zeros(2, context + frames, 1, 16, 16)
+    video[0, :, :, 4:12, 4:12] = 1.0
+    for t in range(context + frames):
+        video[1, t, :, 2:6, 2 * t:2 * t + 4] = 1.0
+    return video
+
+
+def test_still_weights_count_still_frames_more_capped_and_fade_after_still_steps(tiny_config):
+    """Each target weighs 1 / (copy-last MSE + 1e-3), mean 1 over the step, capped at still_weight; the
+    schedule holds still_steps steps, then fades linearly to the plain cost (None) over as many again."""
+    from vidpred.objectives import STILL_FLOOR
+
+    cfg = tiny_config("--still_weight=100", "--still_steps=10")
+    objective = build_objective(cfg, build_model(cfg))
+    video = _still_and_moving_video()
+    objective.at_step(0)
+    weights = objective.still_weights(video, context=3)
+    moving = 16 / 256  # a frame's copy MSE on the moving clip: 16 of 256 pixels change (8 off, 8 on)
+    expected = torch.tensor([1 / STILL_FLOOR] * 3 + [1 / (moving + STILL_FLOOR)] * 3)
+    assert torch.allclose(weights, expected / expected.mean())
+    assert weights.shape == (6,) and weights[:3].min() > 10 * weights[3:].max()
+
+    capped = build_objective(tiny_config("--still_weight=1.5"), build_model(cfg))
+    capped.at_step(0)
+    assert torch.allclose(capped.still_weights(video, context=3)[:3], torch.full((3,), 1.5))
+
+    shares = []
+    for step in (0, 9, 10, 15, 20, 30):
+        objective.at_step(step)
+        shares.append(objective.still_share)
+    assert shares == [1.0, 1.0, 1.0, 0.5, 0.0, 0.0]
+    objective.at_step(15)
+    assert torch.allclose(objective.still_weights(video, context=3), 0.5 * weights + 0.5)
+    objective.at_step(20)
+    assert objective.still_weights(video, context=3) is None
+    assert build_objective(tiny_config(), build_model(cfg)).still_weights(video, context=3) is None  # off by default
+
+
+@pytest.mark.parametrize("kind", ["energy", "vae", "deterministic"])
+def test_still_weight_weighs_each_frames_loss_and_reports_the_plain_energy(tiny_config, kind):
+    """With still clips and moving clips in one batch the loss is the weighted mean of the frames' losses:
+    the same model on the same batch gives the plain loss without still_weight and another with it,
+    while the "energy" statistic stays the plain mean; with all frames alike the two losses agree."""
+    from vidpred.build import build_energy
+
+    plain_cfg = tiny_config(f"--model.kind={kind}", "--latent.dropout=0", "--latent.noise=0")
+    weighted_cfg = tiny_config(f"--model.kind={kind}", "--latent.dropout=0", "--latent.noise=0", "--still_weight=10")
+    torch.manual_seed(0)
+    model = build_model(plain_cfg)
+    energy = build_energy(plain_cfg)
+    losses = {}
+    for name, cfg in (("plain", plain_cfg), ("weighted", weighted_cfg)):
+        objective = build_objective(cfg, model)
+        objective.at_step(1000)
+        draws = objective.draws(seed=0, step=0, clips=range(2), frames=3)
+        for video_name, video in (("mixed", _still_and_moving_video()),
+                                  ("alike", _still_and_moving_video()[[1, 1]])):
+            loss, stats, _ = objective.loss(video, context=3, energy=energy, draws=draws)
+            losses[name, video_name] = (loss.item(), stats["energy"])
+    assert losses["plain", "mixed"][1] == pytest.approx(losses["weighted", "mixed"][1], rel=1e-5)
+    assert losses["plain", "mixed"][0] != pytest.approx(losses["weighted", "mixed"][0], rel=1e-3)
+    assert losses["plain", "alike"][0] == pytest.approx(losses["weighted", "alike"][0], rel=1e-5)
+
+
+def test_still_weight_trains_and_resumes_and_bad_settings_are_refused(tmp_path):
+    """A run with still_weight trains and resumes under it; a cap under 1, a schedule with no weight, and a
+    weight on a run with no teacher-forced steps are refused before anything is written."""
+    from conftest import tiny_args
+
+    from vidpred.config import ConfigError
+
+    out = tmp_path / "run"
+    train(parse_args(tiny_args(out, "--still_weight=10", "--still_steps=2", "--steps=6", "--stop_at=3")))
+    train(parse_args(tiny_args(out, "--still_weight=10", "--still_steps=2", "--steps=6", "--resume=true")))
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 6
+    for args, message in ((["--still_weight=0.5"], r"still_weight=0\.5: expected 0 \(off\) or a cap of 1 or more"),
+                          (["--still_steps=100"], "still_steps=100 schedules still_weight, which is 0"),
+                          (["--still_weight=10", "--rollout=true"], "rollout=true with rollout_start=0 has none")):
+        with pytest.raises(ConfigError, match=message):
+            parse_args(tiny_args(tmp_path / "refused", *args))
+    assert not (tmp_path / "refused").exists()
+    parse_args(tiny_args(tmp_path / "ok", "--still_weight=10", "--rollout=true", "--rollout_start=3"))

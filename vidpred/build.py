@@ -50,7 +50,7 @@ def build_objective(cfg: Config, model: VideoPredictor) -> Objective:
         feedback_grad=cfg.rollout_grad, prior_draws=cfg.latent.draws,
         proposal=cfg.latent.proposal, kl_warmup=cfg.latent.kl_warmup, pushforward=cfg.pushforward,
         noise=cfg.latent.noise, prior_weight=cfg.latent.prior_weight,
-        fused=cfg.latent.fused)
+        fused=cfg.latent.fused, still_weight=cfg.still_weight, still_steps=cfg.still_steps)
 
 
 def build_energy(cfg: Config, step: int | None = None, l1: float | None = None) -> Energy:

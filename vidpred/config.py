@@ -119,6 +119,8 @@ class Config:
     head_lr: float = 1.0  # the kernels/splat decoder's moving heads (taps, mask) learn at head_lr x lr: below 1 they leave the copy-of-the-last-frame start slower
     grad_clip: float = 1.0  # gradient-norm clip of the predictor's weights (the prior head is clipped apart)
     cost: Cost = "bce"  # per-pixel cost C: bce (on logits) | mse | l1
+    still_weight: float = 0.0  # teacher-forced frames count by 1 / (their copy-last-frame MSE + 1e-3), mean 1 over a step's frames, capped at still_weight: still scenes weigh in training as in the clip-mean PSNR (0: off; else >= 1)
+    still_steps: int = 0  # still_weight holds for this many steps, then fades linearly to the plain cost over as many again (0: the whole run)
     context: int = 5  # frames given
     horizon: int = 5  # frames predicted per training clip
     rollout: bool = False  # train free-running: predictions are fed back, z inferred frame by frame along the rollout
@@ -216,11 +218,19 @@ def validate(cfg: Config) -> Config:
                   nonneg=["latent.l1", "latent.l2", "latent.ball", "latent.steps", "latent.draws", "latent.step_size",
                           "latent.encoder_weight", "latent.noise", "latent.prior_weight", "latent.warmup", "lr", "warmup", "grad_clip", "data.workers",
                           "prior.fit_clips", "val_every", "rollout_start", "pushforward", "media_every", "stop_at", "data.clip_stride",
-                          "latent.kl_weight", "latent.kl_warmup", "max_minutes", "seed", "model.blocks", "threads"])
+                          "latent.kl_weight", "latent.kl_warmup", "max_minutes", "seed", "model.blocks", "threads", "still_steps"])
     check_device(cfg.device)
     if cfg.resume and cfg.overwrite:
         raise ConfigError(f"resume={str(cfg.resume).lower()} and overwrite=true contradict each other: --resume continues the run in "
                           f"{cfg.out_dir}, --overwrite replaces it; give one of them")
+    if cfg.still_weight and not cfg.still_weight >= 1:
+        raise ConfigError(f"still_weight={cfg.still_weight}: expected 0 (off) or a cap of 1 or more on a frame's weight "
+                          "(the weights have mean 1)")
+    if cfg.still_steps and not cfg.still_weight:
+        raise ConfigError(f"still_steps={cfg.still_steps} schedules still_weight, which is 0 (off); set --still_weight too")
+    if cfg.still_weight and cfg.rollout and cfg.rollout_start == 0:
+        raise ConfigError(f"still_weight={cfg.still_weight} weighs teacher-forced steps, and rollout=true with "
+                          "rollout_start=0 has none; set --rollout_start to weigh the steps before free-running")
     if not 0.0 <= cfg.latent.min_active < 1.0:
         raise ConfigError(f"latent.min_active={cfg.latent.min_active}: expected a share in [0, 1) (0: l1 stays fixed)")
     if not 0.0 <= cfg.latent.dropout < 1.0:

@@ -70,6 +70,7 @@ from .model import Conditioning, ConditionalPrior, GaussianHead, LatentEncoder, 
 from .prior import LatentBank
 
 DrawZ = Callable[[Tensor, int], Tensor]  # (h (n, C, h, w), step k) -> z (n, d)
+STILL_FLOOR = 1e-3  # still_weights: the copy error (30 dB) below which a frame counts as fully still
 
 
 class StepDraws(NamedTuple):
@@ -206,8 +207,14 @@ class Objective:
                  encoder_weight: float = 1.0, kl_weight: float = 1e-3, dropout: float = 0.0,
                  feedback_grad: bool = True, prior_draws: int = 0, proposal: Proposal = "prior",
                  kl_warmup: int = 0, pushforward: int = 0, noise: float = 0.0, prior_weight: float = 0.0,
-                 fused: bool = True):
+                 fused: bool = True, still_weight: float = 0.0, still_steps: int = 0):
         self.model = model
+        if still_weight and not still_weight >= 1 or still_steps < 0:
+            raise ValueError(f"still_weight={still_weight}, still_steps={still_steps}: expected a cap of 0 (off) or "
+                             "1 or more, and 0 or more steps")
+        # teacher-forced frames' costs weighed by how still they are (still_weights), in full for still_steps steps
+        # (0: the whole run), then fading to the plain cost over as many again
+        self.still_weight, self.still_steps, self.still_share = still_weight, still_steps, 1.0
         # energy: the one step from the amortized guess taken in the training pass's backward (EnergyObjective.fused_latent);
         # more steps, a start from prior draws, no amortized encoder or an l1 energy (whose exact zeros are the
         # proximal step's) infer in separate passes
@@ -241,6 +248,25 @@ class Objective:
         rising linearly over `kl_warmup` steps so the posterior is used before it is priced (the energy's
         `prior_weight` ramps the same way)."""
         self.kl_scale = min(1.0, (step + 1) / self.kl_warmup) if self.kl_warmup else 1.0
+        fade = self.still_steps and max(0, step - self.still_steps)
+        self.still_share = max(0.0, 1.0 - fade / self.still_steps) if fade else 1.0
+
+    def still_weights(self, video: Tensor, context: int) -> Tensor | None:
+        """Each teacher-forced target's weight in the loss (n = b * T, clip-major), or None for the plain cost.
+
+        The clip-mean PSNR that evaluation reports is dominated by near-still clips (copying the last frame
+        scores 30 dB there), where the plain cost, a mean over pixels, asks little: a model that beats copying
+        on moving clips early in training still loses to it in dB. So each target counts in proportion to
+        1 / (MSE of copying its previous frame + STILL_FLOOR), normalized to a mean of 1 over the step's
+        targets and capped at `still_weight`; after `still_steps` the weights fade linearly to 1. A frame's
+        whole energy is scaled, so the z that minimizes it, and what inference finds, do not change."""
+        if not self.still_weight or self.still_share == 0:
+            return None
+        with torch.no_grad():
+            copy = (video[:, context:] - video[:, context - 1:-1]).float().pow(2).mean(dim=(-3, -2, -1)).reshape(-1)
+            inverse = 1 / (copy + STILL_FLOOR)
+            weights = (inverse / inverse.mean()).clamp(max=self.still_weight)
+            return self.still_share * weights + (1 - self.still_share)
 
     def loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
              rollout: bool = False) -> tuple[Tensor, dict, Tensor]:
@@ -509,10 +535,12 @@ class EnergyObjective(Objective):
         sent = self.channel(z, draws.noise)
         logits = model.decode(cond, sent * keep)  # dropped frames use z = 0
         e = energy.reconstruction(logits, target) + energy.penalty(z * keep)  # (n,) R priced on z*, not on its noise
+        weights = self.still_weights(video, context)  # (the stats below report the plain energy)
+        weighted = e if weights is None else e * weights
         prior_nll = model.prior.nll(cond.h.detach(), self.channel(z_star, draws.noise).detach()).mean() / model.z_dim
         joint = self.joint_prior(cond.h, sent, keep)
         pull = 0.0 if encoder_loss is None else self.encoder_weight * encoder_loss  # (fused: in the backward)
-        loss = e.mean() + pull + prior_nll + joint.mean()
+        loss = weighted.mean() + pull + prior_nll + joint.mean()
         stats = {
             "loss": loss.item(),
             "energy": e.mean().item(),
@@ -611,7 +639,9 @@ class VAEObjective(Objective):
         logits = model.decode(cond, z)
         cost = energy.reconstruction(logits, target)  # (n,)
         kl = gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p)  # (n,) nats per frame
-        loss = cost.mean() + self.kl_weight * self.kl_scale * kl.mean()
+        weights = self.still_weights(video, context)  # a frame's whole loss, cost and KL: the posterior it asks for stays
+        frame_loss = cost + self.kl_weight * self.kl_scale * kl
+        loss = (frame_loss if weights is None else frame_loss * weights).mean()
         stats = {"loss": loss.item(), "energy": cost.mean().item(), "kl": kl.mean().item(),
                  "latent_norm": z.norm(dim=1).mean().item(), "posterior_sigma": log_sigma_q.exp().mean().item(),
                  "prior_sigma": log_sigma_p.exp().mean().item(), "out_mean": torch.sigmoid(logits).mean().item(),
@@ -672,8 +702,9 @@ class DeterministicObjective(Objective):
         z = target.new_zeros(target.shape[0], model.z_dim)
         logits = model.decode(cond, z)
         cost = energy.reconstruction(logits, target)  # (n,)
-        loss = cost.mean()
-        stats = {"loss": loss.item(), "energy": loss.item(), "out_mean": torch.sigmoid(logits).mean().item(),
+        weights = self.still_weights(video, context)
+        loss = cost.mean() if weights is None else (cost * weights).mean()
+        stats = {"loss": loss.item(), "energy": cost.mean().item(), "out_mean": torch.sigmoid(logits).mean().item(),
                  "target_mean": target.mean().item()}
         return loss, stats, z
 
