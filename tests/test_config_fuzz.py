@@ -55,7 +55,7 @@ def small_enough(cfg: Config) -> bool:
     return (cfg.data.size <= 64 and max(cfg.model.widths) <= 256 and len(cfg.model.widths) <= 4
             and cfg.latent.dim <= 512 and cfg.prior.components <= 64 and cfg.model.blocks <= 8
             and cfg.model.kernel <= 15 and cfg.data.frames <= 64 and cfg.data.objects <= 16
-            and cfg.data.sprite_max <= 64)
+            and cfg.data.sprite_max <= 64 and cfg.model.content <= 1024)
 
 
 def builds(cfg: Config) -> None:
