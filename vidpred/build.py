@@ -110,9 +110,14 @@ def run_home(path: str | Path) -> Path:
     return path if is_export(path) else path.parent.parent
 
 
-def load_predictor(path: str | Path, device: str | torch.device = "cpu"):
+WEIGHTS = ("average", "raw")
+
+
+def load_predictor(path: str | Path, device: str | torch.device = "cpu", weights: str = "average"):
     """(model in eval mode, its config, its latent bank, the raw checkpoint) from a checkpoint file
-    or a folder that `vidpred export` wrote."""
+    or a folder that `vidpred export` wrote. A run trained with --ema saved a weight average beside
+    its weights: `weights="average"` loads it (where there is none, the weights), `"raw"` the weights.
+    The returned state's "weights" says which were loaded ("average" or "raw")."""
     from .export import is_export, read_export
 
     state = read_export(path) if is_export(path) else load_checkpoint(path)
@@ -120,9 +125,16 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu"):
         cfg = saved_config(state["config"], source=f"config saved in {path}")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights={weights!r}: expected one of {', '.join(WEIGHTS)}")
+    if weights == "raw" and state.get("weights") == "average":  # an export of an --ema run
+        raise CheckpointError(f"{path} holds only the weight average of an --ema run (export keeps the weights "
+                              f"evaluation uses); its raw weights are in the checkpoint it was exported from")
+    averaged = weights == "average" and ("ema" in state or state.get("weights") == "average")
+    state["weights"] = "average" if averaged else "raw"
     model = build_model(cfg)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["ema"] if averaged and "ema" in state else state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not fit the model its config describes "
                               f"(saved by another version of vidpred?): {mismatch_detail(e)}") from None

@@ -70,12 +70,16 @@ def fitted_copy(bank: LatentBank) -> LatentBank:
     return copy
 
 
-def training_state(model, optimizer, bank: LatentBank, config: dict, step: int, progress: dict) -> dict:
+def training_state(model, optimizer, bank: LatentBank, config: dict, step: int, progress: dict, average=None) -> dict:
     """Everything a run needs to go on exactly where it stopped: weights, optimizer, the step, the
-    torch RNG, the config as plain data, the latent bank, and `progress` (plain data the loop keeps)."""
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "config": config, "prior": fitted_copy(bank).state_dict(),
-            "rng": {"torch": torch.get_rng_state()}, "progress": dict(progress)}
+    torch RNG, the config as plain data, the latent bank, `progress` (plain data the loop keeps) and,
+    under --ema, the weight average (`ema`, which evaluation loads instead of `model`)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "config": config, "prior": fitted_copy(bank).state_dict(),
+             "rng": {"torch": torch.get_rng_state()}, "progress": dict(progress)}
+    if average is not None:
+        state["ema"] = average.state_dict()
+    return state
 
 
 EXPECTED = "expected a checkpoint that vidpred's train.py writes (a torch zip archive of tensors and plain data: model, config, prior, step)"

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .build import build_objective, build_source, load_predictor, run_home
+from .build import WEIGHTS, build_objective, build_source, load_predictor, run_home
 from .choices import PriorKind
 from .config import ConfigError, DataConfig, check_device, check_numbers, parse_overrides, set_key, to_dict
 from .distributed import Ranks, gather_objects, local_first, setup, teardown
@@ -61,6 +61,7 @@ class EvalConfig:
     show_samples: int = 4  # sampled futures drawn per clip, besides the truth, z = 0 and the best
     video: str = "mp4"  # mp4 | gif | none: the side-by-side video of the shown clips
     device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N
+    weights: str = "average"  # average | raw: a run trained with --ema saved a weight average; evaluate it (where there is none, the weights) or the raw weights
     lpips: str = ""  # LPIPS weights file (AlexNet or VGG16 trunk + linear layers, docs/PROTOCOL.md); empty: no LPIPS
     fvd: str = ""  # I3D Kinetics-400 weights file (pytorch-i3d rgb_imagenet.pt, docs/PROTOCOL.md); empty: no FVD
 
@@ -84,6 +85,8 @@ def parse_eval_args(argv: list[str]) -> tuple[EvalConfig, dict[str, str]]:
     check_numbers(ecfg, positive=("samples", "context", "horizon", "clips"),
                   nonneg=("batch", "rollout_batch", "show", "show_samples"))
     check_device(ecfg.device)
+    if ecfg.weights not in WEIGHTS:
+        raise ConfigError(f"weights={ecfg.weights}: expected one of {', '.join(WEIGHTS)}")
     if ecfg.video not in VIDEO_FORMATS:
         raise ConfigError(f"video={ecfg.video!r}: expected one of {', '.join(VIDEO_FORMATS)}")
     return ecfg, data_overrides
@@ -131,15 +134,16 @@ def summarize(per_metric: dict[str, Tensor]) -> dict:
 
 
 def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, step: int, *,
-                      lpips: LPIPS | None = None) -> dict:
+                      lpips: LPIPS | None = None, weights: str = "raw") -> dict:
     """The protocol block of metrics.json: the numbers that define it and what each group means; with
-    --lpips/--fvd, what those measure and the weights they used (path and SHA-256, so a figure names them)."""
+    --lpips/--fvd, what those measure and the weights they used (path and SHA-256, so a figure names them);
+    `weights`: the model's weights scored, "average" (a run trained with --ema) or "raw"."""
     protocol = {
         "name": f"best of K = {ecfg.samples}, {ecfg.context} -> {ecfg.horizon} frames (SRVP/SAVP; SVG variant "
                 f"beside it)",
         "context": ecfg.context, "horizon": ecfg.horizon, "samples": ecfg.samples, "clips": ecfg.clips,
         "data": to_dict(data), "split": "test", "seed": ecfg.seed, "prior": prior,
-        "checkpoint": str(ecfg.ckpt), "checkpoint_step": step,
+        "checkpoint": str(ecfg.ckpt), "checkpoint_step": step, "model_weights": weights,
         "metrics": {
             "psnr": f"per frame, data_range 1, 10 log10(1 / MSE), capped at {PSNR_CAP_DB:g} dB",
             "ssim": f"per frame, Gaussian window {SSIM_WINDOW} (sigma 1.5), data_range 1, population "
@@ -229,7 +233,7 @@ def evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None = None) -> 
 def _evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None, ranks: Ranks) -> dict:
     began = time.perf_counter()
     device = ranks.device
-    model, cfg, bank, state = load_predictor(ecfg.ckpt, device)
+    model, cfg, bank, state = load_predictor(ecfg.ckpt, device, weights=ecfg.weights)
     objective = build_objective(cfg, model)
     data = dataclasses.replace(cfg.data)
     for key, value in (data_overrides or {}).items():
@@ -306,7 +310,8 @@ def _evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None, ranks: Ra
                                                  for k in ("diversity", "covered", "fvd_real", "fvd_sampled"))
     merged = {g: {m: torch.cat(v) for m, v in per.items()} for g, per in per_frame.items()}
     metrics = {
-        "protocol": describe_protocol(ecfg, data, prior, int(state["step"]), lpips=lpips),
+        "protocol": describe_protocol(ecfg, data, prior, int(state["step"]), lpips=lpips,
+                                      weights=state["weights"]),
         **{g: summarize(merged[g]) for g in GROUPS},
         "floors": {g: summarize(merged[g]) for g in FLOORS},
     }

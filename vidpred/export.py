@@ -1,10 +1,11 @@
 """Share a trained model: `vidpred export --ckpt=PATH --out=FOLDER` writes a folder a colleague loads
 with `vidpred.load(FOLDER)`, no training state and no pickle in it:
 
-    model.safetensors   the weights (the model's state dict)
+    model.safetensors   the weights (the model's state dict; of a run trained with --ema, the weight average)
     prior.safetensors   the latent bank and its fitted distribution (what `bank` / `fitted` sampling draws)
     config.json         the run's full configuration (plain JSON, the same as the run folder's)
-    vidpred.json        the format, the training step, the sparsity weight training ended with, the bank's counters
+    vidpred.json        the format, the training step, the sparsity weight training ended with, the bank's counters,
+                        which weights model.safetensors holds ("average" or "raw")
     metrics.json        the evaluation of the model, when there is one (the run's eval/metrics.json, or --metrics)
     README.md           a model card: what it is, what it was trained on, how it scores, how to load it
 
@@ -51,11 +52,12 @@ def export(ckpt: str | Path, out: str | Path, *, metrics: str | Path | None = No
         raise CheckpointError(f"metrics file not found: {metrics}")
     scores = json.loads(Path(metrics).read_text()) if metrics is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous().cpu() for k, v in state["model"].items()}
+    chosen = state.get("ema", state["model"])  # under --ema the average is the model evaluation uses
+    weights = {k: v.detach().contiguous().cpu() for k, v in chosen.items()}
     prior = {k: state["prior"][k].contiguous().cpu() for k in PRIOR_TENSORS}
     info = {"format": FORMAT, "step": int(state["step"]), "l1": state.get("progress", {}).get("l1"),
             "prior": {"seen": int(state["prior"]["seen"]), "capacity": int(state["prior"]["capacity"])},
-            "exported_from": str(ckpt)}
+            "exported_from": str(ckpt), "weights": "average" if "ema" in state else "raw"}
     texts = {"config.json": json.dumps(state["config"], indent=2) + "\n", "vidpred.json": json.dumps(info, indent=2) + "\n",
              "README.md": model_card(state, scores)}
     if scores is not None:
@@ -101,7 +103,8 @@ def read_export(folder: str | Path) -> dict:
         raise CheckpointError(f"{folder / 'prior.safetensors'} lacks {', '.join(missing)}")
     prior.update(seen=info["prior"]["seen"], capacity=info["prior"]["capacity"])
     progress = {} if info.get("l1") is None else {"l1": info["l1"]}
-    return {"model": model, "config": config, "prior": prior, "step": int(info["step"]), "progress": progress}
+    return {"model": model, "config": config, "prior": prior, "step": int(info["step"]), "progress": progress,
+            "weights": info.get("weights", "raw")}
 
 
 def model_card(state: dict, scores: dict | None) -> str:

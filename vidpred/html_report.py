@@ -71,7 +71,8 @@ def _protocol_list(p: dict) -> str:
              ("clips", f"{p['clips']} ({p['split']} split)"), ("data", f"{data['kind']}: " + ", ".join(
                  f"{k}={v}" for k, v in data.items() if k != "kind")),
              ("seed", p["seed"]), ("prior", p["prior"]),
-             ("checkpoint", f"{p['checkpoint']} (step {p['checkpoint_step']})")]
+             ("checkpoint", f"{p['checkpoint']} (step {p['checkpoint_step']}"
+                                f"{', weight average' if p.get('model_weights') == 'average' else ''})")]
     for name, w in p.get("weights", {}).items():
         items.append((f"{name.upper()} weights", f"{w['path']} (sha256 {w['sha256']})"))
     return '<dl class="protocol">\n' + "\n".join(

@@ -25,6 +25,7 @@ import math
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .averaging import WeightAverage
 from .build import build_energy, build_model, build_objective, build_source
 from .checkpoint import CheckpointError, fitted_copy, last_good, load_checkpoint, mismatch_detail, save_checkpoint, training_state
 from .config import Config, config_changes, to_dict
@@ -220,6 +222,7 @@ class _Run:
         self.model = build_model(cfg).to(self.device)
         self.objective = build_objective(cfg, self.model)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.head_lr), lr=cfg.lr, weight_decay=0.0)
+        self.average = WeightAverage(self.model, cfg.ema) if cfg.ema else None  # --ema: from the initial weights
         self.bank = LatentBank(cfg.latent.dim, cfg.prior.bank)
         self.state = RunState(l1=cfg.latent.l1)
         self.tracker: Tracker | None = None
@@ -255,6 +258,10 @@ class _Run:
         barrier(self.ranks)
         return self.last_path
 
+    def averaged(self):
+        """Within the block the model holds the weights evaluation will use: the average under --ema."""
+        return self.average.applied(self.model) if self.average is not None else nullcontext()
+
     # --- the parts of a run, in the order they happen ----------------------------------------------
 
     def say(self, line: str) -> None:
@@ -279,6 +286,16 @@ class _Run:
         for group in self.optimizer.param_groups[1:]:  # a changed head_lr (say 0.1 -> 0.3) holds from here on
             group["lr_share"] = self.cfg.head_lr
         self.bank = LatentBank.from_state_dict(saved["prior"])
+        if self.average is not None:
+            if "ema" in saved:
+                try:
+                    self.average.load_state_dict(saved["ema"])
+                except ValueError as e:
+                    raise CheckpointError(f"{self.last_path}: {e}") from None
+            else:  # --ema turned on when resuming: the average can only start here
+                self.average = WeightAverage(self.model, self.cfg.ema)
+                self.say(f"{self.last_path} holds no weight average: --ema={self.cfg.ema} starts it from the weights "
+                         f"of step {saved['step']}")
         torch.set_rng_state(saved["rng"]["torch"])
         for key, value in saved.get("progress", {}).items():
             setattr(self.state, key, value)
@@ -392,6 +409,8 @@ class _Run:
         if self.model.prior is not None:  # (the deterministic baseline has no prior)
             torch.nn.utils.clip_grad_norm_(self.model.prior.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.model)
         self.bank.add(gather_rows(kept.detach(), ranks))
         if self.steered:  # the same on every rank: stats are shared
             state.l1 = steer_sparsity(state.l1, stats["latent_active"], floor=cfg.latent.min_active, cap=cfg.latent.l1)
@@ -403,9 +422,10 @@ class _Run:
         cfg, state = self.cfg, self.state
         if not cfg.val_every or not (done % cfg.val_every == 0 or done == cfg.steps):
             return False
-        sums = sum_over_ranks(validation_energy(
-            self.objective, self.val_source, self.val_indices, context=cfg.context, energy=build_energy(cfg),
-            batch_size=cfg.batch_size, rollout=cfg.rollout, device=self.device), self.ranks)
+        with self.averaged():
+            sums = sum_over_ranks(validation_energy(
+                self.objective, self.val_source, self.val_indices, context=cfg.context, energy=build_energy(cfg),
+                batch_size=cfg.batch_size, rollout=cfg.rollout, device=self.device), self.ranks)
         energy = (sums[0] / sums[3]).item()
         improved = energy < state.best_energy
         if improved:
@@ -417,16 +437,18 @@ class _Run:
     def preview(self, done: int, images: dict, videos: dict) -> dict:
         cfg = self.cfg
         shown = torch.stack([self.val_source[i] for i in range(min(self.n_val, PREVIEW_CLIPS))]).to(self.device)
-        metrics, images["samples"], videos["futures"] = preview(
-            self.objective, shown, context=cfg.context, prior=cfg.prior.kind, bank=fitted_copy(self.bank),
-            seed=cfg.seed, folder=cfg.out_dir / "media", step=done)
+        with self.averaged():
+            metrics, images["samples"], videos["futures"] = preview(
+                self.objective, shown, context=cfg.context, prior=cfg.prior.kind, bank=fitted_copy(self.bank),
+                seed=cfg.seed, folder=cfg.out_dir / "media", step=done)
         return metrics
 
     def checkpoint(self, done: int, *, last: bool, best: bool) -> None:
         """Save last.pt (when `last`) and best.pt (when `best`) at step `done`; the main rank saves."""
         if not self.main or not (last or best):
             return
-        state = training_state(self.model, self.optimizer, self.bank, to_dict(self.cfg), done, self.state.progress())
+        state = training_state(self.model, self.optimizer, self.bank, to_dict(self.cfg), done, self.state.progress(),
+                               average=self.average)
         if last:
             self.state.saved = _save(self.last_path, state, self.model, done, self.state.saved)
         if best:
@@ -453,8 +475,10 @@ class _Run:
     def finish(self) -> None:
         """The last step's checkpoint, with the latent bank refilled by the final model."""
         cfg, state = self.cfg, self.state
-        bank = refit_prior(self.objective, cfg, self.device, l1=state.l1)
-        saved = training_state(self.model, self.optimizer, bank, to_dict(cfg), cfg.steps, state.progress())
+        with self.averaged():  # the bank's z* are those of the weights that evaluation will use
+            bank = refit_prior(self.objective, cfg, self.device, l1=state.l1)
+        saved = training_state(self.model, self.optimizer, bank, to_dict(cfg), cfg.steps, state.progress(),
+                               average=self.average)
         _save(self.last_path, saved, self.model, cfg.steps, state.saved)
         if self.best_pending:
             _save(self.best_path, saved, self.model, cfg.steps, state.saved)
