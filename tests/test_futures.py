@@ -27,12 +27,14 @@ def small(*, perturb: bool = False, kind: str = "energy", chained: bool = False,
     return model
 
 
-@pytest.mark.parametrize("recurrent, output", [(True, "pixels"), (False, "kernels"), (True, "kernels"),
-                                               (False, "splat"), (True, "splat")])
-def test_teacher_forcing_replays_a_rollout_on_its_own_frames(recurrent, output):
+@pytest.mark.parametrize("recurrent, output, generate", [(True, "pixels", True), (False, "kernels", True),
+                                                         (True, "kernels", True), (False, "kernels", False),
+                                                         (False, "splat", True), (True, "splat", True),
+                                                         (True, "splat", False)])
+def test_teacher_forcing_replays_a_rollout_on_its_own_frames(recurrent, output, generate):
     """The batched teacher-forced path and the step-by-step rollout are one model: fed the rollout's
     own frames as truth, teacher forcing reproduces its logits (the recurrent memory included)."""
-    model = small(recurrent=recurrent, output=output, perturb=True)
+    model = small(recurrent=recurrent, output=output, generate=generate, perturb=True)
     context = torch.rand(2, 4, 1, 16, 16)
     z = torch.randn(2, 5, 3)
     frames, _ = model.rollout(context, horizon=5, draw_z=lambda h, k: z[:, k])
@@ -153,6 +155,41 @@ def test_sharp_kernels_start_as_an_exact_copy_never_blend_and_pass_gradients_to_
     F.binary_cross_entropy_with_logits(sharp.move(last, features, generated), target).backward()
     assert sharp.taps.weight.grad.abs().sum() > 0 and sharp.mask.weight.grad.abs().sum() > 0
     assert (sharp.taps.bias.grad != 0).sum() > 1  # not only the chosen tap's
+
+
+@pytest.mark.parametrize("output", ["kernels", "splat"])
+def test_without_a_generated_branch_every_pixel_is_moved_and_every_weight_learns(output):
+    """model.generate=false: no mask, no generated pixels; the output is the moved last frame alone
+    (kernels: untrained, the copy with its 1% leak; far from content exactly dark, not the generated
+    branch's grey), and a training step reaches every parameter (none left unused, as DDP requires)."""
+    torch.manual_seed(0)
+    dec = Decoder(channels=1, widths=(8, 16), z_dim=3, skip_frames=1, output=output, kernel=5, generate=False)
+    assert dec.mask is None and dec.out is None
+    assert not any(name.startswith(("mask.", "out.")) for name, _ in dec.named_parameters())
+    last = torch.zeros(2, 1, 16, 16)
+    last[:, :, 4:8, 5:9] = 1.0
+    features = torch.randn(2, 8, 16, 16)
+    if output == "kernels":
+        p = torch.sigmoid(dec.move(last, features, None))
+        assert torch.allclose(p, last, atol=0.011)  # the copy start, 99% on the centre tap
+        assert p[0, 0, 12, 12].item() < 1e-3  # with a generated branch: (1 - 0.993) x sigmoid(-3) = 3e-4 more
+        with torch.no_grad():  # one-hot taps: one row up and two columns left, everywhere
+            dec.taps.bias.zero_()
+            dec.taps.bias[(2 - 1) * 5 + (2 - 2)] = 60.0
+        expected = torch.zeros_like(last)
+        expected[:, :, 5:9, 7:11] = 1.0
+        assert torch.allclose(torch.sigmoid(dec.move(last, torch.zeros_like(features), None)), expected, atol=2e-3)
+    model = small(output=output, kernel=5, generate=False).train()
+    assert model.decoder.out is None
+    cond, target = model.teacher_forced_pairs(square(5, velocity=(1, 1)), context=3)
+    Energy()(model.decode(cond, torch.randn(2, 3)), target, torch.zeros(2, 3)).sum().backward()
+    unused = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is None}
+    assert unused == {"latent_encoder", "prior"}  # the heads that decoding does not read (inference and sampling do)
+    with pytest.raises(ConfigError, match="model.generate=false needs model.decoder=kernels or splat"):
+        parse_args(["--model.generate=false"])
+    assert not parse_args(["--model.generate=false", f"--model.decoder={output}"]).model.generate
+    with pytest.raises(ValueError, match="generate=False leaves the pixels decoder nothing to output"):
+        Decoder(channels=1, widths=(8, 16), z_dim=3, output="pixels", generate=False)
 
 
 def test_sharp_needs_a_decoder_that_moves_pixels():

@@ -75,6 +75,7 @@ class ModelConfig:
     decoder: DecoderOutput = "pixels"  # pixels (generated) | kernels (per-pixel kernels move the last frame, a mask adds generated pixels)
     kernel: int = 7  # decoder=kernels|splat: side of the per-pixel kernels (moves up to kernel // 2 pixels a frame)
     sharp: bool = False  # decoder=splat or kernels: each pixel moves by its likeliest displacement (kernels: copies its likeliest source), never a blend
+    generate: bool = True  # decoder=splat or kernels: a generated branch, handed the pixels a mask takes from the moved frame; false: every pixel is moved from the last frame
 
 
 @dataclass
@@ -257,6 +258,8 @@ def validate(cfg: Config) -> Config:
     if cfg.model.sharp and cfg.model.decoder == "pixels":
         raise ConfigError("model.sharp=true needs model.decoder=kernels or splat: it picks one source pixel per output pixel, "
                           "and the pixels decoder moves none")
+    if not cfg.model.generate and cfg.model.decoder == "pixels":
+        raise ConfigError("model.generate=false needs model.decoder=kernels or splat: the pixels decoder only generates")
     levels = len(cfg.model.widths) - 1
     if cfg.data.size % (2 ** levels):
         raise ConfigError(f"data.size={cfg.data.size} must be divisible by 2^{levels} "

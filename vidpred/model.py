@@ -86,11 +86,11 @@ def straight_through(soft: Tensor, hard: Tensor) -> Tensor:
     return soft + (hard - soft).detach()
 
 
-def sharpen(chances: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def sharpen(chances: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """`model.sharp`: in the forward pass the likeliest of `chances` (one-hot over dim 1) and the mask
     rounded to 0 or 1; in the backward pass the soft ones (straight-through)."""
     likeliest = torch.zeros_like(chances).scatter_(1, chances.argmax(1, keepdim=True), 1.0)
-    return straight_through(chances, likeliest), straight_through(mask, (mask > 0.5).to(mask))
+    return straight_through(chances, likeliest), None if mask is None else straight_through(mask, (mask > 0.5).to(mask))
 
 
 @torch.no_grad()
@@ -231,12 +231,14 @@ class Decoder(nn.Module):
 
     def __init__(self, *, channels: int, widths: tuple[int, ...], z_dim: int, skip_frames: int = 1,
                  output: DecoderOutput = "pixels", kernel: int = 7, sharp: bool = False, content: int = 0,
-                 recall: bool = False):
+                 recall: bool = False, generate: bool = True):
         super().__init__()
         check_choice("output", output, DecoderOutput)
+        if not generate and output == "pixels":
+            raise ValueError("generate=False leaves the pixels decoder nothing to output: it needs output='kernels' or 'splat'")
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"kernel={kernel}: expected an odd size >= 1")
-        self.output, self.kernel, self.sharp = output, kernel, sharp
+        self.output, self.kernel, self.sharp, self.generate = output, kernel, sharp, generate
         top = widths[-1]
         self.inject = nn.Sequential(conv_norm_act(top + z_dim + content, top), conv_norm_act(top, top))
         self.recall = Recall(top) if recall else None
@@ -247,26 +249,29 @@ class Decoder(nn.Module):
             self.ups.append(nn.Sequential(nn.ConvTranspose2d(w_in, w_out, 4, 2, 1), norm(w_out), act()))
             self.refines.append(conv_norm_act(w_out, w_out))
             self.skip_fuses.append(nn.Conv2d(skip_frames * w_out, w_out, 1) if skip_frames > 1 else nn.Identity())
-        self.out = nn.Conv2d(widths[0], channels, 3, 1, 1)
-        # Start from a dark, uncertain frame: zero weights, bias at the logit of a mostly-black image.
-        nn.init.zeros_(self.out.weight)
-        nn.init.constant_(self.out.bias, -3.0)
+        # The generated pixels (the whole frame for output=pixels; with a moving decoder, what its mask
+        # hands them). Start from a dark, uncertain frame: zero weights, bias at the logit of a mostly-black image.
+        self.out = nn.Conv2d(widths[0], channels, 3, 1, 1) if generate else None
+        if generate:
+            nn.init.zeros_(self.out.weight)
+            nn.init.constant_(self.out.bias, -3.0)
         if output == "splat":
             # per pixel of the last frame, logits over the displacements it may move by: learned features
             # plus -scale x the motion cost of each displacement (motion_costs), so that before any
             # training every pixel continues the motion it showed between the last two frames
             self.taps = nn.Conv2d(widths[0], kernel * kernel, 3, 1, 1)
             self.motion_scale = nn.Parameter(torch.tensor(math.log(50.0)))
-            self.mask = nn.Conv2d(widths[0], 1, 3, 1, 1)  # per output pixel: moved (1) or generated (0)
+            self.mask = nn.Conv2d(widths[0], 1, 3, 1, 1) if generate else None  # per output pixel: moved (1) or generated (0)
             nn.init.zeros_(self.taps.weight)
             with torch.no_grad():
                 self.taps.bias.zero_()
                 self.taps.bias[kernel * kernel // 2] = 1.0  # ties (a uniform region) stay where they are
-            nn.init.zeros_(self.mask.weight)
-            nn.init.constant_(self.mask.bias, 3.0)
+            if generate:
+                nn.init.zeros_(self.mask.weight)
+                nn.init.constant_(self.mask.bias, 3.0)
         if output == "kernels":
             self.taps = nn.Conv2d(widths[0], kernel * kernel, 3, 1, 1)  # per-pixel kernel over the last frame
-            self.mask = nn.Conv2d(widths[0], 1, 3, 1, 1)  # per pixel: moved (1) or generated (0)
+            self.mask = nn.Conv2d(widths[0], 1, 3, 1, 1) if generate else None  # per pixel: moved (1) or generated (0)
             # Start as a copy of the last frame, the copy-last-frame floor (99% of the weight on the centre tap,
             # 99.3% moved pixels), so that the untrained model already scores that floor on real video and
             # training moves pixels from there. (Until stop 28 the start was a blur: centre tap e^5 / (e^5 + k² - 1),
@@ -277,8 +282,9 @@ class Decoder(nn.Module):
                 self.taps.bias.zero_()
                 if kernel > 1:  # (a 1 x 1 kernel has one tap, the copy, whatever its logit)
                     self.taps.bias[kernel * kernel // 2] = math.log(COPY_WEIGHT / (1 - COPY_WEIGHT) * (kernel * kernel - 1))
-            nn.init.zeros_(self.mask.weight)
-            nn.init.constant_(self.mask.bias, 5.0)
+            if generate:
+                nn.init.zeros_(self.mask.weight)
+                nn.init.constant_(self.mask.bias, 5.0)
 
     def forward(self, h: Tensor, z: Tensor, skips: list[Tensor], last: Tensor | None = None,
                 motion: Tensor | None = None, content: Tensor | None = None, keys_values: Tensor | None = None) -> Tensor:
@@ -291,14 +297,14 @@ class Decoder(nn.Module):
         # skips[-1] is the bottleneck itself, already inside h; add the finer ones on the way up
         for up, refine, fuse, skip in zip(self.ups, self.refines, self.skip_fuses, skips[-2::-1]):
             x = refine(up(x) + fuse(skip))
-        generated = self.out(x)
+        generated = self.out(x) if self.generate else None
         if self.output == "pixels":
             return generated
         if self.output == "splat":
             return self.splat(last, motion, x, generated)
         return self.move(last, x, generated)
 
-    def splat(self, last: Tensor, motion: Tensor, x: Tensor, generated: Tensor) -> Tensor:
+    def splat(self, last: Tensor, motion: Tensor, x: Tensor, generated: Tensor | None) -> Tensor:
         """Logits of m · S(last) + (1 - m) · sigmoid(generated), S moving every pixel forward.
 
         Forward warping by per-pixel kernels (softmax splatting, Niklaus & Liu 2020; the transpose
@@ -314,15 +320,14 @@ class Decoder(nn.Module):
         k = self.kernel
         logits = self.taps(x).contiguous() - self.motion_scale.exp() * motion  # (n, k², H, W) over displacements d_j
         chances = logits.softmax(dim=1)
-        mask = torch.sigmoid(self.mask(x))  # (n, 1, H, W)
+        mask = self.moved_share(x)
         if self.sharp:  # forward: each pixel takes its likeliest displacement and branch; backward: the soft ones
             chances, mask = sharpen(chances, mask)
         sent = chances[:, None] * last.contiguous()[:, :, None]  # (n, c, k², H, W): q's value sent by d_j
         moved = F.fold(sent.reshape(n, c * k * k, hh * ww), (hh, ww), k, padding=k // 2)  # arrives at q + d_j
-        pixels = mask * moved.clamp(max=1.0) + (1 - mask) * torch.sigmoid(generated)
-        return torch.logit(MOVED_EPS + (1 - 2 * MOVED_EPS) * pixels)
+        return self.blend(moved.clamp(max=1.0), mask, generated)
 
-    def move(self, last: Tensor, x: Tensor, generated: Tensor) -> Tensor:
+    def move(self, last: Tensor, x: Tensor, generated: Tensor | None) -> Tensor:
         """Logits of m · K_p * last + (1 - m) · sigmoid(generated) (DNA, Finn et al. 2016).
 
         Each output pixel p is a convex combination of the last frame's pixels in the k x k window
@@ -332,16 +337,28 @@ class Decoder(nn.Module):
         (what appears, what was hidden) to the generated branch. With `sharp` the forward pass
         takes each pixel's likeliest tap and branch (the start is then an exact copy of the last
         frame, and nothing is ever blended); gradients are the soft mix's (straight-through).
+        Without a generated branch (`generate=False`, `generated` None) every pixel is moved: in its first
+        hundred steps on camera clips the branch is still a blur that the mask mixes into scenes the copy
+        gets right, and without it the model stays at or over the copy of the last frame (bench/README.md).
         """
         n, c, hh, ww = last.shape
         k = self.kernel
         taps = self.taps(x).softmax(dim=1)  # (n, k*k, H, W)
-        mask = torch.sigmoid(self.mask(x))  # (n, 1, H, W)
+        mask = self.moved_share(x)
         if self.sharp:  # forward: each pixel copies its likeliest source pixel, or is generated; backward: the soft mix
             taps, mask = sharpen(taps, mask)
         patches = F.unfold(last, k, padding=k // 2).view(n, c, k * k, hh, ww)  # neighbours of every pixel
         moved = torch.einsum("nckhw,nkhw->nchw", patches, taps)
-        pixels = mask * moved + (1 - mask) * torch.sigmoid(generated)
+        return self.blend(moved, mask, generated)
+
+    def moved_share(self, x: Tensor) -> Tensor | None:
+        """The mask m (n, 1, H, W): per pixel, the share moved from the last frame; None without a generated branch."""
+        return torch.sigmoid(self.mask(x)) if self.generate else None
+
+    @staticmethod
+    def blend(moved: Tensor, mask: Tensor | None, generated: Tensor | None) -> Tensor:
+        """Logits of m · moved + (1 - m) · sigmoid(generated), or of `moved` alone without a generated branch."""
+        pixels = moved if mask is None else mask * moved + (1 - mask) * torch.sigmoid(generated)
         # back to logits (the energy's cost reads logits); eps keeps log(0) out of the BCE
         return torch.logit(MOVED_EPS + (1 - 2 * MOVED_EPS) * pixels)
 
@@ -509,7 +526,7 @@ class VideoPredictor(nn.Module):
     def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
                  window: int = 3, blocks: int = 1, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
                  skips: SkipSource = "recent", recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7,
-                 sharp: bool = False, content: int = 0, recall: bool = False):
+                 sharp: bool = False, content: int = 0, recall: bool = False, generate: bool = True):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
@@ -523,7 +540,7 @@ class VideoPredictor(nn.Module):
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks, recurrent=recurrent)
         self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim,
                                skip_frames=2 * skip_frames if skips == "both" else skip_frames,
-                               output=output, kernel=kernel, sharp=sharp, content=content, recall=recall)
+                               output=output, kernel=kernel, sharp=sharp, content=content, recall=recall, generate=generate)
         # The content code (DrNet, SRVP): what the context's objects look like, wherever they are: the
         # bottleneck features of the context frames the state reads, pooled over space (mean and max) and
         # time, then a linear map; it reaches the decoder beside z for every predicted frame.
