@@ -25,13 +25,14 @@ class WeightAverage:
             raise ValueError(f"decay={decay}: expected a number in (0, 1), e.g. 0.99")
         self.decay = decay
         self.values: dict[str, Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.floats = [k for k, v in self.values.items() if v.is_floating_point()]  # averaged; the rest copied
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """One step: every floating-point entry moves (1 - decay) of the way to the model's."""
         current = model.state_dict()
-        floats = [k for k, v in self.values.items() if v.is_floating_point()]
-        torch._foreach_lerp_([self.values[k] for k in floats], [current[k].detach() for k in floats], 1.0 - self.decay)
+        torch._foreach_lerp_([self.values[k] for k in self.floats], [current[k].detach() for k in self.floats],
+                             1.0 - self.decay)
         for k, v in self.values.items():
             if not v.is_floating_point():
                 v.copy_(current[k])

@@ -86,6 +86,14 @@ def straight_through(soft: Tensor, hard: Tensor) -> Tensor:
     return soft + (hard - soft).detach()
 
 
+def constant_head(c_in: int, c_out: int, bias: float) -> nn.Conv2d:
+    """A 3x3 convolution that starts by outputting `bias` everywhere, whatever it reads (zero weights)."""
+    conv = nn.Conv2d(c_in, c_out, 3, 1, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.constant_(conv.bias, bias)
+    return conv
+
+
 def sharpen(chances: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """`model.sharp`: in the forward pass the likeliest of `chances` (one-hot over dim 1) and the mask
     rounded to 0 or 1; in the backward pass the soft ones (straight-through)."""
@@ -251,27 +259,21 @@ class Decoder(nn.Module):
             self.skip_fuses.append(nn.Conv2d(skip_frames * w_out, w_out, 1) if skip_frames > 1 else nn.Identity())
         # The generated pixels (the whole frame for output=pixels; with a moving decoder, what its mask
         # hands them). Start from a dark, uncertain frame: zero weights, bias at the logit of a mostly-black image.
-        self.out = nn.Conv2d(widths[0], channels, 3, 1, 1) if generate else None
-        if generate:
-            nn.init.zeros_(self.out.weight)
-            nn.init.constant_(self.out.bias, -3.0)
+        self.out = constant_head(widths[0], channels, -3.0) if generate else None
         if output == "splat":
             # per pixel of the last frame, logits over the displacements it may move by: learned features
             # plus -scale x the motion cost of each displacement (motion_costs), so that before any
             # training every pixel continues the motion it showed between the last two frames
             self.taps = nn.Conv2d(widths[0], kernel * kernel, 3, 1, 1)
             self.motion_scale = nn.Parameter(torch.tensor(math.log(50.0)))
-            self.mask = nn.Conv2d(widths[0], 1, 3, 1, 1) if generate else None  # per output pixel: moved (1) or generated (0)
+            self.mask = constant_head(widths[0], 1, 3.0) if generate else None  # per output pixel: moved (1) or generated (0)
             nn.init.zeros_(self.taps.weight)
             with torch.no_grad():
                 self.taps.bias.zero_()
                 self.taps.bias[kernel * kernel // 2] = 1.0  # ties (a uniform region) stay where they are
-            if generate:
-                nn.init.zeros_(self.mask.weight)
-                nn.init.constant_(self.mask.bias, 3.0)
         if output == "kernels":
             self.taps = nn.Conv2d(widths[0], kernel * kernel, 3, 1, 1)  # per-pixel kernel over the last frame
-            self.mask = nn.Conv2d(widths[0], 1, 3, 1, 1) if generate else None  # per pixel: moved (1) or generated (0)
+            self.mask = constant_head(widths[0], 1, 5.0) if generate else None  # per pixel: moved (1) or generated (0)
             # Start as a copy of the last frame, the copy-last-frame floor (99% of the weight on the centre tap,
             # 99.3% moved pixels), so that the untrained model already scores that floor on real video and
             # training moves pixels from there. (Until stop 28 the start was a blur: centre tap e^5 / (e^5 + k² - 1),
@@ -282,9 +284,6 @@ class Decoder(nn.Module):
                 self.taps.bias.zero_()
                 if kernel > 1:  # (a 1 x 1 kernel has one tap, the copy, whatever its logit)
                     self.taps.bias[kernel * kernel // 2] = math.log(COPY_WEIGHT / (1 - COPY_WEIGHT) * (kernel * kernel - 1))
-            if generate:
-                nn.init.zeros_(self.mask.weight)
-                nn.init.constant_(self.mask.bias, 5.0)
 
     def forward(self, h: Tensor, z: Tensor, skips: list[Tensor], last: Tensor | None = None,
                 motion: Tensor | None = None, content: Tensor | None = None, keys_values: Tensor | None = None) -> Tensor:
