@@ -75,6 +75,25 @@ def test_the_average_leaves_training_alone_is_saved_and_survives_a_resume(runs):
         assert torch.equal(value, resumed["ema"][key]), key
 
 
+def test_ema_switched_on_or_off_at_a_resume_says_so(tmp_path, capsys):
+    """--ema added when resuming starts the average from the saved weights; --ema=0 when resuming an --ema
+    run goes on without it, and says so. Training itself does not change either way."""
+    from conftest import tiny_args
+
+    options = ["--model.decoder=kernels", "--model.kernel=3"]
+    whole = load_checkpoint(train(parse_args(tiny_args(tmp_path / "whole", *options))))
+    train(parse_args(tiny_args(tmp_path / "on", *options, "--stop_at=3")))
+    on = load_checkpoint(train(parse_args(tiny_args(tmp_path / "on", *options, "--ema=0.5", "--resume=true"))))
+    assert "holds no weight average: --ema=0.5 starts it from the weights of step 3" in capsys.readouterr().out
+    assert set(on["ema"]) == set(on["model"]) and any(not torch.equal(on["ema"][k], v) for k, v in on["model"].items())
+    train(parse_args(tiny_args(tmp_path / "off", *options, "--ema=0.5", "--stop_at=3")))
+    off = load_checkpoint(train(parse_args(tiny_args(tmp_path / "off", *options, "--resume=true"))))
+    assert "holds a weight average that --ema=0 leaves behind" in capsys.readouterr().out
+    assert "ema" not in off
+    for key, value in whole["model"].items():
+        assert torch.equal(value, on["model"][key]) and torch.equal(value, off["model"][key]), key
+
+
 def test_evaluation_loads_the_average_unless_asked_for_the_raw_weights(runs, tmp_path):
     from vidpred.evaluation import EvalConfig, evaluate
     from vidpred.export import export

@@ -296,6 +296,9 @@ class _Run:
                 self.average = WeightAverage(self.model, self.cfg.ema)
                 self.say(f"{self.last_path} holds no weight average: --ema={self.cfg.ema} starts it from the weights "
                          f"of step {saved['step']}")
+        elif "ema" in saved:  # --ema=0 when resuming an --ema run: its checkpoints go on without the average
+            self.say(f"{self.last_path} holds a weight average that --ema=0 leaves behind: this run's checkpoints keep the "
+                     "raw weights only (resume with --ema=<decay> from a copy of last.pt to keep it)")
         torch.set_rng_state(saved["rng"]["torch"])
         for key, value in saved.get("progress", {}).items():
             setattr(self.state, key, value)
