@@ -192,6 +192,72 @@ def test_without_a_generated_branch_every_pixel_is_moved_and_every_weight_learns
         Decoder(channels=1, widths=(8, 16), z_dim=3, output="pixels", generate=False)
 
 
+@pytest.mark.parametrize("output", ["kernels", "splat"])
+def test_a_held_generated_branch_leaves_the_moved_frame_and_enters_linearly(output):
+    """generate_after = N: for N steps the output is the moved frame alone, as without the branch (whose
+    weights get zero gradients: every parameter still takes part, as DDP needs); over the next N steps its
+    share of the output rises linearly; from then on the output is the plain decoder's."""
+    torch.manual_seed(0)
+    held = Decoder(channels=1, widths=(8, 16), z_dim=3, skip_frames=1, output=output, kernel=5, generate_after=4)
+    plain = Decoder(channels=1, widths=(8, 16), z_dim=3, skip_frames=1, output=output, kernel=5)
+    alone = Decoder(channels=1, widths=(8, 16), z_dim=3, skip_frames=1, output=output, kernel=5, generate=False)
+    with torch.no_grad():  # a mask well off 1 and a bright generated frame, so the branch shows where it is blended
+        for p in [*held.mask.parameters(), *held.out.parameters(), *held.taps.parameters()]:
+            p.normal_(0.0, 0.5)
+    plain.load_state_dict({k: v for k, v in held.state_dict().items() if k != "release"})
+    alone.load_state_dict({k: v for k, v in plain.state_dict().items() if not k.startswith(("mask.", "out."))})
+    last = torch.rand(2, 1, 16, 16)
+    features = torch.randn(2, 8, 16, 16)
+    motion = motion_costs(torch.rand(2, 1, 16, 16), last, radius=2) if output == "splat" else None
+
+    def frame(dec):
+        generated = dec.out(features) if dec.generate else None
+        logits = dec.splat(last, motion, features, generated) if output == "splat" else dec.move(last, features, generated)
+        return torch.sigmoid(logits)
+
+    assert held.release.item() == 0.0 and "release" in held.state_dict()
+    for step, share in [(0, 0.0), (3, 0.0), (4, 0.25), (6, 0.75), (7, 1.0), (50, 1.0)]:
+        held.at_step(step)
+        assert held.release.item() == pytest.approx(share)
+    with torch.no_grad():
+        moved, blended = frame(alone), frame(plain)
+    assert (blended - moved).abs().max() > 0.05  # the branch shows in the plain decoder's output
+    held.at_step(3)
+    frame(held).sum().backward()
+    assert torch.allclose(frame(held), moved, atol=1e-6)  # held: the moved frame alone
+    heads = {name: p.grad for name, p in held.named_parameters() if name.startswith(("taps.", "mask.", "out.", "motion"))}
+    assert len(heads) == (7 if output == "splat" else 6) and all(g is not None for g in heads.values())
+    for name, grad in heads.items():  # the heads read here: the moving ones learn, the branch's get zeros
+        assert (grad.abs().sum() == 0) == name.startswith(("mask.", "out.")), name
+    held.at_step(5)  # half released: halfway between the moved frame and the blend
+    with torch.no_grad():
+        assert torch.allclose(frame(held), (moved + blended) / 2, atol=1e-5)
+        held.at_step(7)
+        assert torch.allclose(frame(held), blended, atol=1e-6)
+
+
+def test_generate_after_needs_a_moving_decoder_with_its_branch_and_travels_in_checkpoints(tmp_path):
+    from conftest import tiny_args
+    from vidpred.training import train
+
+    for wrong, why in [(["--model.generate_after=3"], "it needs model.decoder=kernels or splat with model.generate=true"),
+                       (["--model.decoder=kernels", "--model.generate=false", "--model.generate_after=3"],
+                        "with model.generate=true"),
+                       (["--model.decoder=kernels", "--model.generate_after=-1"], "expected 0 \\(off\\) or a number")]:
+        with pytest.raises(ConfigError, match=why):
+            parse_args(wrong)
+    with pytest.raises(ValueError, match="generate_after=2: expected 0, or a number of steps with output='kernels'"):
+        Decoder(channels=1, widths=(8, 16), z_dim=3, output="pixels", generate_after=2)
+    assert "release" not in Decoder(channels=1, widths=(8, 16), z_dim=3, output="kernels").state_dict()
+    run = tmp_path / "run"
+    options = ["--model.decoder=kernels", "--model.kernel=5", "--model.generate_after=3"]
+    train(parse_args(tiny_args(run, *options, "--stop_at=4")))  # steps 0-3: held for 3, then 1/3 released
+    last = run / "checkpoints" / "last.pt"
+    assert torch.load(last, weights_only=True)["model"]["decoder.release"].item() == pytest.approx(1 / 3)
+    train(parse_args(tiny_args(run, *options, "--resume=true")))  # steps 4-5: fully released at step 5
+    assert torch.load(last, weights_only=True)["model"]["decoder.release"].item() == 1.0
+
+
 def test_sharp_needs_a_decoder_that_moves_pixels():
     with pytest.raises(ConfigError, match="model.sharp=true needs model.decoder=kernels or splat"):
         parse_args(["--model.sharp=true"])

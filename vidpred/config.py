@@ -76,6 +76,7 @@ class ModelConfig:
     kernel: int = 7  # decoder=kernels|splat: side of the per-pixel kernels (moves up to kernel // 2 pixels a frame)
     sharp: bool = False  # decoder=splat or kernels: each pixel moves by its likeliest displacement (kernels: copies its likeliest source), never a blend
     generate: bool = True  # decoder=splat or kernels: a generated branch, handed the pixels a mask takes from the moved frame; false: every pixel is moved from the last frame
+    generate_after: int = 0  # decoder=splat or kernels: training steps with every output pixel moved (the branch out of the output, as with generate=false), then the branch is blended in over as many steps again; 0: blended from the start
 
 
 @dataclass
@@ -260,6 +261,11 @@ def validate(cfg: Config) -> Config:
                           "and the pixels decoder moves none")
     if not cfg.model.generate and cfg.model.decoder == "pixels":
         raise ConfigError("model.generate=false needs model.decoder=kernels or splat: the pixels decoder only generates")
+    if cfg.model.generate_after < 0:
+        raise ConfigError(f"model.generate_after={cfg.model.generate_after}: expected 0 (off) or a number of steps")
+    if cfg.model.generate_after and (cfg.model.decoder == "pixels" or not cfg.model.generate):
+        raise ConfigError(f"model.generate_after={cfg.model.generate_after} holds back a moving decoder's generated branch: "
+                          "it needs model.decoder=kernels or splat with model.generate=true")
     levels = len(cfg.model.widths) - 1
     if cfg.data.size % (2 ** levels):
         raise ConfigError(f"data.size={cfg.data.size} must be divisible by 2^{levels} "

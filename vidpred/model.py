@@ -239,14 +239,22 @@ class Decoder(nn.Module):
 
     def __init__(self, *, channels: int, widths: tuple[int, ...], z_dim: int, skip_frames: int = 1,
                  output: DecoderOutput = "pixels", kernel: int = 7, sharp: bool = False, content: int = 0,
-                 recall: bool = False, generate: bool = True):
+                 recall: bool = False, generate: bool = True, generate_after: int = 0):
         super().__init__()
         check_choice("output", output, DecoderOutput)
         if not generate and output == "pixels":
             raise ValueError("generate=False leaves the pixels decoder nothing to output: it needs output='kernels' or 'splat'")
+        if generate_after < 0 or generate_after and (output == "pixels" or not generate):
+            raise ValueError(f"generate_after={generate_after}: expected 0, or a number of steps with output='kernels' "
+                             "or 'splat' and generate=True (it holds back the generated branch of a moving decoder)")
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"kernel={kernel}: expected an odd size >= 1")
         self.output, self.kernel, self.sharp, self.generate = output, kernel, sharp, generate
+        # The generated branch's share of the output (1 - m) is scaled by `release`, which training raises
+        # from 0 to 1 (at_step); saved with the weights, so a checkpoint samples as it was trained.
+        self.generate_after = generate_after
+        if generate_after:
+            self.register_buffer("release", torch.zeros(()))
         top = widths[-1]
         self.inject = nn.Sequential(conv_norm_act(top + z_dim + content, top), conv_norm_act(top, top))
         self.recall = Recall(top) if recall else None
@@ -350,13 +358,25 @@ class Decoder(nn.Module):
         moved = torch.einsum("nckhw,nkhw->nchw", patches, taps)
         return self.blend(moved, mask, generated)
 
+    def at_step(self, step: int) -> None:
+        """Training's schedule for the generated branch (generate_after = N > 0): out of the output for the
+        first N steps (every output pixel the moved one, as with generate=False; the branch and the mask get
+        zero gradients), then blended in linearly over the next N. On camera clips a young branch is a blur
+        that costs 0.4-0.9 dB against copying the last frame, while a model trained without it drifts later
+        (bench/README.md)."""
+        if self.generate_after:
+            self.release.fill_(min(1.0, max(0.0, (step + 1 - self.generate_after) / self.generate_after)))
+
     def moved_share(self, x: Tensor) -> Tensor | None:
         """The mask m (n, 1, H, W): per pixel, the share moved from the last frame; None without a generated branch."""
         return torch.sigmoid(self.mask(x)) if self.generate else None
 
-    @staticmethod
-    def blend(moved: Tensor, mask: Tensor | None, generated: Tensor | None) -> Tensor:
-        """Logits of m · moved + (1 - m) · sigmoid(generated), or of `moved` alone without a generated branch."""
+    def blend(self, moved: Tensor, mask: Tensor | None, generated: Tensor | None) -> Tensor:
+        """Logits of m · moved + (1 - m) · sigmoid(generated), or of `moved` alone without a generated branch.
+
+        With generate_after, the generated share 1 - m is scaled by `release` (0: `moved` alone)."""
+        if mask is not None and self.generate_after:  # the generated share, and its gradients, scaled by release
+            mask = 1 - self.release * (1 - mask)
         pixels = moved if mask is None else mask * moved + (1 - mask) * torch.sigmoid(generated)
         # back to logits (the energy's cost reads logits); eps keeps log(0) out of the BCE
         return torch.logit(MOVED_EPS + (1 - 2 * MOVED_EPS) * pixels)
@@ -525,7 +545,8 @@ class VideoPredictor(nn.Module):
     def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
                  window: int = 3, blocks: int = 1, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
                  skips: SkipSource = "recent", recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7,
-                 sharp: bool = False, content: int = 0, recall: bool = False, generate: bool = True):
+                 sharp: bool = False, content: int = 0, recall: bool = False, generate: bool = True,
+                 generate_after: int = 0):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
@@ -539,7 +560,8 @@ class VideoPredictor(nn.Module):
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks, recurrent=recurrent)
         self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim,
                                skip_frames=2 * skip_frames if skips == "both" else skip_frames,
-                               output=output, kernel=kernel, sharp=sharp, content=content, recall=recall, generate=generate)
+                               output=output, kernel=kernel, sharp=sharp, content=content, recall=recall, generate=generate,
+                               generate_after=generate_after)
         # The content code (DrNet, SRVP): what the context's objects look like, wherever they are: the
         # bottleneck features of the context frames the state reads, pooled over space (mean and max) and
         # time, then a linear map; it reaches the decoder beside z for every predicted frame.

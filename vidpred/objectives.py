@@ -246,10 +246,11 @@ class Objective:
     def at_step(self, step: int) -> None:
         """Set what the training loss schedules by step: the VAE's KL warm-up (Bowman et al. 2016), β
         rising linearly over `kl_warmup` steps so the posterior is used before it is priced (the energy's
-        `prior_weight` ramps the same way)."""
+        `prior_weight` ramps the same way); the moving decoder's generated branch (`Decoder.at_step`)."""
         self.kl_scale = min(1.0, (step + 1) / self.kl_warmup) if self.kl_warmup else 1.0
         fade = self.still_steps and max(0, step - self.still_steps)
         self.still_share = max(0.0, 1.0 - fade / self.still_steps) if fade else 1.0
+        self.model.decoder.at_step(step)
 
     def still_weights(self, video: Tensor, context: int) -> Tensor | None:
         """Each teacher-forced target's weight in the loss (n = b * T, clip-major), or None for the plain cost.
