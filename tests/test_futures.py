@@ -238,6 +238,7 @@ def test_a_held_generated_branch_leaves_the_moved_frame_and_enters_linearly(outp
 
 def test_generate_after_needs_a_moving_decoder_with_its_branch_and_travels_in_checkpoints(tmp_path):
     from conftest import tiny_args
+    from vidpred.checkpoint import load_checkpoint
     from vidpred.training import train
 
     for wrong, why in [(["--model.generate_after=3"], "it needs model.decoder=kernels or splat with model.generate=true"),
@@ -251,11 +252,10 @@ def test_generate_after_needs_a_moving_decoder_with_its_branch_and_travels_in_ch
     assert "release" not in Decoder(channels=1, widths=(8, 16), z_dim=3, output="kernels").state_dict()
     run = tmp_path / "run"
     options = ["--model.decoder=kernels", "--model.kernel=5", "--model.generate_after=3"]
-    train(parse_args(tiny_args(run, *options, "--stop_at=4")))  # steps 0-3: held for 3, then 1/3 released
-    last = run / "checkpoints" / "last.pt"
-    assert torch.load(last, weights_only=True)["model"]["decoder.release"].item() == pytest.approx(1 / 3)
-    train(parse_args(tiny_args(run, *options, "--resume=true")))  # steps 4-5: fully released at step 5
-    assert torch.load(last, weights_only=True)["model"]["decoder.release"].item() == 1.0
+    stopped = load_checkpoint(train(parse_args(tiny_args(run, *options, "--stop_at=4"))))  # steps 0-3: held for 3
+    assert stopped["model"]["decoder.release"].item() == pytest.approx(1 / 3)  # then 1/3 released at step 3
+    resumed = load_checkpoint(train(parse_args(tiny_args(run, *options, "--resume=true"))))
+    assert resumed["model"]["decoder.release"].item() == 1.0  # steps 4-5: fully released at step 5
 
 
 def test_sharp_needs_a_decoder_that_moves_pixels():
