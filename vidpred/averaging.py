@@ -25,7 +25,8 @@ class WeightAverage:
             raise ValueError(f"decay={decay}: expected a number in (0, 1), e.g. 0.99")
         self.decay = decay
         self.values: dict[str, Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.floats = [k for k, v in self.values.items() if v.is_floating_point()]  # averaged; the rest copied
+        self.floats = [k for k, v in self.values.items() if v.is_floating_point()]  # averaged
+        self.copied = [k for k, v in self.values.items() if not v.is_floating_point()]  # (step counters) copied
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -33,9 +34,8 @@ class WeightAverage:
         current = model.state_dict()
         torch._foreach_lerp_([self.values[k] for k in self.floats], [current[k].detach() for k in self.floats],
                              1.0 - self.decay)
-        for k, v in self.values.items():
-            if not v.is_floating_point():
-                v.copy_(current[k])
+        for k in self.copied:
+            self.values[k].copy_(current[k])
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.values
