@@ -14,9 +14,11 @@ from PIL import Image
 from vidpred.config import parse_args
 from vidpred.build import build_source
 from vidpred.evaluation import parse_eval_args
+from test_video import write_video
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = sorted(CONFIGS.glob("*.toml"))
+SAMPLES = {"camera": 20}  # futures per clip each config's evaluate commands draw (the field's K = 100 elsewhere)
 
 
 def write_frames(folder: Path, count: int, channels: int, level: int) -> None:
@@ -35,6 +37,12 @@ def synthetic(name: str, root: Path) -> Path:
         for split, count in (("train", 2), ("test", 1)):
             for n in range(count):
                 write_frames(root / split / "traj_0_to_255" / str(n), 30, 3, 10 * n + (split == "test"))
+    elif name == "camera":  # two video files, split in time: 90 frames hold out 27, enough for 5 -> 20 clips
+        root.mkdir()
+        for n, level in enumerate((60, 180)):
+            frames = np.full((90, 64, 96, 3), level, np.uint8)
+            frames[:, :, :, n] = np.arange(90, dtype=np.uint8)[:, None, None]  # a colour that changes by frame
+            write_video(root / f"clip{n}.mp4", frames)
     else:
         root.mkdir()  # mmnist's IDX files are the user's; validation only needs the folder
     return root
@@ -47,7 +55,7 @@ def commands(path: Path, script: str) -> list[list[str]]:
 
 
 def test_the_three_benchmarks_ship():
-    assert {p.stem for p in SHIPPED} >= {"smmnist", "kth", "bair"}
+    assert {p.stem for p in SHIPPED} >= {"smmnist", "kth", "bair", "camera"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -67,7 +75,7 @@ def test_a_shipped_config_validates_and_its_commands_parse(path, tmp_path):
     evaluations = [parse_eval_args(argv) for argv in commands(path, "evaluate.py")]
     assert evaluations, f"{path.name} shows no evaluate.py command"
     for ecfg, _ in evaluations:
-        assert ecfg.ckpt == f"runs/{path.stem}/checkpoints/last.pt" and ecfg.samples == 100
+        assert ecfg.ckpt == f"runs/{path.stem}/checkpoints/last.pt" and ecfg.samples == SAMPLES.get(path.stem, 100)
         assert ecfg.context == cfg.context and ecfg.context >= cfg.model.window
     if path.stem == "smmnist":
         return
@@ -79,6 +87,8 @@ def test_a_shipped_config_validates_and_its_commands_parse(path, tmp_path):
             frames = ecfg.context + ecfg.horizon
             test = build_source(cfg.data, seed=0, split="test", frames=frames, context=ecfg.context)
             assert test[len(test) - 1].shape == (frames, cfg.data.channels, 64, 64)
+    if path.stem == "camera":  # each file cut in time, a clip at every frame: 0-62 train (54 clips), 63-89 test (3)
+        assert len(train) == 2 * 54 and len(test) == 2 * 3
     if path.stem == "kth":  # persons 1-20 train, 21-25 test; no one in both
         assert {v.split("/")[1][:8] for v in train.videos} == {"person03", "person20"}
         assert {v.split("/")[1][:8] for v in test.videos} == {"person21", "person25"}
@@ -90,6 +100,10 @@ def test_the_protocols_the_configs_state():
     assert protocols["smmnist"] == ("mmnist", 1, 5) and read["smmnist"].data.max_speed == 4
     assert protocols["kth"] == ("frames", 1, 10) and read["kth"].data.split_by == "subject"
     assert protocols["bair"] == ("frames", 3, 2)
+    assert protocols["camera"] == ("video", 3, 5) and read["camera"].data.split_by == "time"
+    assert read["camera"].model.decoder == "kernels" and read["camera"].model.generate_after == 120
+    assert read["camera"].ema == 0.99
     horizons = {p.stem: sorted({e.horizon for e, _ in map(parse_eval_args, commands(p, "evaluate.py"))})
                 for p in SHIPPED}
     assert horizons["smmnist"] == [20] and horizons["kth"] == [30, 40] and horizons["bair"] == [28]
+    assert horizons["camera"] == [20]
