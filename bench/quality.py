@@ -159,7 +159,6 @@ MODELS = {
 }
 DATA = ["--data.bounce=discrete", "--data.objects=1"]  # enumerable futures: coverage can be measured
 QUIET = ["--wandb=disabled", "--val_every=0", "--media_every=0"]  # nothing outside the training steps
-RAW = ["--ema=0"]  # every model scored on its raw weights, as all of bench/README's figures were (--ema=0.99 overrides)
 
 
 @dataclass
@@ -267,7 +266,7 @@ def format_table(rows: list[dict], bench: BenchConfig) -> str:
 def main(argv: list[str]) -> int:
     bench = BenchConfig()
     try:
-        common = DATA + RAW + split_options(argv, bench)  # later options win, so these override DATA and RAW
+        common = DATA + split_options(argv, bench)  # later options win, so these override DATA
         if bench.models == ("all",):
             bench.models = tuple(MODELS)
         unknown = [m for m in bench.models if m not in MODELS]

@@ -34,9 +34,8 @@ def checkpoints(tmp_path_factory):
     from conftest import tiny_args
 
     root = tmp_path_factory.mktemp("eval")
-    raw = "--ema=0"  # 6 steps leave the default weight average (0.99 a step) at 94% of the initial weights
-    sprites = train(parse_args(tiny_args(root / "sprites", raw)))
-    fork = train(parse_args(tiny_args(root / "fork", raw, "--data.kind=fork", "--data.branches=3", "--data.sprite_min=4")))
+    sprites = train(parse_args(tiny_args(root / "sprites")))
+    fork = train(parse_args(tiny_args(root / "fork", "--data.kind=fork", "--data.branches=3", "--data.sprite_min=4")))
     for ckpt in (sprites, fork):  # 6 steps leave every z* at 0: give the bank spread-out latents instead
         state = load_checkpoint(ckpt)
         bank = LatentBank(4, 64)

@@ -120,7 +120,7 @@ class Config:
     warmup: int = 100  # linear learning-rate warmup steps, then cosine decay to lr / 10
     head_lr: float = 1.0  # the kernels/splat decoder's moving heads (taps, mask) learn at head_lr x lr: below 1 they leave the copy-of-the-last-frame start slower
     grad_clip: float = 1.0  # gradient-norm clip of the predictor's weights (the prior head is clipped apart)
-    ema: float = 0.99  # keep an exponential moving average of the weights with this decay per step, from the initial weights; evaluation, sampling, export, validation and previews use it (0: off; else in (0, 1): an average over about the last 1 / (1 - ema) steps)
+    ema: float = 0.0  # keep an exponential moving average of the weights with this decay per step, from the initial weights; evaluation, sampling, export, validation and previews use it (0: off; else in (0, 1), e.g. 0.99)
     cost: Cost = "bce"  # per-pixel cost C: bce (on logits) | mse | l1
     still_weight: float = 0.0  # teacher-forced frames count by 1 / (their copy-last-frame MSE + 1e-3), mean 1 over a step's frames, capped at still_weight: still scenes weigh in training as in the clip-mean PSNR (0: off; else >= 1)
     still_steps: int = 0  # still_weight holds for this many steps, then fades linearly to the plain cost over as many again (0: the whole run)
