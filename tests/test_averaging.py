@@ -133,3 +133,15 @@ def test_bad_decays_and_weight_choices_are_refused(tmp_path):
     assert not (tmp_path / "refused").exists()
     with pytest.raises(ConfigError, match=r"weights=best: expected one of average, raw"):
         parse_eval_args(["--ckpt=x.pt", "--weights=best"])
+
+
+def test_a_run_whose_average_still_holds_its_first_weights_says_so(tmp_path, capsys):
+    """After n steps the initial weights hold decay ** n of the average: from 5% on, the finished run says so."""
+    from conftest import tiny_args
+
+    train(parse_args(tiny_args(tmp_path / "slow", "--ema=0.99")))
+    assert "the weight average (--ema=0.99) that evaluation uses still holds 94% or more of the weights it started " \
+           "from after 6 steps: score the raw weights with python evaluate.py --weights=raw" in capsys.readouterr().out
+    train(parse_args(tiny_args(tmp_path / "fast", "--ema=0.5")))  # 0.5 ** 6 = 1.6%: nothing to tell
+    told = capsys.readouterr().out
+    assert "saved" in told and "still holds" not in told

@@ -49,6 +49,7 @@ from .runfolder import claim
 from .tracking import Tracker
 
 PREVIEW_CLIPS = 16  # val clips whose sampled futures are scored (and the first few drawn) at each preview
+START_SHARE_TOLD = 0.05  # a finished run says so when its weight average still holds this share of its first weights
 
 __all__ = ["train", "learning_rate", "refit_prior", "steer_sparsity", "validation_energy", "Interrupted", "RunState"]
 
@@ -490,6 +491,10 @@ class _Run:
         self.tracker.close()
         print(f"saved {self.last_path}" + (f" and {self.best_path} (validation energy {state.best_energy:.5f} "
                                            f"at step {state.best_step})" if self.best_path.exists() else ""))
+        if self.average is not None and cfg.ema ** cfg.steps >= START_SHARE_TOLD:
+            print(f"the weight average (--ema={cfg.ema}) that evaluation uses still holds {cfg.ema ** cfg.steps:.0%} or more "
+                  f"of the weights it started from after {cfg.steps} steps: score the raw weights with python evaluate.py "
+                  "--weights=raw, or train with a lower --ema (0: off)")
 
 
 def progress_line(record: dict) -> dict[str, str]:
