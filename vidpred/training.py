@@ -475,6 +475,7 @@ class _Run:
         self.tracker.close()
         asked = f"--max_minutes={cfg.max_minutes}" if self.out_of_time else f"--stop_at={cfg.stop_at}"
         print(f"stopped after step {end} as asked ({asked}); saved {self.last_path}; go on with --resume")
+        self.tell_start_share(end)
 
     def finish(self) -> None:
         """The last step's checkpoint, with the latent bank refilled by the final model."""
@@ -491,9 +492,14 @@ class _Run:
         self.tracker.close()
         print(f"saved {self.last_path}" + (f" and {self.best_path} (validation energy {state.best_energy:.5f} "
                                            f"at step {state.best_step})" if self.best_path.exists() else ""))
-        if self.average is not None and cfg.ema ** cfg.steps >= START_SHARE_TOLD:
-            print(f"the weight average (--ema={cfg.ema}) that evaluation uses still holds {cfg.ema ** cfg.steps:.0%} or more "
-                  f"of the weights it started from after {cfg.steps} steps: score the raw weights with python evaluate.py "
+        self.tell_start_share(cfg.steps)
+
+    def tell_start_share(self, steps: int) -> None:
+        """Say so when the weight average still leans on the weights it started from (decay ** steps of it)."""
+        share = self.cfg.ema ** steps if self.average is not None else 0.0
+        if share >= START_SHARE_TOLD:
+            print(f"the weight average (--ema={self.cfg.ema}) that evaluation uses still holds {share:.0%} or more of the "
+                  f"weights it started from after {steps} steps: score the raw weights with python evaluate.py "
                   "--weights=raw, or train with a lower --ema (0: off)")
 
 
