@@ -141,7 +141,7 @@ def test_a_run_whose_average_still_holds_its_first_weights_says_so(tmp_path, cap
 
     train(parse_args(tiny_args(tmp_path / "slow", "--ema=0.99")))
     assert "the weight average (--ema=0.99) that evaluation uses still holds 94% or more of the weights it started " \
-           "from after 6 steps: score the raw weights with python evaluate.py --weights=raw" in capsys.readouterr().out
+           "from after 6 steps (python evaluate.py --weights=raw scores the raw weights)" in capsys.readouterr().out
     train(parse_args(tiny_args(tmp_path / "stopped", "--ema=0.99", "--stop_at=3")))  # a run stopped early says it too
     assert "still holds 97% or more of the weights it started from after 3 steps" in capsys.readouterr().out
     train(parse_args(tiny_args(tmp_path / "fast", "--ema=0.5")))  # 0.5 ** 6 = 1.6%: nothing to tell

@@ -499,8 +499,7 @@ class _Run:
         share = self.cfg.ema ** steps if self.average is not None else 0.0
         if share >= START_SHARE_TOLD:
             print(f"the weight average (--ema={self.cfg.ema}) that evaluation uses still holds {share:.0%} or more of the "
-                  f"weights it started from after {steps} steps: score the raw weights with python evaluate.py "
-                  "--weights=raw, or train with a lower --ema (0: off)")
+                  f"weights it started from after {steps} steps (python evaluate.py --weights=raw scores the raw weights)")
 
 
 def progress_line(record: dict) -> dict[str, str]:
