@@ -136,7 +136,7 @@ def test_bad_decays_and_weight_choices_are_refused(tmp_path):
 
 
 def test_a_run_whose_average_still_holds_its_first_weights_says_so(tmp_path, capsys):
-    """After n steps the initial weights hold decay ** n of the average: from 5% on, the finished run says so."""
+    """After n steps the initial weights hold decay ** n of the average: from 5% on, the run says so as it ends."""
     from conftest import tiny_args
 
     train(parse_args(tiny_args(tmp_path / "slow", "--ema=0.99")))

@@ -49,7 +49,7 @@ from .runfolder import claim
 from .tracking import Tracker
 
 PREVIEW_CLIPS = 16  # val clips whose sampled futures are scored (and the first few drawn) at each preview
-START_SHARE_TOLD = 0.05  # a finished run says so when its weight average still holds this share of its first weights
+START_SHARE_TOLD = 0.05  # a run that ends (finished or stopped) says so when its weight average still holds this share of its first weights
 
 __all__ = ["train", "learning_rate", "refit_prior", "steer_sparsity", "validation_energy", "Interrupted", "RunState"]
 
