@@ -31,7 +31,6 @@ from common import split_options  # noqa: E402  (bench/ is sys.path[0] when a be
 from vidpred.build import build_model, build_objective, build_source, load_predictor  # noqa: E402
 from vidpred.checkpoint import save_checkpoint  # noqa: E402
 from vidpred.config import ConfigError, parse_args, to_dict  # noqa: E402
-from vidpred.evaluation import auto_rollout_batch  # noqa: E402
 from vidpred.metrics import frame_scores, pairwise_diversity  # noqa: E402
 from vidpred.prior import LatentBank  # noqa: E402
 from vidpred.sampling import sample_futures  # noqa: E402
@@ -61,8 +60,7 @@ def time_parts(ckpt: Path, *, samples: int, horizon: int, clips: int) -> dict[st
     context, truth = video[:, :5], video[:, 5:]
     with torch.inference_mode():
         futures, rollout = timed(lambda: sample_futures(objective, context, samples=samples, horizon=horizon,
-                                                        prior="learned", bank=bank, seed=0,
-                                                        max_batch=auto_rollout_batch(torch.device("cpu"), cfg.data.size)))
+                                                        prior="learned", bank=bank, seed=0))
         _, det = timed(lambda: objective.deterministic(context, horizon=horizon))
         _, scores = timed(lambda: frame_scores(futures, truth))
         _, diversity = timed(lambda: pairwise_diversity(futures))

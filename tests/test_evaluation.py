@@ -20,7 +20,8 @@ from vidpred.data import ForkToy
 from vidpred.evaluation import EvalConfig, evaluate, parse_eval_args
 from vidpred.metrics import PSNR_CAP_DB
 from vidpred.prior import LatentBank
-from vidpred.sampling import SAMPLE_BLOCK, sample_futures
+import vidpred.sampling
+from vidpred.sampling import SAMPLE_BLOCK, auto_rollout_batch, sample_futures
 from vidpred.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,6 +169,24 @@ def test_sample_futures_rolls_out_whole_blocks_within_the_budget(checkpoints, mo
     assert rows == [2 * b + 20, b + 40]  # blocks (b, 20, b | 20, b, 20): whole blocks within max_batch
     alone = sample_futures(objective, context[2:], samples=b + 20, horizon=2, prior="learned", seed=1, clip_ids=[2])
     assert torch.equal(together[2], alone[0])
+
+
+def test_rollout_chunks_default_to_the_frame_size_budget(checkpoints, monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [auto_rollout_batch(cpu, s, s) for s in (16, 32, 64, 128)] == [400, 100, 25, 25]  # whole blocks, at least one
+    assert auto_rollout_batch(gpu, 64, 64) == 400 and auto_rollout_batch(cpu, 32, 64) == 50
+    # without max_batch (TrainedPredictor.sample, `vidpred sample`, training previews) the budget of the frame size
+    # applies, not one chunk of every future: at 64x64 on a CPU, K = 100 futures of a clip go 25 at a time
+    model, cfg, bank, _ = load_predictor(checkpoints["fork"])
+    objective = build_objective(cfg, model)
+    sizes, rows = [], []
+    monkeypatch.setattr(vidpred.sampling, "auto_rollout_batch",
+                        lambda device, h, w: sizes.append((device.type, h, w)) or 2 * SAMPLE_BLOCK + 20)
+    rollout = model.rollout_logits
+    monkeypatch.setattr(model, "rollout_logits",
+                        lambda *a, **kw: rows.append(int(kw["repeats"].sum())) or rollout(*a, **kw))
+    sample_futures(objective, torch.rand(3, 3, 1, 16, 16), samples=SAMPLE_BLOCK + 20, horizon=2, prior="learned", seed=1)
+    assert sizes == [("cpu", 16, 16)] and rows == [2 * SAMPLE_BLOCK + 20, SAMPLE_BLOCK + 40]
 
 
 @pytest.mark.parametrize("branches", [3])

@@ -39,7 +39,7 @@ from .perceptual import (I3D_MIN_FRAMES, I3D_SIZE, LPIPS, file_digest, frechet_d
                          load_lpips, lpips_description)
 from .report import (FLOOR_LABELS, GROUP_LABELS, VIDEO_FORMATS, format_table, save_per_frame_plot, save_samples_png,
                      save_video, video_frames)
-from .sampling import SAMPLE_BLOCK, sample_futures
+from .sampling import SAMPLE_BLOCK, auto_rollout_batch, sample_futures
 
 GROUPS, FLOORS = tuple(GROUP_LABELS), tuple(FLOOR_LABELS)  # the report names each; one list of them
 FUTURES_BUDGET_BYTES = 256 * 2**20  # the futures of one batch of clips, when --batch=0 picks the batch
@@ -188,13 +188,6 @@ def _auto_batch(ecfg: EvalConfig, channels: int, size: int) -> int:
     return max(1, FUTURES_BUDGET_BYTES // per_clip)
 
 
-def auto_rollout_batch(device: torch.device, size: int) -> int:
-    """Futures rolled out together: ~10^5 pixels per frame on a CPU (100 futures at 32x32, 25 at
-    64x64: larger chunks measured no faster there, and cost ~4.5 MB each at 64x64), 16x more on a GPU."""
-    rows = 100 * 32 * 32 // (size * size) * (16 if device.type == "cuda" else 1)
-    return max(SAMPLE_BLOCK, rows // SAMPLE_BLOCK * SAMPLE_BLOCK)
-
-
 def _perceptual_networks(ecfg: EvalConfig, *, size: int, frames: int, device: torch.device) -> tuple:
     """The LPIPS and I3D networks of --lpips and --fvd (None where not asked for), with every refusal
     (a missing or wrong file, frames too small for the trunk, clips too short or too few for FVD)
@@ -264,7 +257,7 @@ def _evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None, ranks: Ra
     share = -(-ecfg.clips // ranks.world)  # this rank's block of clips
     mine = range(ranks.rank * share, min(ecfg.clips, (ranks.rank + 1) * share))
     batch = ecfg.batch or _auto_batch(ecfg, data.channels, data.size)
-    rollout_batch = ecfg.rollout_batch or auto_rollout_batch(device, data.size)
+    rollout_batch = ecfg.rollout_batch or auto_rollout_batch(device, data.size, data.size)
 
     metric_fns = frame_metrics(lpips=lpips)
     per_frame = {g: {m: [] for m in metric_fns} for g in GROUPS + FLOORS}
