@@ -20,7 +20,6 @@ from vidpred.data import ForkToy
 from vidpred.evaluation import EvalConfig, evaluate, parse_eval_args
 from vidpred.metrics import PSNR_CAP_DB
 from vidpred.prior import LatentBank
-import vidpred.sampling
 from vidpred.sampling import SAMPLE_BLOCK, auto_rollout_batch, sample_futures
 from vidpred.training import train
 
@@ -180,7 +179,7 @@ def test_rollout_chunks_default_to_the_frame_size_budget(checkpoints, monkeypatc
     model, cfg, bank, _ = load_predictor(checkpoints["fork"])
     objective = build_objective(cfg, model)
     sizes, rows = [], []
-    monkeypatch.setattr(vidpred.sampling, "auto_rollout_batch",
+    monkeypatch.setattr("vidpred.sampling.auto_rollout_batch",
                         lambda device, h, w: sizes.append((device.type, h, w)) or 2 * SAMPLE_BLOCK + 20)
     rollout = model.rollout_logits
     monkeypatch.setattr(model, "rollout_logits",

@@ -39,7 +39,7 @@ from .perceptual import (I3D_MIN_FRAMES, I3D_SIZE, LPIPS, file_digest, frechet_d
                          load_lpips, lpips_description)
 from .report import (FLOOR_LABELS, GROUP_LABELS, VIDEO_FORMATS, format_table, save_per_frame_plot, save_samples_png,
                      save_video, video_frames)
-from .sampling import SAMPLE_BLOCK, auto_rollout_batch, sample_futures
+from .sampling import SAMPLE_BLOCK, sample_futures
 
 GROUPS, FLOORS = tuple(GROUP_LABELS), tuple(FLOOR_LABELS)  # the report names each; one list of them
 FUTURES_BUDGET_BYTES = 256 * 2**20  # the futures of one batch of clips, when --batch=0 picks the batch
@@ -257,7 +257,6 @@ def _evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None, ranks: Ra
     share = -(-ecfg.clips // ranks.world)  # this rank's block of clips
     mine = range(ranks.rank * share, min(ecfg.clips, (ranks.rank + 1) * share))
     batch = ecfg.batch or _auto_batch(ecfg, data.channels, data.size)
-    rollout_batch = ecfg.rollout_batch or auto_rollout_batch(device, data.size, data.size)
 
     metric_fns = frame_metrics(lpips=lpips)
     per_frame = {g: {m: [] for m in metric_fns} for g in GROUPS + FLOORS}
@@ -272,7 +271,7 @@ def _evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None, ranks: Ra
             video = torch.stack([source[i][:frames] for i in idx]).to(device)
             context, truth = video[:, :ecfg.context], video[:, ecfg.context:]
             futures = sample_futures(objective, context, samples=ecfg.samples, horizon=ecfg.horizon, prior=prior,
-                                     bank=bank, seed=ecfg.seed, clip_ids=idx, max_batch=rollout_batch)
+                                     bank=bank, seed=ecfg.seed, clip_ids=idx, max_batch=ecfg.rollout_batch or None)
             det = objective.deterministic(context, horizon=ecfg.horizon)  # (n, T, c, H, W)
             scores, svg_pick = score_clips(futures, det, context, truth, metric_fns)
             for group, per_metric in scores.items():
