@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from vidpred.config import parse_overrides, set_key
@@ -11,6 +12,15 @@ from vidpred.config import parse_overrides, set_key
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages: figures taken beside other jobs are disturbed."""
     return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def finish_report(report: dict, path: str | Path) -> None:
+    """Note the load average at the end in `report`, write it as JSON to `path` (making its folder) and say so."""
+    report["load_average_end"] = load_average()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nload average at the end {' '.join(map(str, report['load_average_end']))}; wrote {path}")
 
 
 def split_options(argv: list[str], bench) -> list[str]:

@@ -37,7 +37,6 @@ import copy
 import ctypes
 import dataclasses
 import datetime
-import json
 import platform
 import re
 import statistics
@@ -54,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vidpred.objectives as objectives  # noqa: E402
 from vidpred.build import build_energy, build_model, build_objective, build_source  # noqa: E402
-from common import load_average, split_options  # noqa: E402  (bench/ is sys.path[0] when a bench runs)
+from common import finish_report, load_average, split_options  # noqa: E402  (bench/ is sys.path[0] when a bench runs)
 from vidpred.config import Config, ConfigError, parse_args  # noqa: E402
 from vidpred.sampling import sample_futures  # noqa: E402
 
@@ -366,11 +365,7 @@ def main(argv: list[str]) -> int:
         result["flop_check"] = flop_check(base, device, video)
         report["devices"][name] = result
         print_device(name, result)
-    report["load_average_end"] = load_average()
-    path = Path(bench.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nload average at the end {' '.join(map(str, report['load_average_end']))}; wrote {path}")
+    finish_report(report, bench.json)
     return 0
 
 

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import evaluation_cost  # noqa: E402
 import oracle  # noqa: E402
+import precision  # noqa: E402
 import quality  # noqa: E402
 import teacher_forced  # noqa: E402
 import throughput  # noqa: E402
@@ -219,6 +220,25 @@ def test_evaluation_cost_times_the_model_its_options_describe(tmp_path, capsys):
     assert set(parts) == {"rollouts", "deterministic", "psnr/ssim/mse", "diversity"} and min(parts.values()) > 0
     assert evaluation_cost.main(["--model.recal=true"]) == 2  # refused before any model is built
     assert "model.recal" in capsys.readouterr().err
+
+
+def test_precision_bench_times_each_variant_from_the_same_weights_and_refuses_unknown_ones(tmp_path, capsys):
+    table = tmp_path / "p.json"
+    model_args = [a for a in tiny_args(tmp_path) if not a.startswith(("--out=", "--wandb="))]
+    assert precision.main(["--variants=fp32,bf16", "--rounds=2", "--warmup_rounds=1", f"--json={table}",
+                           *model_args]) == 0
+    report = json.loads(table.read_text())
+    assert [v["variant"] for v in report["variants"]] == ["fp32, eager", "bf16, eager"]
+    first, bf16 = report["variants"]
+    assert first["speed_vs_first"] == 1.0 and len(first["step_times_s"]) == len(bf16["step_times_s"]) == 2
+    assert bf16["speed_vs_first"] == pytest.approx(first["step_s"] / bf16["step_s"])
+    assert report["batch"] == 4 and not bf16["compiled"] and min(first["first_step_s"], bf16["step_s"]) > 0
+    assert "bf16, eager" in capsys.readouterr().out
+    # the same seed gives every variant the same starting weights
+    a, b = (precision.Variant(parse_args(model_args), "fp32", False) for _ in range(2))
+    assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters()))
+    assert precision.main(["--variants=fp32,fp16"]) == 2
+    assert "fp16" in capsys.readouterr().err
 
 
 def test_teacher_forced_bench_decodes_three_ways_and_refuses_bad_input(tmp_path, capsys):
