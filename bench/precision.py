@@ -4,16 +4,17 @@
                                --threads=0 --json=runs/bench/precision.json]
                               [training overrides, e.g. --config=configs/smmnist.toml --data.path=PATH/TO/mnist]
 
-Four copies of the configured model, one per variant (fp32 and bf16 autocast, eager and compiled with
-torch.compile as training compiles them: encoder, predictor and decoder in place), take training steps
-on one fixed batch of the configured data (forward and latent inference under autocast as train.py
-runs them, backward, gradient clipping, AdamW). The variants take turns step by step, so a change in
-the machine's load touches all of them alike. Printed per variant: the wall time of its first step
-(for a compiled variant, mostly compiling), the median step after `warmup_rounds` untimed rounds, clips
-per second, and the ratio of its speed to the first variant listed (fp32 eager by default). Whether a variant pays depends on the CPU: bf16
-needs bf16 instructions (AVX512-BF16 or AMX) to be faster, and compiling needs a C++ compiler and pays
-back its first step only in long runs. Figures taken beside other jobs are disturbed: note the load
-average printed beside them.
+One copy of the configured model per variant (fp32 or bf16 autocast, eager or compiled as training
+compiles it: encoder, predictor and decoder in place), all from the same initial weights, takes
+training steps on one fixed batch of the configured data (forward and latent inference under
+autocast as train.py runs them, backward, gradient clipping, AdamW). The variants take turns step by
+step, so a change in the machine's load touches all of them alike. Printed per variant: the wall
+time of its first step (for a compiled variant, mostly compiling), the median step after
+`warmup_rounds` untimed rounds, clips per second, and the ratio of its speed to the first variant
+listed (fp32 eager by default). Whether a variant pays depends on the CPU: bf16 needs bf16
+instructions (AVX512-BF16 or AMX) to be faster, and compiling needs a C++ compiler and pays back its
+first step only in long runs. Figures taken beside other jobs are disturbed: note the load average
+printed beside them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from common import finish_report, load_average, split_options  # noqa: E402  (be
 from throughput import machine, training_step  # noqa: E402
 from vidpred.build import build_model, build_objective, build_source  # noqa: E402
 from vidpred.config import ConfigError, parse_args  # noqa: E402
+from vidpred.training import compile_parts  # noqa: E402
 
 VARIANTS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "fp32+compile": ("fp32", True),
             "bf16+compile": ("bf16", True)}
@@ -57,8 +59,7 @@ class Variant:
         torch.manual_seed(cfg.seed)  # the same initial weights for every variant
         self.model = build_model(cfg).train()
         if compiled:
-            for part in (self.model.encoder, self.model.predictor, self.model.decoder):
-                part.compile()
+            compile_parts(self.model)
         self.objective = build_objective(cfg, self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr)
         self.times: list[float] = []

@@ -12,7 +12,7 @@ from vidpred.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vidpred.config import parse_args
 from vidpred.prior import LatentBank
 from vidpred.sampling import sample_futures
-from vidpred.training import train
+from vidpred.training import compile_parts, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,3 +287,14 @@ def test_still_weight_trains_and_resumes_and_bad_settings_are_refused(tmp_path):
             parse_args(tiny_args(tmp_path / "refused", *args))
     assert not (tmp_path / "refused").exists()
     parse_args(tiny_args(tmp_path / "ok", "--still_weight=10", "--rollout=true", "--rollout_start=3"))
+
+
+def test_compiling_keeps_parameter_names_so_checkpoints_load_either_way(tiny_config):
+    cfg = tiny_config()
+    model, plain = build_model(cfg), build_model(cfg)
+    compile_parts(model)
+    parts = (model.encoder, model.predictor, model.decoder)
+    assert all(part._compiled_call_impl is not None for part in parts)  # compiled lazily, at the first call
+    assert model.prior._compiled_call_impl is None  # the prior is fitted on its own and stays eager
+    assert list(model.state_dict()) == list(plain.state_dict())
+    plain.load_state_dict(model.state_dict())

@@ -84,6 +84,13 @@ def param_groups(model: nn.Module, head_lr: float) -> list[dict]:
     return [{"params": rest, "lr_share": 1.0}, {"params": heads, "lr_share": head_lr}]
 
 
+def compile_parts(model: nn.Module) -> None:
+    """--compile=true: torch.compile the encoder, predictor and decoder in place, so parameter names,
+    and so checkpoints, stay as they are."""
+    for part in (model.encoder, model.predictor, model.decoder):
+        part.compile()
+
+
 def learning_rate(step: int, *, lr: float, warmup: int, steps: int) -> float:
     """Linear warmup, then cosine decay to lr / 10 at the last step."""
     if step < warmup:
@@ -310,9 +317,8 @@ class _Run:
     def prepare(self) -> None:
         """Compile, wrap for the ranks, open the run folder and the tracker, build the validation clips."""
         cfg, model, ranks = self.cfg, self.model, self.ranks
-        if cfg.compile:  # in place: parameter names, and so checkpoints, stay as they are
-            for part in (model.encoder, model.predictor, model.decoder):
-                part.compile()
+        if cfg.compile:
+            compile_parts(model)
         self.step_loss = data_parallel(StepLoss(self.objective), ranks)
         self.predictor_params = [p for name, p in model.named_parameters() if not name.startswith("prior.")]
         if self.main:
