@@ -19,8 +19,6 @@ printed beside them.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import statistics
 import sys
 import time
@@ -31,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import finish_report, load_average, split_options  # noqa: E402  (bench/ is sys.path[0] when a bench runs)
-from throughput import machine, training_step  # noqa: E402
-from vidpred.build import build_model, build_objective, build_source  # noqa: E402
+from common import finish_report, split_options  # noqa: E402  (bench/ is sys.path[0] when a bench runs)
+from throughput import start_report, training_step  # noqa: E402
+from vidpred.build import build_model, build_objective  # noqa: E402
 from vidpred.config import ConfigError, parse_args  # noqa: E402
 from vidpred.training import compile_parts  # noqa: E402
 
@@ -89,13 +87,8 @@ def main(argv: list[str]) -> int:
         return 2
     if bench.threads:
         torch.set_num_threads(bench.threads)
-    source = build_source(base.data, seed=base.seed, split="train", frames=base.context + base.horizon,
-                          context=base.context)
-    video = torch.stack([source[i] for i in range(base.batch_size)])
-    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "load_average_start": load_average(), "bench": dataclasses.asdict(bench), "overrides": train_args,
-              "batch": base.batch_size, "context": base.context, "horizon": base.horizon, "data": base.data.kind,
-              "size": base.data.size, "threads": torch.get_num_threads(), "variants": []}
+    report, video = start_report(bench, base, train_args)
+    report.update(threads=torch.get_num_threads(), variants=[])
     print(f"{report['date']}  {report['machine']['cpu']}, torch {torch.__version__}, {report['threads']} threads, "
           f"load average {' '.join(map(str, report['load_average_start']))}; training steps on {base.batch_size} "
           f"clips of {base.context} -> {base.horizon} frames, {base.data.kind} {base.data.size}x{base.data.size}")

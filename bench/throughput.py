@@ -304,6 +304,18 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def start_report(bench, base: Config, train_args: list[str]) -> tuple[dict, torch.Tensor]:
+    """A bench report's opening fields (date, machine, load, the options, the data) and the batch it
+    times: the first `batch_size` clips of the configured training data."""
+    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+              "load_average_start": load_average(), "bench": dataclasses.asdict(bench), "overrides": train_args,
+              "batch": base.batch_size, "context": base.context, "horizon": base.horizon, "data": base.data.kind,
+              "size": base.data.size}
+    source = build_source(base.data, seed=base.seed, split="train", frames=base.context + base.horizon,
+                          context=base.context)
+    return report, torch.stack([source[i] for i in range(base.batch_size)])
+
+
 def print_device(device: str, result: dict) -> None:
     print(f"\n== {device}: {result['precision']} matmul peak {result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
           f"before, {result['matmul_peak_flops_after'] / 1e9:.1f} after the models "
@@ -337,17 +349,12 @@ def main(argv: list[str]) -> int:
         return 2
     if bench.threads:
         torch.set_num_threads(bench.threads)
-    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "load_average_start": load_average(), "bench": dataclasses.asdict(bench), "overrides": train_args,
-              "batch": base.batch_size, "context": base.context, "horizon": base.horizon, "data": base.data.kind,
-              "size": base.data.size, "devices": {}}
+    report, clips = start_report(bench, base, train_args)
+    report["devices"] = {}
     print(f"{report['date']}  {report['machine']['cpu']}, torch {torch.__version__}, load average "
           f"{' '.join(map(str, report['load_average_start']))}; batch {base.batch_size} clips of "
           f"{base.context} -> {base.horizon} frames, {base.data.kind} {base.data.size}x{base.data.size}; "
           f"sampling K = {bench.samples} futures of {bench.sample_horizon} frames for one clip")
-    source = build_source(base.data, seed=base.seed, split="train", frames=base.context + base.horizon,
-                          context=base.context)
-    clips = torch.stack([source[i] for i in range(base.batch_size)])
     for name in devices:
         device = torch.device(name)
         video = clips.to(device)

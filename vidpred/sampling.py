@@ -64,9 +64,9 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
         logits, z = model.rollout_logits(context, horizon, objective.drawer(prior, bank, None))
         return logits[:, None].repeat(1, samples, 1, 1, 1, 1), z[:, None].repeat(1, samples, 1, 1)
     clip_ids = list(range(b)) if clip_ids is None else list(clip_ids)
-    max_batch = max_batch or auto_rollout_batch(context.device, *context.shape[-2:])
     if len(clip_ids) != b:
         raise ValueError(f"clip_ids names {len(clip_ids)} clips for a context of {b}")
+    max_batch = max_batch or auto_rollout_batch(context.device, *context.shape[-2:])
     generator_device = context.device if prior == "learned" else "cpu"
     blocks = [(i, first, min(SAMPLE_BLOCK, samples - first)) for i in range(b) for first in range(0, samples, SAMPLE_BLOCK)]
     logits = context.new_empty(b, samples, horizon, *context.shape[2:])
