@@ -346,6 +346,107 @@ def test_detached_feedback_rolls_out_the_same_frames_but_no_gradient_runs_throug
     assert model.decoder.out.weight.grad.abs().sum() > 0
 
 
+def count_encoder_rows(model: VideoPredictor) -> list[int]:
+    """Rows (frames) the model's frame encoder sees from now on, one entry per call."""
+    rows: list[int] = []
+    model.encoder.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    return rows
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_latent_feedback_advances_on_the_decoders_features_and_encodes_the_context_only(recurrent):
+    """feedback='latent': the newest entry of the state is the decoder's features of the predicted frame
+    (z included), not its pixels encoded again: the encoder runs once, on the context; what `advance` is
+    handed as pixels changes nothing (frame feedback: it does); a frame's z reaches every later frame."""
+    context = torch.rand(2, 4, 1, 16, 16)
+    z = torch.randn(2, 4, 3)
+    model = small(recurrent=recurrent, perturb=True, feedback="latent")
+    rows = count_encoder_rows(model)
+    frames, zs = model.rollout(context, horizon=4, draw_z=lambda h, k: z[:, k])
+    assert frames.shape == (2, 4, 1, 16, 16) and torch.equal(zs, z)
+    assert rows == [2 * (4 if recurrent else 2)]  # the context frames the state reads, nothing after
+    for feedback, matters in [("latent", False), ("frames", True)]:
+        model = small(recurrent=recurrent, perturb=True, feedback=feedback)
+        state = model.begin(context)
+        cond, memory = model.condition(state)
+        logits, levels = model.decode_levels(cond, z[:, 0])
+        assert torch.equal(logits, model.decode(cond, z[:, 0]))
+        assert [level.shape[1:] for level in levels] == [(8, 16, 16), (16, 8, 8)]  # the encoder's widths, finest first
+        after = [model.condition(model.advance(state, memory, pixels, levels))[0].h
+                 for pixels in (torch.sigmoid(logits), torch.rand(2, 1, 16, 16))]
+        assert (not torch.allclose(after[0], after[1])) == matters
+    model = small(recurrent=recurrent, perturb=True, feedback="latent")
+    changed = z.clone()
+    changed[:, 0] += 1.0
+    other, _ = model.rollout(context, horizon=4, draw_z=lambda h, k: changed[:, k])
+    assert (other[:, 1:] - frames[:, 1:]).abs().amax(dim=(2, 3, 4)).min() > 0  # z_1 moves frames 2-4 too
+
+
+def test_latent_feedback_has_no_teacher_forcing_and_trains_free_running_through_the_features():
+    """Teacher forcing and a feature-less advance are refused, naming what to do; free-running training
+    sends frame k's cost back through the features fed back from frame k - 1, as far as the context's encoding,
+    and its futures sample as any model's (the same per-block streams)."""
+    from vidpred.sampling import draw_futures
+
+    model = small(perturb=True, feedback="latent").train()
+    video = torch.rand(2, 6, 1, 16, 16)
+    with pytest.raises(ValueError, match=r"feedback='latent'.*no teacher-forced conditioning.*rollout=true"):
+        model.teacher_forced(video, context=3)
+    state = model.begin(video[:, :3])
+    _, memory = model.condition(state)
+    with pytest.raises(ValueError, match="advances on the decoder's features"):
+        model.advance(state, memory, video[:, 3])
+    energy = Energy(ball=2.0)
+    draws = StepDraws(keep=torch.ones(2, 3, 1), noise=torch.zeros(2, 3, 3))
+    fed = []
+
+    def spy(k, cond, target, z_prev):
+        if k == 1:
+            cond.h.retain_grad()
+            fed.append(cond.h)
+        return latents(k, cond, target, z_prev)
+
+    latents = EnergyObjective(model, fused=True).frame_latents(energy, draws)
+    rows = count_encoder_rows(model)
+    result = free_running(model, video, context=3, energy=energy, latents=spy)
+    assert rows == [2 * 2]  # the window's context frames
+    result.loss.backward()
+    assert fed[0].grad.abs().sum() > 0 and model.encoder.stem[0].weight.grad.abs().sum() > 0
+    model.eval()
+    futures, latents_drawn = draw_futures(EnergyObjective(model), video[:, :3], samples=30, horizon=3)
+    alone, _ = draw_futures(EnergyObjective(model), video[1:, :3], samples=30, horizon=3, clip_ids=[1])
+    assert futures.shape == (2, 30, 3, 1, 16, 16) and torch.allclose(futures[1], alone[0], atol=1e-5)
+    assert latents_drawn[0].std(dim=0).mean() > 0  # K different futures
+
+
+def test_a_latent_feedback_run_trains_validates_and_evaluates(tmp_path):
+    """End to end: free-running training with latent feedback, validation and the end-of-run bank on
+    rollouts, a checkpoint that rebuilds the same model kind, and an evaluation of its futures."""
+    from conftest import tiny_args
+    from vidpred.build import load_predictor
+    from vidpred.evaluation import EvalConfig, evaluate
+    from vidpred.training import train
+
+    run = tmp_path / "run"
+    train(parse_args(tiny_args(run, "--model.feedback=latent", "--rollout=true", "--val_every=3", "--val_clips=4")))
+    model = load_predictor(str(run / "checkpoints" / "last.pt"))[0]
+    assert model.feedback == "latent"
+    metrics = evaluate(EvalConfig(ckpt=str(run / "checkpoints" / "last.pt"), samples=3, horizon=4, clips=2,
+                                  context=3, out=str(tmp_path / "eval"), video="none"))
+    assert len(metrics["best_of_k"]["psnr_per_frame"]) == 4 and (tmp_path / "eval" / "samples.png").is_file()
+
+
+def test_latent_feedback_refuses_teacher_forced_steps_in_the_config(tmp_path):
+    from conftest import tiny_args
+
+    for extra in ([], ["--rollout=true", "--rollout_start=2"], ["--rollout=true", "--pushforward=1"]):
+        with pytest.raises(ConfigError, match="model.feedback=latent .*set --rollout=true"):
+            parse_args(tiny_args(tmp_path, "--model.feedback=latent", *extra))
+    with pytest.raises(ConfigError, match="model.feedback='sideways': expected one of frames, latent"):
+        parse_args(tiny_args(tmp_path, "--model.feedback=sideways", "--rollout=true"))
+    assert parse_args(tiny_args(tmp_path, "--model.feedback=latent", "--rollout=true")).model.feedback == "latent"
+
+
 def test_latent_dropout_mask_zeroes_the_decoded_latent_per_frame():
     model = small(recurrent=True)
     video = torch.rand(2, 5, 1, 16, 16)

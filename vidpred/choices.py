@@ -22,6 +22,9 @@ DecoderOutput = Literal["pixels", "kernels", "splat"]
 # where the decoder's skips come from: the last S input frames (predicted ones in a rollout), the last S
 # context frames (true, fixed for the whole rollout, as SVG's), or both
 SkipSource = Literal["recent", "context", "both"]
+# what a rollout feeds back as the newest frame's encoding: the predicted frame, encoded again by the frame
+# encoder (frames), or the decoder's own features of it, z included (latent: SRVP-like dynamics in feature space)
+Feedback = Literal["frames", "latent"]
 PriorKind = Literal["bank", "fitted", "learned"]  # what futures draw z from
 EncoderInput = Literal["residual", "target"]  # what the energy model's amortized encoder reads
 Proposal = Literal["prior", "normal"]  # latent.draws: what training draws its candidate latents from

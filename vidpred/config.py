@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli 
     import tomli as tomllib
 
 from . import choices
-from .choices import (Auto, Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, EncoderInput, Layout, ModelKind, Precision,
+from .choices import (Auto, Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, EncoderInput, Feedback, Layout, ModelKind, Precision,
                       PriorKind, Proposal, SkipSource, SplitBy, WandbMode)
 from .errors import ConfigError
 
@@ -77,6 +77,7 @@ class ModelConfig:
     sharp: bool = False  # decoder=splat or kernels: each pixel moves by its likeliest displacement (kernels: copies its likeliest source), never a blend
     generate: bool = True  # decoder=splat or kernels: a generated branch, handed the pixels a mask takes from the moved frame; false: every pixel is moved from the last frame
     generate_after: int = 0  # decoder=splat or kernels: training steps with every output pixel moved (the branch out of the output, as with generate=false), then the branch is blended in over as many steps again; 0: blended from the start
+    feedback: Feedback = "frames"  # what a rollout feeds back for a predicted frame: the frame, encoded again (frames) | the decoder's features of it, z included (latent: SRVP-like dynamics in feature space; trains free-running, rollout=true)
 
 
 @dataclass
@@ -234,6 +235,11 @@ def validate(cfg: Config) -> Config:
                           "about 1 / (1 - ema) steps)")
     if cfg.still_steps and not cfg.still_weight:
         raise ConfigError(f"still_steps={cfg.still_steps} schedules still_weight, which is 0 (off); set --still_weight too")
+    if cfg.model.feedback == "latent" and (not cfg.rollout or cfg.rollout_start or cfg.pushforward):
+        raise ConfigError(f"model.feedback=latent with rollout={str(cfg.rollout).lower()}, rollout_start={cfg.rollout_start}, "
+                          f"pushforward={cfg.pushforward}: each predicted frame's state reads the decoder's features of the "
+                          "frame before, so there are no teacher-forced steps; set --rollout=true (rollout_start=0, "
+                          "pushforward=0)")
     if cfg.still_weight and cfg.rollout and cfg.rollout_start == 0:
         raise ConfigError(f"still_weight={cfg.still_weight} weighs teacher-forced steps, and rollout=true with "
                           "rollout_start=0 has none; set --rollout_start to weigh the steps before free-running")

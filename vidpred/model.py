@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .choices import DecoderOutput, SkipSource, check_choice
+from .choices import DecoderOutput, Feedback, SkipSource, check_choice
 
 # --- helpers and blocks ---------------------------------------------------------------------------
 
@@ -294,16 +294,35 @@ class Decoder(nn.Module):
                     self.taps.bias[kernel * kernel // 2] = math.log(COPY_WEIGHT / (1 - COPY_WEIGHT) * (kernel * kernel - 1))
 
     def forward(self, h: Tensor, z: Tensor, skips: list[Tensor], last: Tensor | None = None,
-                motion: Tensor | None = None, content: Tensor | None = None, keys_values: Tensor | None = None) -> Tensor:
+                motion: Tensor | None = None, content: Tensor | None = None, keys_values: Tensor | None = None, *,
+                with_levels: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Logits (n, c, H, W); with `with_levels`, (logits, `levels`' features), through the module's call either
+        way, so that a compiled decoder (`--compile=true`) runs compiled for both."""
+        levels = self.levels(h, z, skips, content, keys_values)
+        logits = self.to_logits(levels, last, motion)
+        return (logits, levels) if with_levels else logits
+
+    def levels(self, h: Tensor, z: Tensor, skips: list[Tensor], content: Tensor | None = None,
+               keys_values: Tensor | None = None) -> list[Tensor]:
+        """The decoder's features per resolution, finest first as the frame encoder's: [(n, w0, H, W), ...,
+        (n, w_top, h, w)], the last being the bottleneck with z mixed in. `to_logits` turns them into logits;
+        a model with latent feedback (`VideoPredictor.feedback`) keeps them as the predicted frame's encoding."""
         if content is not None:  # the context's appearance code travels beside z, tiled alike
             z = torch.cat([z, content], dim=1)
         zmap = repeat(z, "n d -> n d h w", h=h.shape[-2], w=h.shape[-1])
         x = self.inject(torch.cat([h, zmap], dim=1))
         if self.recall is not None:  # each position fetches what it finds in the context frames' bottlenecks
             x = self.recall(x, keys_values)
+        levels = [x]
         # skips[-1] is the bottleneck itself, already inside h; add the finer ones on the way up
         for up, refine, fuse, skip in zip(self.ups, self.refines, self.skip_fuses, skips[-2::-1]):
             x = refine(up(x) + fuse(skip))
+            levels.append(x)
+        return levels[::-1]
+
+    def to_logits(self, levels: list[Tensor], last: Tensor | None = None, motion: Tensor | None = None) -> Tensor:
+        """Logits (n, c, H, W) from the features `levels` gives."""
+        x = levels[0]
         generated = self.out(x) if self.generate else None
         if self.output == "pixels":
             return generated
@@ -546,7 +565,7 @@ class VideoPredictor(nn.Module):
                  window: int = 3, blocks: int = 1, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
                  skips: SkipSource = "recent", recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7,
                  sharp: bool = False, content: int = 0, recall: bool = False, generate: bool = True,
-                 generate_after: int = 0):
+                 generate_after: int = 0, feedback: Feedback = "frames"):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
@@ -554,6 +573,12 @@ class VideoPredictor(nn.Module):
             raise ValueError("residual=True corrects the generated pixels; the kernels decoder already moves the last frame")
         self.channels, self.size, self.window, self.z_dim, self.residual = channels, size, window, z_dim, residual
         check_choice("skips", skips, SkipSource)
+        # What a rollout feeds back for each predicted frame: the frame itself, encoded again (frames), or the
+        # decoder's features of it (latent). With latent feedback the state evolves in feature space, as SRVP's
+        # latent dynamics do: a predicted frame is never re-read from its pixels (where a blurred guess is all
+        # there is), the features carry what the decoder knew, z included, and the encoder runs on the context
+        # only. Every predicted frame then depends on the one before, so such a model trains free-running.
+        self.feedback = check_choice("feedback", feedback, Feedback)
         self.skip_frames, self.skips, self.recurrent, self.widths = skip_frames, skips, recurrent, tuple(widths)
         self.motion_radius = kernel // 2 if output == "splat" else None  # the splat decoder reads motion costs
         self.encoder = FrameEncoder(channels=channels, widths=widths)
@@ -619,6 +644,10 @@ class VideoPredictor(nn.Module):
         """
         self.check_video(video)
         self.check_context(context)
+        if self.feedback == "latent":
+            raise ValueError("feedback='latent': each predicted frame's state reads the decoder's features of the frame "
+                             "before, so there is no teacher-forced conditioning; train free-running (rollout=true, "
+                             "rollout_start=0)")
         first = 0 if self.recurrent else context - self.window  # the first frame any state depends on
         inputs = video[:, first:-1]  # every frame some target sees
         feats = self.encode(inputs)
@@ -669,10 +698,18 @@ class VideoPredictor(nn.Module):
 
     def decode(self, cond: Conditioning, z: Tensor) -> Tensor:
         """Logits (n, c, H, W) of the predicted frames; sigmoid gives pixels."""
-        logits = self.decoder(cond.h, z, cond.skips, cond.last, cond.motion, cond.content, cond.recall)
-        if self.residual:  # a correction of the last frame, in logit space
-            logits = logits + torch.logit(cond.last.clamp(0.02, 0.98))
-        return logits
+        return self.corrected(self.decoder(cond.h, z, cond.skips, cond.last, cond.motion, cond.content, cond.recall), cond)
+
+    def decode_levels(self, cond: Conditioning, z: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """`decode`'s logits and the decoder's features per resolution (`Decoder.levels`), which a rollout with
+        latent feedback keeps as the predicted frame's encoding."""
+        logits, levels = self.decoder(cond.h, z, cond.skips, cond.last, cond.motion, cond.content, cond.recall,
+                                      with_levels=True)
+        return self.corrected(logits, cond), levels
+
+    def corrected(self, logits: Tensor, cond: Conditioning) -> Tensor:
+        """The decoder's logits, as a correction of the last frame's where the model is `residual`."""
+        return logits + torch.logit(cond.last.clamp(0.02, 0.98)) if self.residual else logits
 
     def amortized_latent(self, cond: Conditioning, target: Tensor) -> Tensor:
         """z⁰ = A(y - Dec(h, 0)), or A(h, Enc(y)) for a `TargetEncoder`; zeros when the model has no latent encoder."""
@@ -728,9 +765,16 @@ class VideoPredictor(nn.Module):
         return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
                             state.content, state.recall), memory
 
-    def advance(self, state: RolloutState, memory: Tensor | None, frame: Tensor) -> RolloutState:
-        """The state once `frame` (n, c, H, W) is the newest frame; `memory` from `condition`."""
-        new = self.encoder(channels_last(frame))
+    def advance(self, state: RolloutState, memory: Tensor | None, frame: Tensor,
+                levels: list[Tensor] | None = None) -> RolloutState:
+        """The state once `frame` (n, c, H, W) is the newest frame; `memory` from `condition`. With latent
+        feedback the frame's encoding is `levels`, the decoder's features of it (`decode_levels`), not its pixels'."""
+        if self.feedback == "latent":
+            if levels is None:
+                raise ValueError("feedback='latent' advances on the decoder's features of the predicted frame; got none")
+            new = levels
+        else:
+            new = self.encoder(channels_last(frame))
         history = [level[1:] + [f] for level, f in zip(state.history, new)]  # keep only the window
         return RolloutState(history, memory, frame, state.last, state.anchor, state.content, state.recall)
 
@@ -758,9 +802,9 @@ class VideoPredictor(nn.Module):
         for k in range(horizon):
             cond, memory = self.condition(state)
             z = draw_z(cond.h, k)
-            out = self.decode(cond, z)
+            out, levels = self.decode_levels(cond, z)
             if k + 1 < horizon:  # the last frame is not fed back: nothing reads it
-                state = self.advance(state, memory, torch.sigmoid(out))
+                state = self.advance(state, memory, torch.sigmoid(out), levels)
             logits.append(out)
             zs.append(z)
         return torch.stack(logits, dim=1), torch.stack(zs, dim=1)
