@@ -398,20 +398,27 @@ def test_latent_feedback_has_no_teacher_forcing_and_trains_free_running_through_
         model.advance(state, memory, video[:, 3])
     energy = Energy(ball=2.0)
     draws = StepDraws(keep=torch.ones(2, 3, 1), noise=torch.zeros(2, 3, 3))
-    fed = []
-
-    def spy(k, cond, target, z_prev):
-        if k == 1:
-            cond.h.retain_grad()
-            fed.append(cond.h)
-        return latents(k, cond, target, z_prev)
-
     latents = EnergyObjective(model, fused=True).frame_latents(energy, draws)
-    rows = count_encoder_rows(model)
-    result = free_running(model, video, context=3, energy=energy, latents=spy)
-    assert rows == [2 * 2]  # the window's context frames
-    result.loss.backward()
-    assert fed[0].grad.abs().sum() > 0 and model.encoder.stem[0].weight.grad.abs().sum() > 0
+    advance, fed = model.advance, []
+
+    def spy(state, memory, frame, levels=None):
+        if levels[-1].requires_grad:
+            levels[-1].retain_grad()
+        fed.append(levels[-1])
+        return advance(state, memory, frame, levels)
+
+    model.advance = spy
+    for grad in (True, False):
+        fed.clear()
+        model.zero_grad()
+        rows = count_encoder_rows(model)
+        result = free_running(model, video, context=3, energy=energy, latents=latents, feedback_grad=grad)
+        assert rows == [2 * 2] and len(fed) == 2  # the window's context frames; frames 1 and 2 fed back
+        result.loss.backward()
+        # the bottleneck fed back from frame 1 only reaches later frames' costs: with gradients through time, it trains
+        assert (fed[0].grad is not None and fed[0].grad.abs().sum() > 0) == grad and fed[0].requires_grad == grad
+        assert model.encoder.stem[0].weight.grad.abs().sum() > 0
+    del model.advance
     model.eval()
     futures, latents_drawn = draw_futures(EnergyObjective(model), video[:, :3], samples=30, horizon=3)
     alone, _ = draw_futures(EnergyObjective(model), video[1:, :3], samples=30, horizon=3, clip_ids=[1])

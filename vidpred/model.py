@@ -782,7 +782,8 @@ class VideoPredictor(nn.Module):
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
 
         `draw_z(h, k)` gives the latent (b, d) of step k from the state h (b, C, h, w); each
-        predicted frame is encoded and fed back as the newest frame of the window. With `repeats`
+        predicted frame is encoded and fed back as the newest frame of the window (with latent
+        feedback, the decoder's features of it are). With `repeats`
         (b,) the rollout runs repeats[i] futures of context i in a row (n = repeats.sum() rows
         instead of b), encoding each context once.
         """
