@@ -441,6 +441,19 @@ def test_a_latent_feedback_run_trains_validates_and_evaluates(tmp_path):
     metrics = evaluate(EvalConfig(ckpt=str(run / "checkpoints" / "last.pt"), samples=3, horizon=4, clips=2,
                                   context=3, out=str(tmp_path / "eval"), video="none"))
     assert len(metrics["best_of_k"]["psnr_per_frame"]) == 4 and (tmp_path / "eval" / "samples.png").is_file()
+    # teacher-forced scoring has no state to read: refused by the API, and by `vidpred sample --score` before any work
+    from vidpred.sample_cli import SampleConfig
+    from vidpred.sample_cli import run as sample_run
+    from vidpred.trained import load
+
+    predictor = load(run / "checkpoints" / "last.pt", "cpu")
+    clips = torch.rand(1, 6, 1, 16, 16)
+    with pytest.raises(ValueError, match=r"model.feedback=latent.*no teacher-forced state.*by rollouts"):
+        predictor.energy(clips[:, :3], clips[:, 3:])
+    assert predictor.sample(clips[:, :3], k=2, horizon=3).shape == (1, 2, 3, 1, 16, 16)
+    with pytest.raises(ConfigError, match=r"--score: this model feeds back the decoder's features"):
+        sample_run(SampleConfig(ckpt=str(run / "checkpoints" / "last.pt"), input=str(tmp_path / "never_read.mp4"),
+                                score=True, device="cpu"))
 
 
 def test_latent_feedback_refuses_teacher_forced_steps_in_the_config(tmp_path):

@@ -223,9 +223,11 @@ def fill_in(scfg: SampleConfig, predictor, context: Tensor, truth: Tensor, input
 
 def run(scfg: SampleConfig) -> dict:
     """Sample (and score, and fill in) as configured; writes the outputs and returns the summary."""
-    from .trained import load
+    from .trained import TEACHER_FORCED_SCORE_REFUSAL, load
 
     predictor = load(scfg.ckpt, scfg.device)
+    if scfg.score and predictor.model.feedback == "latent":  # refused before any reading or sampling
+        raise ConfigError(f"--score: {TEACHER_FORCED_SCORE_REFUSAL}")
     context, truth, summary = read_input(scfg, predictor)
     horizon = summary["horizon"]
     summary.update(checkpoint=scfg.ckpt, samples=scfg.samples, seed=scfg.seed,

@@ -71,6 +71,12 @@ class Ranked(NamedTuple):
     order: Tensor  # (b, K) indices of these futures in `sample(..., k=K, seed=seed)`
 
 
+# `energy` scores each frame from the true frames before it, which a model with latent feedback cannot read
+TEACHER_FORCED_SCORE_REFUSAL = ("this model feeds back the decoder's features of its own predictions (model.feedback=latent), "
+                                "so a frame has no teacher-forced state to score it from; its futures are sampled, "
+                                "ranked and filled in by rollouts (sample, rank, infer) instead")
+
+
 class TrainedPredictor:
     """A trained model with its objective, energy and latent prior, frozen, on one device.
 
@@ -153,6 +159,8 @@ class TrainedPredictor:
         amortized guess A(y - Dec(h, 0)) and z = 0; the lower energy is kept (inference is monotone,
         so this is never above the energy at either start).
         """
+        if self.model.feedback == "latent":
+            raise ValueError(TEACHER_FORCED_SCORE_REFUSAL)
         context, future = self.as_clips(context, "context"), self.as_clips(future, "future")
         if context.shape[0] != future.shape[0]:
             raise ValueError(f"context holds {context.shape[0]} clips but future holds {future.shape[0]}")
