@@ -707,6 +707,11 @@ class VideoPredictor(nn.Module):
                                       with_levels=True)
         return self.corrected(logits, cond), levels
 
+    def decode_step(self, cond: Conditioning, z: Tensor) -> tuple[Tensor, list[Tensor] | None]:
+        """A rollout step's logits and what `advance` needs of the decoder: its features with latent feedback,
+        None with frame feedback (the plain decoder call then, the one training compiles and runs)."""
+        return self.decode_levels(cond, z) if self.feedback == "latent" else (self.decode(cond, z), None)
+
     def corrected(self, logits: Tensor, cond: Conditioning) -> Tensor:
         """The decoder's logits, as a correction of the last frame's where the model is `residual`."""
         return logits + torch.logit(cond.last.clamp(0.02, 0.98)) if self.residual else logits
@@ -803,7 +808,7 @@ class VideoPredictor(nn.Module):
         for k in range(horizon):
             cond, memory = self.condition(state)
             z = draw_z(cond.h, k)
-            out, levels = self.decode_levels(cond, z)
+            out, levels = self.decode_step(cond, z)
             if k + 1 < horizon:  # the last frame is not fed back: nothing reads it
                 state = self.advance(state, memory, torch.sigmoid(out), levels)
             logits.append(out)

@@ -166,7 +166,7 @@ def free_running(model: VideoPredictor, video: Tensor, *, context: int, energy: 
         cond, memory = model.condition(state)
         target = video[:, context + k]
         found = latents(k, cond, target, z_prev)
-        logits, levels = model.decode_levels(cond, found.z)
+        logits, levels = model.decode_step(cond, found.z)
         e = energy(logits, target, found.z)  # (b,)
         terms.append(e + found.extra)
         for name, value in {"energy": e.detach(), **found.stats}.items():
@@ -175,7 +175,7 @@ def free_running(model: VideoPredictor, video: Tensor, *, context: int, energy: 
         outputs.append(pixels.detach().mean())
         if k + 1 < horizon:
             fed = pixels if feedback_grad else pixels.detach()  # with gradients, the rollout is trained whole
-            if not feedback_grad:
+            if not feedback_grad and levels is not None:
                 levels = [level.detach() for level in levels]
             state = model.advance(state, memory if feedback_grad or memory is None else memory.detach(), fed, levels)
         kept.append(found.kept)
