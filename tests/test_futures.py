@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from vidpred.build import predictor_of_kind
 from vidpred.config import ConfigError, parse_args
 from vidpred.energy import Energy
-from vidpred.model import ConditionalPrior, Decoder, VideoPredictor, motion_costs
+from vidpred.model import ConditionalPrior, Decoder, VideoPredictor, constant_motion, glide, motion_costs
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -30,7 +30,8 @@ def small(*, perturb: bool = False, kind: str = "energy", chained: bool = False,
 @pytest.mark.parametrize("recurrent, output, generate", [(True, "pixels", True), (False, "kernels", True),
                                                          (True, "kernels", True), (False, "kernels", False),
                                                          (False, "splat", True), (True, "splat", True),
-                                                         (True, "splat", False)])
+                                                         (True, "splat", False), (False, "glide", True),
+                                                         (True, "glide", False)])
 def test_teacher_forcing_replays_a_rollout_on_its_own_frames(recurrent, output, generate):
     """The batched teacher-forced path and the step-by-step rollout are one model: fed the rollout's
     own frames as truth, teacher forcing reproduces its logits (the recurrent memory included)."""
@@ -185,7 +186,7 @@ def test_without_a_generated_branch_every_pixel_is_moved_and_every_weight_learns
     Energy()(model.decode(cond, torch.randn(2, 3)), target, torch.zeros(2, 3)).sum().backward()
     unused = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is None}
     assert unused == {"latent_encoder", "prior"}  # the heads that decoding does not read (inference and sampling do)
-    with pytest.raises(ConfigError, match="model.generate=false needs model.decoder=kernels or splat"):
+    with pytest.raises(ConfigError, match="model.generate=false needs model.decoder=kernels, splat or glide"):
         parse_args(["--model.generate=false"])
     assert not parse_args(["--model.generate=false", f"--model.decoder={output}"]).model.generate
     with pytest.raises(ValueError, match="generate=False leaves the pixels decoder nothing to output"):
@@ -241,7 +242,7 @@ def test_generate_after_needs_a_moving_decoder_with_its_branch_and_travels_in_ch
     from vidpred.checkpoint import load_checkpoint
     from vidpred.training import train
 
-    for wrong, why in [(["--model.generate_after=3"], "it needs model.decoder=kernels or splat with model.generate=true"),
+    for wrong, why in [(["--model.generate_after=3"], "it needs model.decoder=kernels, splat or glide with model.generate=true"),
                        (["--model.decoder=kernels", "--model.generate=false", "--model.generate_after=3"],
                         "with model.generate=true"),
                        (["--model.decoder=kernels", "--model.generate_after=-1"], "expected 0 \\(off\\) or a number")]:
@@ -950,3 +951,98 @@ def test_fused_step_is_the_default_where_it_applies_and_separate_passes_elsewher
     assert fused() and not fused("--latent.fused=false")
     for separate in ("--latent.steps=3", "--latent.steps=0", "--latent.draws=4", "--model.encoder=false"):
         assert not fused(separate)
+
+
+# --- the glide decoder: the last context frame carried on at constant motion ------------------------------
+
+
+def test_constant_motion_finds_each_pixels_displacement_and_keeps_what_shows_none_still():
+    video = square(2, start=(6, 6), velocity=(2, -1), size=20, side=6)
+    video[:, :, :, 0:3, 15:20] = 0.3  # a still patch
+    d = constant_motion(video[:, 0], video[:, 1], radius=3)
+    assert d.shape == (1, 2, 20, 20) and d.dtype == torch.long
+    assert (d[0, :, 9:12, 6:9] == torch.tensor([2, -1]).view(2, 1, 1)).all()  # inside the square's second position
+    assert (d[0, :, 0:3, 16:19] == 0).all() and (d[0, :, 17:, :4] == 0).all()  # the still patch and the empty corner
+
+
+def test_glide_moves_pixels_whole_lets_moving_ones_win_and_leaves_holes():
+    frame = torch.zeros(1, 1, 10, 10)
+    square_ = torch.tensor([[0.5, 0.6], [0.7, 0.8]])
+    frame[0, 0, 2:4, 2:4] = square_  # moves by (1, 2) a frame
+    frame[0, 0, 6, 8] = 1.0  # a still bright pixel on the square's path
+    d = torch.zeros(1, 2, 10, 10, dtype=torch.long)
+    d[0, 0, 2:4, 2:4], d[0, 1, 2:4, 2:4] = 1, 2
+    holes = torch.zeros(10, 10, dtype=torch.bool)
+    holes[2:4, 2:4] = True  # the square's first place: only its own pixels came from there, and they left
+    for steps, place in [(1, (3, 4)), (3, (5, 8)), (4, None)]:  # at 3 its 0.7 lands on the still 1.0; at 4 it has left
+        out = glide(frame, d, torch.tensor([steps]))
+        expected = torch.zeros(10, 10)
+        expected[6, 8] = 1.0
+        if place is not None:
+            expected[place[0]:place[0] + 2, place[1]:place[1] + 2] = square_
+        assert out.shape == (1, 2, 10, 10)
+        assert torch.equal(out[0, 0], expected), steps
+        assert torch.equal(out[0, 1] == 0, holes), steps
+
+
+def test_glide_is_per_row_and_per_channel():
+    torch.manual_seed(0)
+    frames = torch.rand(3, 2, 8, 8)
+    d = torch.randint(-1, 2, (3, 2, 8, 8))
+    steps = torch.tensor([1, 2, 3])
+    together = glide(frames, d, steps)
+    assert together.shape == (3, 3, 8, 8)
+    for i in range(3):
+        assert torch.equal(together[i], glide(frames[i:i + 1], d[i:i + 1], steps[i:i + 1])[0])
+    still = glide(frames, torch.zeros_like(d), steps)
+    assert torch.equal(still[:, :2], frames) and (still[:, 2] == 1).all()  # nothing moves: the frame, fully covered
+
+
+def test_glide_model_starts_at_the_constant_motion_floor_and_learns_where_it_fails():
+    """Untrained, the glide decoder carries the last context frame on at constant motion for the whole horizon
+    (the mask starts at the glided frame); its heads read the glided frame, and a step of training moves them."""
+    video = square(9, start=(1, 1), velocity=(1, 1))
+    model = small(output="glide", kernel=5)
+    frames, _ = model.rollout(video[:, :3], horizon=6, draw_z=lambda h, k: torch.zeros(1, 3))
+    assert (frames - video[:, 3:]).abs().max() < 0.01  # (the mask's 0.7% of a dark generated frame)
+    model.train()
+    cond, target = model.teacher_forced_pairs(video[:, :6], context=3)
+    assert cond.glided.shape == (3, 2, 16, 16)
+    assert torch.equal(cond.glided[:, :1], video[0, 3:6])  # target j carried j + 1 frames on, as the rollout
+    Energy()(model.decode(cond, torch.randn(3, 3)), target, torch.zeros(3, 3)).sum().backward()
+    assert model.decoder.mask.weight.grad.abs().sum() > 0 and model.decoder.out.weight.grad.abs().sum() > 0
+    one_frame = predictor_of_kind("energy", channels=1, size=16, widths=(8, 16), window=1, skip_frames=1, z_dim=3,
+                                  output="glide", kernel=5)  # a window of one frame, which a context of one fills
+    with pytest.raises(ValueError, match="context=1: the glide decoder continues the motion of the last two frames"):
+        one_frame.rollout(video[:, :1], horizon=2, draw_z=lambda h, k: torch.zeros(1, 3))
+
+
+def test_glide_decoder_in_the_config():
+    cfg = parse_args(["--model.decoder=glide", "--model.kernel=9", "--model.generate=false"])
+    assert cfg.model.decoder == "glide" and not cfg.model.generate
+    with pytest.raises(ConfigError, match="model.sharp=true needs model.decoder=kernels or splat.*glide decoder already moves"):
+        parse_args(["--model.decoder=glide", "--model.sharp=true"])
+
+
+def test_a_glide_run_trains_samples_from_repeats_and_evaluates(tmp_path):
+    """End to end: teacher-forced training with the glide decoder, a checkpoint that rebuilds it, K futures drawn
+    in one batch of repeated contexts equal to those drawn one context at a time, and an evaluation."""
+    from conftest import tiny_args
+    from vidpred.build import load_predictor
+    from vidpred.evaluation import EvalConfig, evaluate
+    from vidpred.training import train
+
+    run = tmp_path / "run"
+    train(parse_args(tiny_args(run, "--model.decoder=glide", "--model.kernel=5", "--val_every=3", "--val_clips=4")))
+    model = load_predictor(str(run / "checkpoints" / "last.pt"))[0]
+    assert model.decoder.output == "glide" and model.glide_radius == 2
+    context = torch.rand(2, 3, 1, 16, 16)
+    z = torch.randn(5, 4, 4)
+    repeats = torch.tensor([2, 3])
+    together, _ = model.rollout(context, 4, lambda h, k: z[:, k], repeats=repeats)
+    first, _ = model.rollout(context[:1].expand(2, -1, -1, -1, -1), 4, lambda h, k: z[:2, k])
+    second, _ = model.rollout(context[1:].expand(3, -1, -1, -1, -1), 4, lambda h, k: z[2:, k])
+    assert torch.allclose(together, torch.cat([first, second]), atol=1e-5)
+    metrics = evaluate(EvalConfig(ckpt=str(run / "checkpoints" / "last.pt"), samples=3, horizon=4, clips=2,
+                                  context=3, out=str(tmp_path / "eval"), video="none"))
+    assert len(metrics["best_of_k"]["psnr_per_frame"]) == 4 and (tmp_path / "eval" / "samples.png").is_file()

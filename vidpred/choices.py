@@ -17,8 +17,9 @@ Composite = Literal["max", "sum"]  # how overlapping objects combine
 Layout = Literal["auto", "tnhw", "nthw", "nthwc", "ntchw"]  # axes of an array file of clips
 Channels = Literal[1, 3]  # grey or RGB
 ModelKind = Literal["energy", "deterministic", "vae"]  # see objectives.py
-# generated pixels, or per-pixel kernels that gather the last frame's pixels (kernels) or send them (splat)
-DecoderOutput = Literal["pixels", "kernels", "splat"]
+# generated pixels, or per-pixel kernels that gather the last frame's pixels (kernels) or send them (splat), or
+# the last context frame carried on at each pixel's own constant motion (glide); the moving ones add generated pixels
+DecoderOutput = Literal["pixels", "kernels", "splat", "glide"]
 # where the decoder's skips come from: the last S input frames (predicted ones in a rollout), the last S
 # context frames (true, fixed for the whole rollout, as SVG's), or both
 SkipSource = Literal["recent", "context", "both"]

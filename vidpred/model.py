@@ -78,6 +78,7 @@ class ResBlock(nn.Module):
 
 
 MOVED_EPS = 1e-3  # the kernels decoder's pixels lie in [eps, 1 - eps]: BCE of a moved black pixel <= 0.001
+GLIDE_TIE = 1e-6  # constant_motion: the cost added per squared pixel of displacement, which settles ties only
 COPY_WEIGHT = 0.99  # the kernels decoder's untrained centre tap: each pixel starts as 99% of the same pixel of the last frame
 
 
@@ -125,6 +126,47 @@ def motion_costs(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
         coarse = F.avg_pool2d(F.avg_pool2d(diff, 2, ceil_mode=True), 3, 1, 1, count_include_pad=False)
         cost = cost + double(coarse)[..., :cost.shape[-2], :cost.shape[-1]]
     return double(cost)[..., :hh, :ww].contiguous()  # per pixel
+
+
+@torch.no_grad()
+def constant_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
+    """Each pixel's displacement per frame between the last two frames: (n, c, H, W) x 2 -> (n, 2, H, W) integers
+    (dy, dx) in [-radius, radius], the one of least motion cost (`motion_costs`); ties (a uniform region, which
+    every displacement explains) go to the shortest, so what shows no motion stays where it is."""
+    k = 2 * radius + 1
+    offsets = torch.arange(k, device=last.device) - radius
+    dy, dx = offsets.repeat_interleave(k), offsets.repeat(k)  # channel j of the costs: (j // k - r, j % k - r)
+    length = (dy * dy + dx * dx).to(last.dtype)
+    best = (motion_costs(previous, last, radius=radius) + GLIDE_TIE * length[:, None, None]).argmin(dim=1)
+    return torch.stack([dy[best], dx[best]], dim=1)
+
+
+@torch.no_grad()
+def glide(frame: Tensor, displacement: Tensor, steps: Tensor) -> Tensor:
+    """`frame` (n, c, H, W) carried on: its pixel p sent to p + steps_i · d_p (displacement (n, 2, H, W) from
+    `constant_motion`, steps (n,) frames ahead). Returns (n, c + 1, H, W): the moved frame, then its coverage
+    (1 where some pixel arrived, 0 in the holes a moving region leaves; what leaves the frame is gone).
+
+    Hard and whole: a pixel moves by an integer displacement and keeps its value, so a shape carried on for 20
+    frames is as sharp as in the last context frame (no blend to compound, unlike a rollout of soft kernels).
+    Where several pixels arrive, a moving one wins over a still one (what moves is in front of what stays),
+    then the brightest (objects combined by max, as SM-MNIST's digits are), each channel the winners' largest.
+    """
+    n, c, hh, ww = frame.shape
+    steps = steps.view(n, 1, 1)
+    ty = torch.arange(hh, device=frame.device).view(1, hh, 1) + steps * displacement[:, 0]
+    tx = torch.arange(ww, device=frame.device).view(1, 1, ww) + steps * displacement[:, 1]
+    inside = (ty >= 0) & (ty < hh) & (tx >= 0) & (tx < ww)  # (n, H, W) sources that land in the frame
+    to = (ty.clamp(0, hh - 1) * ww + tx.clamp(0, ww - 1) + torch.arange(n, device=frame.device).view(n, 1, 1) * (hh * ww))
+    key = frame.mean(dim=1) + 2.0 * displacement.abs().sum(dim=1).gt(0).to(frame.dtype)  # moving first, then brightest
+    key = torch.where(inside, key, torch.full_like(key, -1.0)).flatten()
+    to = to.flatten()
+    best = key.new_full((n * hh * ww,), -1.0).scatter_reduce(0, to, key, reduce="amax")
+    wins = (key >= 0) & (key == best[to])  # sources whose key is the best their destination received
+    values = torch.where(wins[:, None], frame.permute(0, 2, 3, 1).reshape(-1, c), torch.zeros((), dtype=frame.dtype))
+    moved = frame.new_zeros(n * hh * ww, c).scatter_reduce(0, to[:, None].expand(-1, c), values, reduce="amax")
+    moved = moved.view(n, hh, ww, c).permute(0, 3, 1, 2)
+    return torch.cat([moved, (best >= 0).to(frame.dtype).view(n, 1, hh, ww)], dim=1).contiguous()
 
 
 def double(x: Tensor) -> Tensor:
@@ -243,10 +285,11 @@ class Decoder(nn.Module):
         super().__init__()
         check_choice("output", output, DecoderOutput)
         if not generate and output == "pixels":
-            raise ValueError("generate=False leaves the pixels decoder nothing to output: it needs output='kernels' or 'splat'")
+            raise ValueError("generate=False leaves the pixels decoder nothing to output: it needs output='kernels', "
+                             "'splat' or 'glide'")
         if generate_after < 0 or generate_after and (output == "pixels" or not generate):
-            raise ValueError(f"generate_after={generate_after}: expected 0, or a number of steps with output='kernels' "
-                             "or 'splat' and generate=True (it holds back the generated branch of a moving decoder)")
+            raise ValueError(f"generate_after={generate_after}: expected 0, or a number of steps with output='kernels', "
+                             "'splat' or 'glide' and generate=True (it holds back the generated branch of a moving decoder)")
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"kernel={kernel}: expected an odd size >= 1")
         self.output, self.kernel, self.sharp, self.generate = output, kernel, sharp, generate
@@ -267,7 +310,14 @@ class Decoder(nn.Module):
             self.skip_fuses.append(nn.Conv2d(skip_frames * w_out, w_out, 1) if skip_frames > 1 else nn.Identity())
         # The generated pixels (the whole frame for output=pixels; with a moving decoder, what its mask
         # hands them). Start from a dark, uncertain frame: zero weights, bias at the logit of a mostly-black image.
-        self.out = constant_head(widths[0], channels, -3.0) if generate else None
+        # The glide decoder's heads also read the glided frame and its coverage (`glide`), to see where it holds.
+        heads_in = widths[0] + (channels + 1 if output == "glide" else 0)
+        self.out = constant_head(heads_in, channels, -3.0) if generate else None
+        if output == "glide":
+            # per output pixel: the glided frame's share (1) or the generated pixels' (0). Start at the glided
+            # frame (99.3%): untrained, the model carries the last context frame on at constant motion, the
+            # constant-motion floor (bench/README.md), and training hands the generated pixels what it gets wrong.
+            self.mask = constant_head(heads_in, 1, 5.0) if generate else None
         if output == "splat":
             # per pixel of the last frame, logits over the displacements it may move by: learned features
             # plus -scale x the motion cost of each displacement (motion_costs), so that before any
@@ -294,12 +344,12 @@ class Decoder(nn.Module):
                     self.taps.bias[kernel * kernel // 2] = math.log(COPY_WEIGHT / (1 - COPY_WEIGHT) * (kernel * kernel - 1))
 
     def forward(self, h: Tensor, z: Tensor, skips: list[Tensor], last: Tensor | None = None,
-                motion: Tensor | None = None, content: Tensor | None = None, keys_values: Tensor | None = None, *,
-                with_levels: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+                motion: Tensor | None = None, content: Tensor | None = None, keys_values: Tensor | None = None,
+                glided: Tensor | None = None, *, with_levels: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Logits (n, c, H, W); with `with_levels`, (logits, `levels`' features), through the module's call either
         way, so that a compiled decoder (`--compile=true`) runs compiled for both."""
         levels = self.levels(h, z, skips, content, keys_values)
-        logits = self.to_logits(levels, last, motion)
+        logits = self.to_logits(levels, last, motion, glided)
         return (logits, levels) if with_levels else logits
 
     def levels(self, h: Tensor, z: Tensor, skips: list[Tensor], content: Tensor | None = None,
@@ -320,14 +370,20 @@ class Decoder(nn.Module):
             levels.append(x)
         return levels[::-1]
 
-    def to_logits(self, levels: list[Tensor], last: Tensor | None = None, motion: Tensor | None = None) -> Tensor:
-        """Logits (n, c, H, W) from the features `levels` gives."""
+    def to_logits(self, levels: list[Tensor], last: Tensor | None = None, motion: Tensor | None = None,
+                  glided: Tensor | None = None) -> Tensor:
+        """Logits (n, c, H, W) from the features `levels` gives (the glide decoder: and the glided frame, `glide`'s
+        (n, c + 1, H, W), of logits m · glided + (1 - m) · sigmoid(generated))."""
         x = levels[0]
+        if self.output == "glide":  # the heads see where the glided frame has content and holes
+            x = torch.cat([x, glided], dim=1)
         generated = self.out(x) if self.generate else None
         if self.output == "pixels":
             return generated
         if self.output == "splat":
             return self.splat(last, motion, x, generated)
+        if self.output == "glide":
+            return self.blend(glided[:, :-1], self.moved_share(x), generated)
         return self.move(last, x, generated)
 
     def splat(self, last: Tensor, motion: Tensor, x: Tensor, generated: Tensor | None) -> Tensor:
@@ -534,18 +590,19 @@ class Conditioning(NamedTuple):
     motion: Tensor | None = None  # (n, k², H, W) the splat decoder's motion costs of the last two frames
     content: Tensor | None = None  # (n, D) the context frames' appearance code (model.content > 0)
     recall: Tensor | None = None  # (n, R h w, d + C) keys and values of the context frames' bottleneck positions (model.recall; `Recall.keys_values`)
+    glided: Tensor | None = None  # (n, c + 1, H, W) the glide decoder's last context frame carried on to this frame, and its coverage (`glide`)
 
     def repeat(self, k: int) -> "Conditioning":
         """Each entry k times in a row (n -> n * k), for k samples per clip."""
         rep = lambda t: None if t is None else t.repeat_interleave(k, dim=0)  # noqa: E731
         return Conditioning(rep(self.h), [rep(s) for s in self.skips], rep(self.last), rep(self.motion), rep(self.content),
-                            rep(self.recall))
+                            rep(self.recall), rep(self.glided))
 
     def detach(self) -> "Conditioning":
         """The same conditioning cut from the graph: latent inference moves z only."""
         cut = lambda t: None if t is None else t.detach()  # noqa: E731
         return Conditioning(self.h.detach(), [s.detach() for s in self.skips], self.last.detach(), cut(self.motion),
-                            cut(self.content), cut(self.recall))
+                            cut(self.content), cut(self.recall), cut(self.glided))
 
 
 class RolloutState(NamedTuple):
@@ -558,6 +615,8 @@ class RolloutState(NamedTuple):
     anchor: list[Tensor] | None = None  # skips="context"|"both": per resolution, the last S context frames' features (n, S·C_l, H_l, W_l)
     content: Tensor | None = None  # (n, D) the context's appearance code (model.content > 0), fixed over the rollout
     recall: Tensor | None = None  # (n, R h w, d + C) keys and values of the context frames' positions the decoder attends to (model.recall)
+    glide: Tensor | None = None  # (n, c + 2, H, W) the glide decoder's last context frame and its displacement per frame (`constant_motion`)
+    step: int = 0  # frames predicted so far (the glide decoder carries its frame step + 1 frames on for the next)
 
 
 class VideoPredictor(nn.Module):
@@ -581,6 +640,7 @@ class VideoPredictor(nn.Module):
         self.feedback = check_choice("feedback", feedback, Feedback)
         self.skip_frames, self.skips, self.recurrent, self.widths = skip_frames, skips, recurrent, tuple(widths)
         self.motion_radius = kernel // 2 if output == "splat" else None  # the splat decoder reads motion costs
+        self.glide_radius = kernel // 2 if output == "glide" else None  # the glide decoder's largest displacement a frame
         self.encoder = FrameEncoder(channels=channels, widths=widths)
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks, recurrent=recurrent)
         self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim,
@@ -608,8 +668,8 @@ class VideoPredictor(nn.Module):
         frames whose motion the splat decoder continues)."""
         if frames < self.window:
             raise error(f"context={frames}: this model's predictor needs at least {self.window} frames (its window)")
-        if self.motion_radius is not None and frames < 2:
-            raise error(f"context={frames}: the splat decoder continues the motion of the last two frames; "
+        if (self.motion_radius is not None or self.glide_radius is not None) and frames < 2:
+            raise error(f"context={frames}: the {self.decoder.output} decoder continues the motion of the last two frames; "
                         "give 2 or more")
 
     def motion(self, previous: Tensor, last: Tensor) -> Tensor | None:
@@ -617,6 +677,19 @@ class VideoPredictor(nn.Module):
         if self.motion_radius is None:
             return None
         return motion_costs(previous, last, radius=self.motion_radius)
+
+    def glide_source(self, previous: Tensor, last: Tensor) -> Tensor | None:
+        """What the glide decoder carries on: (n, c + 2, H, W), the last context frame and each pixel's displacement
+        per frame (`constant_motion`); None for the other decoders."""
+        if self.glide_radius is None:
+            return None
+        return torch.cat([last, constant_motion(previous, last, radius=self.glide_radius).to(last.dtype)], dim=1)
+
+    def glided(self, source: Tensor | None, steps: Tensor) -> Tensor | None:
+        """`glide_source`'s frame carried `steps` (n,) frames on, with its coverage (n, c + 1, H, W); None without one."""
+        if source is None:
+            return None
+        return glide(source[:, :self.channels], source[:, self.channels:].long(), steps)
 
     def encode(self, frames: Tensor) -> list[Tensor]:
         """(b, t, c, H, W) -> per resolution (b, t, C_l, H_l, W_l)."""
@@ -673,7 +746,11 @@ class VideoPredictor(nn.Module):
         content = None if content is None else content.repeat_interleave(horizon, dim=0)
         recall = self.recall_keys_values(feats[-1][:, :end])  # once per clip, then one copy per target
         recall = None if recall is None else recall.repeat_interleave(horizon, dim=0)
-        return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last), content, recall)
+        # the glide decoder carries the last context frame on, target j by j + 1 frames, as a rollout does
+        source = self.glide_source(video[:, context - 2], video[:, context - 1]) if self.glide_radius is not None else None
+        glided = None if source is None else self.glided(
+            source.repeat_interleave(horizon, dim=0), torch.arange(1, horizon + 1, device=video.device).repeat(video.shape[0]))
+        return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last), content, recall, glided)
 
     def recall_keys_values(self, bottleneck: Tensor) -> Tensor | None:
         """(b, R, C, h, w) features of the context frames the state reads -> (b, R h w, d + C) the keys and values
@@ -698,13 +775,14 @@ class VideoPredictor(nn.Module):
 
     def decode(self, cond: Conditioning, z: Tensor) -> Tensor:
         """Logits (n, c, H, W) of the predicted frames; sigmoid gives pixels."""
-        return self.corrected(self.decoder(cond.h, z, cond.skips, cond.last, cond.motion, cond.content, cond.recall), cond)
+        return self.corrected(self.decoder(cond.h, z, cond.skips, cond.last, cond.motion, cond.content, cond.recall,
+                                           cond.glided), cond)
 
     def decode_levels(self, cond: Conditioning, z: Tensor) -> tuple[Tensor, list[Tensor]]:
         """`decode`'s logits and the decoder's features per resolution (`Decoder.levels`), which a rollout with
         latent feedback keeps as the predicted frame's encoding."""
         logits, levels = self.decoder(cond.h, z, cond.skips, cond.last, cond.motion, cond.content, cond.recall,
-                                      with_levels=True)
+                                      cond.glided, with_levels=True)
         return self.corrected(logits, cond), levels
 
     def decode_step(self, cond: Conditioning, z: Tensor) -> tuple[Tensor, list[Tensor] | None]:
@@ -753,22 +831,25 @@ class VideoPredictor(nn.Module):
             for j in range(self.window, frames.shape[1]):
                 _, memory = self.predictor(feats[-1][:, j - self.window:j], memory)
         last, previous = context[:, -1], context[:, -2 if context.shape[1] > 1 else -1]
+        source = self.glide_source(previous, last)  # once per context, then repeated
         if repeats is not None:
             feats = [f.repeat_interleave(repeats, dim=0) for f in feats]
             last, previous = last.repeat_interleave(repeats, dim=0), previous.repeat_interleave(repeats, dim=0)
             memory = None if memory is None else memory.repeat_interleave(repeats, dim=0)
             content = None if content is None else content.repeat_interleave(repeats, dim=0)
             recall = None if recall is None else recall.repeat_interleave(repeats, dim=0)
+            source = None if source is None else source.repeat_interleave(repeats, dim=0)
         history = [[f[:, i] for i in range(f.shape[1] - self.window, f.shape[1])] for f in feats]
         anchor = None if self.skips == "recent" else [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
-        return RolloutState(history, memory, last, previous, anchor, content, recall)
+        return RolloutState(history, memory, last, previous, anchor, content, recall, source)
 
     def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
         """The conditioning of the next frame, and the predictor memory that includes it."""
         h, memory = self.predictor(torch.stack(state.history[-1], dim=1), state.memory)
         recent = None if self.skips == "context" else [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
+        steps = torch.full((state.last.shape[0],), state.step + 1, device=state.last.device)
         return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
-                            state.content, state.recall), memory
+                            state.content, state.recall, self.glided(state.glide, steps)), memory
 
     def advance(self, state: RolloutState, memory: Tensor | None, frame: Tensor,
                 levels: list[Tensor] | None = None) -> RolloutState:
@@ -781,7 +862,8 @@ class VideoPredictor(nn.Module):
         else:
             new = self.encoder(channels_last(frame))
         history = [level[1:] + [f] for level, f in zip(state.history, new)]  # keep only the window
-        return RolloutState(history, memory, frame, state.last, state.anchor, state.content, state.recall)
+        return RolloutState(history, memory, frame, state.last, state.anchor, state.content, state.recall, state.glide,
+                            state.step + 1)
 
     def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
