@@ -13,7 +13,8 @@ otherwise the comparison is refused, naming the field that differs.
 `evaluate.py`'s `metrics.json` files are read too (not mixed with bench reports): each is a model named
 after its run folder (`runs/NAME/eval/metrics.json` -> NAME; another eval folder -> NAME/FOLDER), and
 they must share the protocol (context, horizon, K, clips, seed, split, data). The floors of those clips
-come as two more models, `blank` and `copy_last`, so a run can be paired against a floor (the futures
+come as more models, `blank`, `copy_last` and `constant_motion` (files written before 2026-12-06 lack the last),
+so a run can be paired against a floor (the futures
 issue's real-video target: at or above copying the last frame). Their rows also count the predicted
 frames where best of K is over each floor, in PSNR and in SSIM (per-frame means).
 """
@@ -30,7 +31,7 @@ from quality import paired  # noqa: E402  (bench/ is sys.path[0] when a bench ru
 
 PROTOCOL = ("clips", "samples", "eval_context", "eval_horizon", "seed")
 EVALUATION = ("context", "horizon", "samples", "clips", "seed", "split", "data")  # what makes two evaluate.py results pairable
-FLOORS = ("blank", "copy_last")
+FLOORS = ("blank", "copy_last", "constant_motion")  # (metrics.json files before 2026-12-06 have the first two)
 
 
 def check_same_clips(path: str, protocol: dict, first_path: str, first: dict) -> None:
@@ -67,7 +68,7 @@ def frames_over(scores: list[float], floor: list[float]) -> int:
 def evaluation_row(model: str, group: dict, floors: dict, steps, coverage: float | None = None) -> dict:
     """A row of `table` from one group of a metrics.json (per-clip scores), with frames over each floor."""
     over = {name: "; ".join(str(frames_over(group[f"{k}_per_frame"], floors[name][f"{k}_per_frame"]))
-                            for k in ("psnr", "ssim")) for name in FLOORS}
+                            for k in ("psnr", "ssim")) for name in FLOORS if name in floors}
     return {"model": model, "steps": steps, "coverage": coverage,
             "best_of_k": {k: group[k] for k in ("psnr", "ssim")},
             "per_clip": {k: group[f"{k}_per_clip"] for k in ("psnr", "ssim")}, "over": over}
@@ -91,7 +92,7 @@ def load_evaluations(paths: list[str], reports: list) -> list[dict]:
             check_same_clips(path, protocol, *first[:2])
         rows.append(dict(row, report=path))
     path, _, floors = first
-    return rows + [dict(evaluation_row(name, floors[name], floors, "-"), report=path) for name in FLOORS]
+    return rows + [dict(evaluation_row(name, floors[name], floors, "-"), report=path) for name in FLOORS if name in floors]
 
 
 def load_rows(paths: list[str]) -> list[dict]:
@@ -128,7 +129,7 @@ def table(rows: list[dict], reference: str) -> str:
     ref = matches[-1]
     width = max(24, *(len(r["model"]) + 2 for r in rows))  # model names are left-aligned in this column
     floors = any("over" in r for r in rows)  # evaluate.py results: frames over each floor, PSNR; SSIM
-    over = f"{'> blank':>9}{'> copy':>9}" if floors else ""
+    over = f"{'> blank':>9}{'> copy':>9}{'> motion':>9}" if floors else ""
     lines = [f"{'model':{width}}{'steps':>7}{'best-of-K PSNR':>16}{'SSIM':>9}{'cover.':>8}{over}"
              f"  {'vs ' + reference + ' PSNR':>22}{'SSIM':>20}  report"]
     for r in rows:
@@ -138,7 +139,7 @@ def table(rows: list[dict], reference: str) -> str:
             (dp, hp), (ds, hs) = (paired(r["per_clip"][k], ref["per_clip"][k]) for k in ("psnr", "ssim"))
             versus = f"{dp:>+16.2f} ± {hp:4.2f}{ds:>+11.4f} ± {hs:6.4f}"
         cov = "n/a" if r.get("coverage") is None else f"{r['coverage']:.3f}"
-        over = "".join(f"{r['over'][name]:>9}" for name in FLOORS) if floors else ""
+        over = "".join(f"{r['over'].get(name, '-'):>9}" for name in FLOORS) if floors else ""
         lines.append(f"{r['model']:{width}}{r['steps']:>7}{b['psnr']:>16.2f}{b['ssim']:>9.4f}{cov:>8}{over}"
                      f"{versus:<47}  {r['report']}")
     return "\n".join(lines)

@@ -138,13 +138,15 @@ def test_pair_compares_models_of_two_reports_clip_by_clip_and_refuses_other_clip
 def test_pair_reads_evaluate_results_and_pairs_runs_with_each_other_and_the_floors(tmp_path, capsys):
     import pair
 
-    def metrics(run, psnr, ssim, folder="eval", clips=3):
+    def metrics(run, psnr, ssim, folder="eval", clips=3, motion=False):
         group = lambda p, s, f, g: {"psnr": sum(p) / len(p), "ssim": sum(s) / len(s), "psnr_per_clip": p,  # noqa: E731
                                     "ssim_per_clip": s, "psnr_per_frame": list(f), "ssim_per_frame": list(g)}
         protocol = {"context": 5, "horizon": 2, "samples": 4, "clips": clips, "seed": 0, "split": "test",
                     "data": {"kind": "sprites"}, "checkpoint_step": 30}
         floors = {"blank": group([9.0] * clips, [0.4] * clips, (11.0, 11.0), (0.4, 0.4)),
                   "copy_last": group([8.0] * clips, [0.3] * clips, (9.0, 9.0), (0.3, 0.3))}
+        if motion:  # files from 2026-12-06 on: a third floor
+            floors["constant_motion"] = group([11.0] * clips, [0.45] * clips, (13.0, 9.0), (0.45, 0.45))
         path = tmp_path / run / folder / "metrics.json"
         path.parent.mkdir(parents=True)
         best = group(psnr, ssim, (12.0, 10.0), (0.5, 0.35))
@@ -159,7 +161,13 @@ def test_pair_reads_evaluate_results_and_pairs_runs_with_each_other_and_the_floo
     row = next(x for x in lines if x.startswith("b/eval_5_2 "))
     assert "+2.00 ± 1.13" in row and "+0.0000 ± 0.0000" in row  # differences 1, 2, 3
     # per frame: PSNR 12, 10 and SSIM 0.5, 0.35 against blank's 11, 0.4 and copy_last's 9, 0.3
-    assert row.split()[5:9] == ["1;", "1", "2;", "2"]
+    assert row.split()[5:10] == ["1;", "1", "2;", "2", "-"]  # these files have no constant-motion floor
+    newer = metrics("d", [11.0, 14.0, 17.0], [0.5, 0.6, 0.7], motion=True)
+    assert pair.main([newer, "--reference=constant_motion"]) == 0
+    rows = {x.split()[0]: x for x in capsys.readouterr().out.splitlines()[1:]}
+    assert set(rows) == {"d", "blank", "copy_last", "constant_motion"}
+    assert rows["d"].split()[5:11] == ["1;", "1", "2;", "2", "1;", "1"]  # PSNR 10 > 9 at frame 2, SSIM 0.5 > 0.45 at 1
+    assert "+3.00 ± 3.39" in rows["d"]  # 11, 14, 17 against the floor's 11 on each clip: differences 0, 3, 6
     assert pair.main([a, "--reference=copy_last"]) == 0
     row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("a "))
     assert "+4.00 ± 2.26" in row and "+0.3000 ± 0.1132" in row  # best of K against copying the last frame

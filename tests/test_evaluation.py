@@ -62,7 +62,7 @@ def test_metrics_json_holds_the_contract_and_every_output_is_written(checkpoints
     assert p["data"]["kind"] == "sprites" and p["prior"] == "learned"
     assert "SVG" in p["groups"]["best_of_k_svg"] and "SRVP" in p["groups"]["best_of_k"]
     for group in [metrics[g] for g in ("best_of_k", "best_of_k_svg", "mean_of_k", "deterministic")] + \
-            [metrics["floors"][g] for g in ("blank", "copy_last")]:
+            [metrics["floors"][g] for g in ("blank", "copy_last", "constant_motion")]:
         assert set(GROUP_KEYS) <= set(group)
         assert all(len(group[k]) == 3 for k in GROUP_KEYS if "per_frame" in k)
         assert all(group[k] > 0 for k in ("psnr_ci95", "ssim_ci95", "mse_ci95"))
@@ -261,7 +261,7 @@ def perceptual_files(tmp_path_factory):
 def test_lpips_joins_every_group_and_floor_as_a_lower_is_better_metric(checkpoints, perceptual_files, tmp_path):
     metrics = _evaluate(checkpoints["sprites"], tmp_path, lpips=str(perceptual_files["vgg16"]))
     groups = [metrics[g] for g in ("best_of_k", "best_of_k_svg", "mean_of_k", "deterministic")] + \
-        [metrics["floors"][g] for g in ("blank", "copy_last")]
+        [metrics["floors"][g] for g in ("blank", "copy_last", "constant_motion")]
     for group in groups:
         assert np.isfinite(group["lpips"]) and group["lpips"] > 0 and group["lpips_ci95"] is not None
         assert len(group["lpips_per_frame"]) == len(group["lpips_per_frame_ci95"]) == 3
@@ -329,3 +329,16 @@ def test_perceptual_weights_that_cannot_serve_are_refused_before_sampling(checkp
         _evaluate(checkpoints["sprites"], tmp_path, **{k: str(v) if isinstance(v, Path) else v
                                                        for k, v in options(perceptual_files).items()})
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_the_constant_motion_floor_carries_the_last_frame_on_and_copies_a_one_frame_context():
+    from vidpred.evaluation import constant_motion_floor
+
+    video = torch.zeros(2, 6, 1, 20, 20)
+    texture = torch.linspace(0.3, 1.0, 16).view(4, 4)  # (a uniform square's inside matches nearby displacements too)
+    for t in range(6):
+        video[0, t, 0, 2 + 2 * t:6 + 2 * t, 3 + t:7 + t] = texture  # moves by (2, 1) a frame
+        video[1, t, 0, 10:14, 10:14] = texture  # still
+    floor = constant_motion_floor(video[:, :3], horizon=3)
+    assert floor.shape == (2, 3, 1, 20, 20) and torch.equal(floor, video[:, 3:])
+    assert torch.equal(constant_motion_floor(video[:, 2:3], horizon=2), video[:, 2:3].expand(-1, 2, -1, -1, -1))

@@ -33,6 +33,7 @@ from .choices import PriorKind
 from .config import ConfigError, DataConfig, check_device, check_numbers, parse_overrides, set_key, to_dict
 from .distributed import Ranks, gather_objects, local_first, setup, teardown
 from .html_report import save_report_html
+from .model import constant_motion, glide
 from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage_per_frame,
                       frame_metrics, frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
 from .perceptual import (I3D_MIN_FRAMES, I3D_SIZE, LPIPS, file_digest, frechet_distance, fvd_features, load_i3d,
@@ -42,6 +43,19 @@ from .report import (FLOOR_LABELS, GROUP_LABELS, VIDEO_FORMATS, format_table, sa
 from .sampling import SAMPLE_BLOCK, sample_futures
 
 GROUPS, FLOORS = tuple(GROUP_LABELS), tuple(FLOOR_LABELS)  # the report names each; one list of them
+FLOOR_MOTION_RADIUS = 4  # the constant-motion floor finds displacements of up to 4 pixels a frame (SM-MNIST's top speed)
+
+
+def constant_motion_floor(context: Tensor, horizon: int) -> Tensor:
+    """The last context frame with each pixel carried on at its own constant motion, the displacement that
+    block matching finds between the last two context frames (`model.glide`; the glide decoder's untrained
+    prediction): (n, C0, c, H, W) -> (n, horizon, c, H, W). A context of one frame shows no motion: its copy."""
+    last = context[:, -1]
+    if context.shape[1] < 2:
+        return last[:, None].expand(-1, horizon, -1, -1, -1)
+    by = constant_motion(context[:, -2], last, radius=FLOOR_MOTION_RADIUS)
+    steps = torch.ones(last.shape[0], dtype=torch.long, device=last.device)
+    return torch.stack([glide(last, by, t * steps)[:, :-1] for t in range(1, horizon + 1)], dim=1)
 FUTURES_BUDGET_BYTES = 256 * 2**20  # the futures of one batch of clips, when --batch=0 picks the batch
 
 
@@ -108,7 +122,8 @@ def score_clips(futures: Tensor, det: Tensor, context: Tensor, truth: Tensor,
         "best_of_k_svg": {m: take(s, svg_pick) for m, s in scores.items()},
         "mean_of_k": {m: s.mean(dim=1) for m, s in scores.items()},
     }
-    single = {"deterministic": det, "blank": torch.zeros_like(truth), "copy_last": context[:, -1:].expand_as(truth)}
+    single = {"deterministic": det, "blank": torch.zeros_like(truth), "copy_last": context[:, -1:].expand_as(truth),
+              "constant_motion": constant_motion_floor(context, truth.shape[1])}
     for group, prediction in single.items():
         out[group] = {m: s[:, 0] for m, s in frame_scores(prediction[:, None], truth, metrics).items()}
     return out, svg_pick
@@ -156,7 +171,9 @@ def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, step: int,
                              "from it (SVG, Denton & Fergus 2018)",
             "mean_of_k": "per clip, the average score of the K samples",
             "deterministic": "the rollout with z = 0 at every step",
-            "floors": "blank: an all-zero frame; copy_last: the last context frame repeated",
+            "floors": "blank: an all-zero frame; copy_last: the last context frame repeated; constant_motion: the "
+                      "last context frame with each pixel carried on at its own constant motion (block matching of "
+                      f"the last two context frames, up to {FLOOR_MOTION_RADIUS} pixels a frame)",
         },
         "summary": "mean over clips of each clip's time-averaged score; *_ci95: 1.96 standard errors of "
                    "that mean (null with one clip); *_per_frame: the mean over clips at each predicted frame; "

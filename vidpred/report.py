@@ -25,7 +25,8 @@ from .media import write_video  # noqa: E402
 
 GROUP_LABELS = {"best_of_k": "best of K (per metric)", "best_of_k_svg": "best of K (SVG: by SSIM)",
                 "mean_of_k": "mean of K", "deterministic": "deterministic (z = 0)"}
-FLOOR_LABELS = {"blank": "blank frame (floor)", "copy_last": "copy of last frame (floor)"}
+FLOOR_LABELS = {"blank": "blank frame (floor)", "copy_last": "copy of last frame (floor)",
+                "constant_motion": "constant motion (floor)"}
 VIDEO_FORMATS = ("mp4", "gif", "none")
 REAL, PREDICTED = (40, 200, 40), (220, 40, 40)  # border colours
 
@@ -53,7 +54,7 @@ def format_table(metrics: dict) -> str:
 def table_rows(metrics: dict) -> list[tuple[str, dict]]:
     """(label, group) for every row of the table: the groups of K samples, then the floors."""
     return [(GROUP_LABELS[g], metrics[g]) for g in GROUP_LABELS] + \
-        [(FLOOR_LABELS[g], metrics["floors"][g]) for g in FLOOR_LABELS]
+        [(FLOOR_LABELS[g], metrics["floors"][g]) for g in FLOOR_LABELS if g in metrics["floors"]]  # (older files: two)
 
 
 def _num(value: float | None, width: int, digits: int) -> str:
@@ -82,8 +83,9 @@ def save_per_frame_plot(path: Path, metrics: dict) -> None:
             half = np.asarray(metrics[g][f"{name}_per_frame_ci95"], dtype=float)  # None (1 clip) -> nan
             (line,) = ax.plot(frames, mean, label=text, linewidth=1.6)
             ax.fill_between(frames, mean - half, mean + half, color=line.get_color(), alpha=0.2, linewidth=0)
-        for g, style in zip(FLOOR_LABELS, ("--", ":")):
-            ax.plot(frames, metrics["floors"][g][f"{name}_per_frame"], style, color="grey", label=FLOOR_LABELS[g])
+        for g, style in zip(FLOOR_LABELS, ("--", ":", "-.")):
+            if g in metrics["floors"]:  # (metrics.json files before 2026-12-06 have two floors)
+                ax.plot(frames, metrics["floors"][g][f"{name}_per_frame"], style, color="grey", label=FLOOR_LABELS[g])
         ax.set_xlabel(f"predicted frame (after {p['context']} context frames)")
         ax.set_ylabel(label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
