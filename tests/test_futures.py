@@ -957,12 +957,13 @@ def test_fused_step_is_the_default_where_it_applies_and_separate_passes_elsewher
 
 
 def test_constant_motion_finds_each_pixels_displacement_and_keeps_what_shows_none_still():
-    video = square(2, start=(6, 6), velocity=(2, -1), size=20, side=6)
-    video[:, :, :, 0:3, 15:20] = 0.3  # a still patch
+    video = square(2, start=(6, 6), velocity=(2, -1), size=32, side=6)
+    video[:, :, :, 0:3, 24:30] = 0.3  # a still patch
     d = constant_motion(video[:, 0], video[:, 1], radius=3)
-    assert d.shape == (1, 2, 20, 20) and d.dtype == torch.long
-    assert (d[0, :, 9:12, 6:9] == torch.tensor([2, -1]).view(2, 1, 1)).all()  # inside the square's second position
-    assert (d[0, :, 0:3, 16:19] == 0).all() and (d[0, :, 17:, :4] == 0).all()  # the still patch and the empty corner
+    assert d.shape == (1, 2, 32, 32) and d.dtype == torch.long
+    assert (d[0, :, 8:14, 5:11] == torch.tensor([2, -1]).view(2, 1, 1)).all()  # the square's second position
+    # the still patch and the empty corner (farther than the block-matching windows reach from the square)
+    assert (d[0, :, 0:3, 25:29] == 0).all() and (d[0, :, 26:, :4] == 0).all()
 
 
 def test_glide_moves_pixels_whole_lets_moving_ones_win_and_leaves_holes():
