@@ -79,6 +79,7 @@ class ResBlock(nn.Module):
 
 MOVED_EPS = 1e-3  # the kernels decoder's pixels lie in [eps, 1 - eps]: BCE of a moved black pixel <= 0.001
 GLIDE_TIE = 1e-6  # constant_motion: the cost added per squared pixel of displacement, which settles ties only
+GLIDE_AGE = 10.0  # VideoPredictor.glided: the age channel is the frames carried / GLIDE_AGE
 GLIDE_WINDOWS = (5, 11)  # constant_motion: the sides of the windows its block-matching costs are averaged over
 COPY_WEIGHT = 0.99  # the kernels decoder's untrained centre tap: each pixel starts as 99% of the same pixel of the last frame
 
@@ -312,7 +313,7 @@ class Decoder(nn.Module):
                              "'splat' or 'glide' and generate=True (it holds back the generated branch of a moving decoder)")
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"kernel={kernel}: expected an odd size >= 1")
-        self.output, self.kernel, self.sharp, self.generate = output, kernel, sharp, generate
+        self.output, self.kernel, self.sharp, self.generate, self.channels = output, kernel, sharp, generate, channels
         # The generated branch's share of the output (1 - m) is scaled by `release`, which training raises
         # from 0 to 1 (at_step); saved with the weights, so a checkpoint samples as it was trained.
         self.generate_after = generate_after
@@ -330,8 +331,9 @@ class Decoder(nn.Module):
             self.skip_fuses.append(nn.Conv2d(skip_frames * w_out, w_out, 1) if skip_frames > 1 else nn.Identity())
         # The generated pixels (the whole frame for output=pixels; with a moving decoder, what its mask
         # hands them). Start from a dark, uncertain frame: zero weights, bias at the logit of a mostly-black image.
-        # The glide decoder's heads also read the glided frame and its coverage (`glide`), to see where it holds.
-        heads_in = widths[0] + (channels + 1 if output == "glide" else 0)
+        # The glide decoder's heads also read the glided frame, its coverage and its age (`VideoPredictor.glided`),
+        # to see where it holds.
+        heads_in = widths[0] + (channels + 2 if output == "glide" else 0)
         self.out = constant_head(heads_in, channels, -3.0) if generate else None
         if output == "glide":
             # per output pixel: the glided frame's share (1) or the generated pixels' (0). Start at the glided
@@ -392,8 +394,8 @@ class Decoder(nn.Module):
 
     def to_logits(self, levels: list[Tensor], last: Tensor | None = None, motion: Tensor | None = None,
                   glided: Tensor | None = None) -> Tensor:
-        """Logits (n, c, H, W) from the features `levels` gives (the glide decoder: and the glided frame, `glide`'s
-        (n, c + 1, H, W), of logits m · glided + (1 - m) · sigmoid(generated))."""
+        """Logits (n, c, H, W) from the features `levels` gives (the glide decoder: and the glided frame with its
+        coverage and age, (n, c + 2, H, W) from `VideoPredictor.glided`, of logits m · glided + (1 - m) · sigmoid(generated))."""
         x = levels[0]
         if self.output == "glide":  # the heads see where the glided frame has content and holes
             x = torch.cat([x, glided], dim=1)
@@ -403,7 +405,7 @@ class Decoder(nn.Module):
         if self.output == "splat":
             return self.splat(last, motion, x, generated)
         if self.output == "glide":
-            return self.blend(glided[:, :-1], self.moved_share(x), generated)
+            return self.blend(glided[:, :self.channels], self.moved_share(x), generated)
         return self.move(last, x, generated)
 
     def splat(self, last: Tensor, motion: Tensor, x: Tensor, generated: Tensor | None) -> Tensor:
@@ -610,7 +612,7 @@ class Conditioning(NamedTuple):
     motion: Tensor | None = None  # (n, k², H, W) the splat decoder's motion costs of the last two frames
     content: Tensor | None = None  # (n, D) the context frames' appearance code (model.content > 0)
     recall: Tensor | None = None  # (n, R h w, d + C) keys and values of the context frames' bottleneck positions (model.recall; `Recall.keys_values`)
-    glided: Tensor | None = None  # (n, c + 1, H, W) the glide decoder's last context frame carried on to this frame, and its coverage (`glide`)
+    glided: Tensor | None = None  # (n, c + 2, H, W) the glide decoder's last context frame carried on to this frame, its coverage and age (`VideoPredictor.glided`)
 
     def repeat(self, k: int) -> "Conditioning":
         """Each entry k times in a row (n -> n * k), for k samples per clip."""
@@ -706,10 +708,14 @@ class VideoPredictor(nn.Module):
         return torch.cat([last, constant_motion(previous, last, radius=self.glide_radius).to(last.dtype)], dim=1)
 
     def glided(self, source: Tensor | None, steps: Tensor) -> Tensor | None:
-        """`glide_source`'s frame carried `steps` (n,) frames on, with its coverage (n, c + 1, H, W); None without one."""
+        """`glide_source`'s frame carried `steps` (n,) frames on, with its coverage and its age, steps / GLIDE_AGE
+        everywhere: (n, c + 2, H, W); None without one. The age tells the decoder's heads how far constant motion has
+        been carried (exact at frame 1, wrong after a bounce), which the frame alone does not show."""
         if source is None:
             return None
-        return glide(source[:, :self.channels], source[:, self.channels:].long(), steps)
+        n, _, hh, ww = source.shape
+        age = (steps.to(source.dtype) / GLIDE_AGE).view(n, 1, 1, 1).expand(n, 1, hh, ww)
+        return torch.cat([glide(source[:, :self.channels], source[:, self.channels:].long(), steps), age], dim=1)
 
     def encode(self, frames: Tensor) -> list[Tensor]:
         """(b, t, c, H, W) -> per resolution (b, t, C_l, H_l, W_l)."""
