@@ -1011,6 +1011,11 @@ def test_glide_model_starts_at_the_constant_motion_floor_and_learns_where_it_fai
     assert cond.glided.shape == (3, 3, 16, 16)  # the glided frame, its coverage, its age
     assert torch.equal(cond.glided[:, :1], video[0, 3:6])  # target j carried j + 1 frames on, as the rollout
     assert torch.equal(cond.glided[:, 2], torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1).expand(3, 16, 16))
+    perturbed = small(output="glide", kernel=5, perturb=True)  # the heads read the age: older, another blend
+    cond = perturbed.teacher_forced(video[:, :6], context=3)
+    older = cond._replace(glided=torch.cat([cond.glided[:, :2], cond.glided[:, 2:] + 1.0], dim=1))
+    z = torch.randn(3, 3)
+    assert not torch.allclose(perturbed.decode(cond, z), perturbed.decode(older, z), atol=1e-4)
     Energy()(model.decode(cond, torch.randn(3, 3)), target, torch.zeros(3, 3)).sum().backward()
     assert model.decoder.mask.weight.grad.abs().sum() > 0 and model.decoder.out.weight.grad.abs().sum() > 0
     one_frame = predictor_of_kind("energy", channels=1, size=16, widths=(8, 16), window=1, skip_frames=1, z_dim=3,

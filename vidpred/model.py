@@ -773,7 +773,7 @@ class VideoPredictor(nn.Module):
         recall = self.recall_keys_values(feats[-1][:, :end])  # once per clip, then one copy per target
         recall = None if recall is None else recall.repeat_interleave(horizon, dim=0)
         # the glide decoder carries the last context frame on, target j by j + 1 frames, as a rollout does
-        source = self.glide_source(video[:, context - 2], video[:, context - 1]) if self.glide_radius is not None else None
+        source = self.glide_source(video[:, context - 2], video[:, context - 1])
         glided = None if source is None else self.glided(
             source.repeat_interleave(horizon, dim=0), torch.arange(1, horizon + 1, device=video.device).repeat(video.shape[0]))
         return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last), content, recall, glided)
@@ -873,9 +873,10 @@ class VideoPredictor(nn.Module):
         """The conditioning of the next frame, and the predictor memory that includes it."""
         h, memory = self.predictor(torch.stack(state.history[-1], dim=1), state.memory)
         recent = None if self.skips == "context" else [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
-        steps = torch.full((state.last.shape[0],), state.step + 1, device=state.last.device)
+        glided = None if state.glide is None else self.glided(
+            state.glide, torch.full((state.last.shape[0],), state.step + 1, device=state.last.device))
         return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
-                            state.content, state.recall, self.glided(state.glide, steps)), memory
+                            state.content, state.recall, glided), memory
 
     def advance(self, state: RolloutState, memory: Tensor | None, frame: Tensor,
                 levels: list[Tensor] | None = None) -> RolloutState:
