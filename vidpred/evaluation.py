@@ -33,9 +33,9 @@ from .choices import PriorKind
 from .config import ConfigError, DataConfig, check_device, check_numbers, parse_overrides, set_key, to_dict
 from .distributed import Ranks, gather_objects, local_first, setup, teardown
 from .html_report import save_report_html
-from .model import constant_motion, glide
 from .metrics import (COVERAGE_TOLERANCE, FRAME_METRICS, PSNR_CAP_DB, SSIM_WINDOW, best_of_k, coverage_per_frame,
                       frame_metrics, frame_scores, mean_ci95, pairwise_diversity, pick_best, take)
+from .model import constant_motion, glide
 from .perceptual import (I3D_MIN_FRAMES, I3D_SIZE, LPIPS, file_digest, frechet_distance, fvd_features, load_i3d,
                          load_lpips, lpips_description)
 from .report import (FLOOR_LABELS, GROUP_LABELS, VIDEO_FORMATS, format_table, save_per_frame_plot, save_samples_png,
@@ -43,20 +43,8 @@ from .report import (FLOOR_LABELS, GROUP_LABELS, VIDEO_FORMATS, format_table, sa
 from .sampling import SAMPLE_BLOCK, sample_futures
 
 GROUPS, FLOORS = tuple(GROUP_LABELS), tuple(FLOOR_LABELS)  # the report names each; one list of them
-FLOOR_MOTION_RADIUS = 4  # the constant-motion floor finds displacements of up to 4 pixels a frame (SM-MNIST's top speed)
-
-
-def constant_motion_floor(context: Tensor, horizon: int) -> Tensor:
-    """The last context frame with each pixel carried on at its own constant motion, the displacement that
-    block matching finds between the last two context frames (`model.glide`; the glide decoder's untrained
-    prediction): (n, C0, c, H, W) -> (n, horizon, c, H, W). A context of one frame shows no motion: its copy."""
-    last = context[:, -1]
-    if context.shape[1] < 2:
-        return last[:, None].expand(-1, horizon, -1, -1, -1)
-    by = constant_motion(context[:, -2], last, radius=FLOOR_MOTION_RADIUS)
-    steps = torch.ones(last.shape[0], dtype=torch.long, device=last.device)
-    return torch.stack([glide(last, by, t * steps)[:, :-1] for t in range(1, horizon + 1)], dim=1)
 FUTURES_BUDGET_BYTES = 256 * 2**20  # the futures of one batch of clips, when --batch=0 picks the batch
+FLOOR_MOTION_RADIUS = 4  # the constant-motion floor finds displacements of up to 4 pixels a frame (SM-MNIST's top speed)
 
 
 @dataclass
@@ -104,6 +92,18 @@ def parse_eval_args(argv: list[str]) -> tuple[EvalConfig, dict[str, str]]:
     if ecfg.video not in VIDEO_FORMATS:
         raise ConfigError(f"video={ecfg.video!r}: expected one of {', '.join(VIDEO_FORMATS)}")
     return ecfg, data_overrides
+
+
+def constant_motion_floor(context: Tensor, horizon: int) -> Tensor:
+    """The last context frame with each pixel carried on at its own constant motion, the displacement that
+    block matching finds between the last two context frames (`model.glide`; the glide decoder's untrained
+    prediction): (n, C0, c, H, W) -> (n, horizon, c, H, W). A context of one frame shows no motion: its copy."""
+    last = context[:, -1]
+    if context.shape[1] < 2:
+        return last[:, None].expand(-1, horizon, -1, -1, -1)
+    by = constant_motion(context[:, -2], last, radius=FLOOR_MOTION_RADIUS)
+    steps = torch.ones(last.shape[0], dtype=torch.long, device=last.device)
+    return torch.stack([glide(last, by, t * steps)[:, :-1] for t in range(1, horizon + 1)], dim=1)
 
 
 def score_clips(futures: Tensor, det: Tensor, context: Tensor, truth: Tensor,
