@@ -27,15 +27,15 @@ def small(*, perturb: bool = False, kind: str = "energy", chained: bool = False,
     return model
 
 
-@pytest.mark.parametrize("recurrent, output, generate", [(True, "pixels", True), (False, "kernels", True),
-                                                         (True, "kernels", True), (False, "kernels", False),
-                                                         (False, "splat", True), (True, "splat", True),
-                                                         (True, "splat", False), (False, "glide", True),
-                                                         (True, "glide", False)])
-def test_teacher_forcing_replays_a_rollout_on_its_own_frames(recurrent, output, generate):
+@pytest.mark.parametrize("recurrent, output, generate, mask", [(True, "pixels", True, "features"), (False, "kernels", True, "features"),
+                                                               (True, "kernels", True, "features"), (False, "kernels", False, "features"),
+                                                               (False, "splat", True, "features"), (True, "splat", True, "features"),
+                                                               (True, "splat", False, "features"), (False, "glide", True, "features"),
+                                                               (True, "glide", False, "features"), (True, "glide", True, "trust")])
+def test_teacher_forcing_replays_a_rollout_on_its_own_frames(recurrent, output, generate, mask):
     """The batched teacher-forced path and the step-by-step rollout are one model: fed the rollout's
     own frames as truth, teacher forcing reproduces its logits (the recurrent memory included)."""
-    model = small(recurrent=recurrent, output=output, generate=generate, perturb=True)
+    model = small(recurrent=recurrent, output=output, generate=generate, glide_mask=mask, perturb=True)
     context = torch.rand(2, 4, 1, 16, 16)
     z = torch.randn(2, 5, 3)
     frames, _ = model.rollout(context, horizon=5, draw_z=lambda h, k: z[:, k])
@@ -260,7 +260,7 @@ def test_generate_after_needs_a_moving_decoder_with_its_branch_and_travels_in_ch
 
 
 def test_sharp_needs_a_decoder_that_moves_pixels():
-    with pytest.raises(ConfigError, match="model.sharp=true needs model.decoder=kernels or splat"):
+    with pytest.raises(ConfigError, match="model.sharp=true needs model.decoder=kernels, splat or glide.*pixels decoder moves none"):
         parse_args(["--model.sharp=true"])
     assert parse_args(["--model.sharp=true", "--model.decoder=kernels"]).model.sharp
 
@@ -1027,11 +1027,99 @@ def test_glide_model_starts_at_the_constant_motion_floor_and_learns_where_it_fai
 def test_glide_decoder_in_the_config():
     cfg = parse_args(["--model.decoder=glide", "--model.kernel=9", "--model.generate=false"])
     assert cfg.model.decoder == "glide" and not cfg.model.generate
-    with pytest.raises(ConfigError, match="model.sharp=true needs model.decoder=kernels or splat.*glide decoder already moves"):
-        parse_args(["--model.decoder=glide", "--model.sharp=true"])
+    assert parse_args(["--model.decoder=glide", "--model.sharp=true"]).model.sharp
+    assert parse_args(["--model.decoder=glide", "--model.glide_mask=trust"]).model.glide_mask == "trust"
+    for wrong in (["--model.glide_mask=trust"], ["--model.decoder=glide", "--model.generate=false", "--model.glide_mask=trust"]):
+        with pytest.raises(ConfigError, match="model.glide_mask=trust sets the glide decoder's mask.*needs model.decoder=glide "
+                                              "with model.generate=true"):
+            parse_args(wrong)
+    with pytest.raises(ConfigError, match="model.glide_mask"):
+        parse_args(["--model.decoder=glide", "--model.glide_mask=sure"])
+    with pytest.raises(ValueError, match="glide_mask='trust' sets the glide decoder's mask; output='kernels'"):
+        Decoder(channels=1, widths=(8, 16), z_dim=3, output="kernels", glide_mask="trust")
 
 
-def test_a_glide_run_trains_samples_from_repeats_and_evaluates(tmp_path):
+def stopping_square(frames: int, *, stop: int) -> torch.Tensor:
+    """`square` moving by (1, 1) a frame until frame `stop`, then still: constant motion fails after it."""
+    video = square(frames, start=(1, 1), velocity=(1, 1))
+    video[:, stop:] = video[:, stop - 1:stop]
+    return video
+
+
+def test_trust_mask_learns_where_constant_motion_holds_from_its_own_cost_only():
+    """glide_mask='trust': the mask reads the glided frame, its coverage and age, never z or the decoder's features;
+    untrained it is the glided frame (the constant-motion floor); its cost is a BCE against where the glided frame
+    is right, and only that cost trains it, so it learns where constant motion fails (a square that stops)."""
+    video = stopping_square(9, stop=3)  # context of 3 frames, in motion; 6 still ones to predict
+    model = small(output="glide", kernel=5, glide_mask="trust")
+    assert model.decoder.mask is None and model.trust_cost(video, context=3).shape == ()
+    moving = square(9, start=(1, 1), velocity=(1, 1))
+    frames, _ = model.rollout(moving[:, :3], horizon=6, draw_z=lambda h, k: torch.zeros(1, 3))
+    assert (frames - moving[:, 3:]).abs().max() < 0.01  # untrained: constant motion
+    model.train()
+    cond, target = model.teacher_forced_pairs(video, context=3)
+    Energy()(model.decode(cond, torch.randn(6, 3)), target, torch.zeros(6, 3)).sum().backward()
+    assert all(p.grad is None for p in model.decoder.trust.parameters())  # the blend does not train it
+    assert model.decoder.out.weight.grad.abs().sum() > 0
+    glided = model.glided_targets(video, context=3)
+    right = ((glided[:, :1] - target).abs() < 0.1).squeeze(1)
+    assert right.all(dim=(1, 2)).logical_not().all()  # every frame has pixels that constant motion gets wrong
+    optimizer = torch.optim.Adam(model.decoder.trust.parameters(), lr=0.01)
+    for _ in range(150):
+        optimizer.zero_grad()
+        model.trust_cost(video, context=3).backward()
+        optimizer.step()
+    trust = torch.sigmoid(model.decoder.trust(glided)).squeeze(1).detach()
+    assert trust[right].mean() > 0.9 and trust[~right].mean() < 0.5
+    assert predictor_of_kind("energy", channels=1, size=16, widths=(8, 16), window=2, z_dim=3, output="glide",
+                             kernel=5).trust_cost(video, context=3) is None  # the features mask: no such cost
+
+
+@pytest.mark.parametrize("mask", ["features", "trust"])
+def test_sharp_glide_takes_each_pixel_whole_from_the_glided_or_the_generated_frame(mask):
+    """sharp=True with the glide decoder: forward, each output pixel is the glided one where the mask is over 1/2 and
+    the generated one elsewhere, never a blend; the features mask still gets the soft mix's gradient."""
+    video = stopping_square(9, stop=3)
+    model = small(output="glide", kernel=5, glide_mask=mask, sharp=True, perturb=True).train()
+    decoder = model.decoder
+    with torch.no_grad():  # a mask around 1/2, so that the perturbed heads hand some pixels to each source
+        (decoder.trust[-1] if mask == "trust" else decoder.mask).bias.fill_(0.0)
+    cond, target = model.teacher_forced_pairs(video, context=3)
+    z = torch.randn(6, 3)
+    logits = model.decode(cond, z)
+    pixels = torch.sigmoid(logits)
+    features = torch.cat([decoder.levels(cond.h, z, cond.skips)[0], cond.glided], dim=1)
+    share = cond.trust if mask == "trust" else decoder.moved_share(features)
+    picked = share > 0.5
+    assert picked.any() and (~picked).any()
+    either = torch.where(picked, cond.glided[:, :1], torch.sigmoid(decoder.out(features)))
+    assert torch.allclose(pixels, 1e-3 + (1 - 2e-3) * either, atol=1e-5)  # (the blend's pixels lie in [eps, 1 - eps])
+    Energy()(logits, target, torch.zeros(6, 3)).sum().backward()
+    if mask == "features":
+        assert decoder.mask.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("rollout", [False, True])
+def test_the_training_loss_adds_the_trust_cost(rollout):
+    video = stopping_square(7, stop=3).repeat(2, 1, 1, 1, 1)
+    for mask in ("features", "trust"):
+        model = small(output="glide", kernel=5, glide_mask=mask).train()
+        objective = EnergyObjective(model)
+        torch.manual_seed(1)
+        draws = objective.draws(seed=0, step=0, clips=range(2), frames=4)
+        loss, stats, _ = objective.loss(video, context=3, energy=Energy(), draws=draws, rollout=rollout)
+        if mask == "features":
+            assert "trust_cost" not in stats
+            continue
+        trust = model.trust_cost(video, context=3).item()
+        assert stats["trust_cost"] == pytest.approx(trust) and trust > 0.1  # sure that the stop glides on: ~5 nats a wrong pixel
+        assert stats["loss"] == pytest.approx(loss.item())
+        loss.backward()
+        assert model.decoder.trust[-1].weight.grad.abs().sum() > 0  # (the zero-initialized last layer first)
+
+
+@pytest.mark.parametrize("mask", ["features", "trust"])
+def test_a_glide_run_trains_samples_from_repeats_and_evaluates(tmp_path, mask):
     """End to end: teacher-forced training with the glide decoder, a checkpoint that rebuilds it, K futures drawn
     in one batch of repeated contexts equal to those drawn one context at a time, and an evaluation."""
     from conftest import tiny_args
@@ -1040,9 +1128,11 @@ def test_a_glide_run_trains_samples_from_repeats_and_evaluates(tmp_path):
     from vidpred.training import train
 
     run = tmp_path / "run"
-    train(parse_args(tiny_args(run, "--model.decoder=glide", "--model.kernel=5", "--val_every=3", "--val_clips=4")))
+    train(parse_args(tiny_args(run, "--model.decoder=glide", "--model.kernel=5", "--val_every=3", "--val_clips=4",
+                               f"--model.glide_mask={mask}")))
     model = load_predictor(str(run / "checkpoints" / "last.pt"))[0]
     assert model.decoder.output == "glide" and model.glide_radius == 2
+    assert (model.decoder.trust is not None) == (mask == "trust") and (model.decoder.mask is None) == (mask == "trust")
     context = torch.rand(2, 3, 1, 16, 16)
     z = torch.randn(5, 4, 4)
     repeats = torch.tensor([2, 3])

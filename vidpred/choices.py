@@ -20,6 +20,9 @@ ModelKind = Literal["energy", "deterministic", "vae"]  # see objectives.py
 # generated pixels, or per-pixel kernels that gather the last frame's pixels (kernels) or send them (splat), or
 # the last context frame carried on at each pixel's own constant motion (glide); the moving ones add generated pixels
 DecoderOutput = Literal["pixels", "kernels", "splat", "glide"]
+# what sets the glide decoder's mask: a head on the decoder's features (z included) trained through the blend
+# (features), or one that reads the glided frame alone and is trained to tell where constant motion holds (trust)
+GlideMask = Literal["features", "trust"]
 # where the decoder's skips come from: the last S input frames (predicted ones in a rollout), the last S
 # context frames (true, fixed for the whole rollout, as SVG's), or both
 SkipSource = Literal["recent", "context", "both"]

@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli 
     import tomli as tomllib
 
 from . import choices
-from .choices import (Auto, Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, EncoderInput, Feedback, Layout, ModelKind, Precision,
+from .choices import (Auto, Bounce, Channels, Composite, Cost, DataKind, DecoderOutput, EncoderInput, Feedback, GlideMask, Layout, ModelKind, Precision,
                       PriorKind, Proposal, SkipSource, SplitBy, WandbMode)
 from .errors import ConfigError
 
@@ -74,9 +74,10 @@ class ModelConfig:
     recurrent: bool = False  # a ConvGRU memory in the predictor, carried through the whole clip
     decoder: DecoderOutput = "pixels"  # pixels (generated) | kernels (per-pixel kernels move the last frame, a mask adds generated pixels) | splat (per-pixel kernels send the last frame's pixels) | glide (the last context frame carried on at each pixel's constant motion, a mask adds generated pixels)
     kernel: int = 7  # decoder=kernels|splat: side of the per-pixel kernels (moves up to kernel // 2 pixels a frame); glide: finds motion of up to kernel // 2 pixels a frame
-    sharp: bool = False  # decoder=splat or kernels: each pixel moves by its likeliest displacement (kernels: copies its likeliest source), never a blend
+    sharp: bool = False  # decoder=splat or kernels: each pixel moves by its likeliest displacement (kernels: copies its likeliest source), never a blend; glide: each pixel is the glided or the generated one (mask > 1/2), never a blend
     generate: bool = True  # decoder=splat, kernels or glide: a generated branch, handed the pixels a mask takes from the moved frame; false: every pixel is moved from the last frame
     generate_after: int = 0  # decoder=splat, kernels or glide: training steps with every output pixel moved (the branch out of the output, as with generate=false), then the branch is blended in over as many steps again; 0: blended from the start
+    glide_mask: GlideMask = "features"  # decoder=glide: what sets its mask: a head on the decoder's features, z included, trained through the blend (features) | a head that reads the glided frame, its coverage and age only and is trained to tell where constant motion holds (trust: the same mask for every sampled future)
     feedback: Feedback = "frames"  # what a rollout feeds back for a predicted frame: the frame, encoded again (frames) | the decoder's features of it, z included (latent: SRVP-like dynamics in feature space; trains free-running, rollout=true)
 
 
@@ -262,10 +263,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.kernel={cfg.model.kernel}: expected an odd size >= 1 (the kernel is centred on the pixel)")
     if cfg.model.residual and cfg.model.decoder != "pixels":
         raise ConfigError("model.residual=true needs model.decoder=pixels: the kernels decoder already moves the last frame")
-    if cfg.model.sharp and cfg.model.decoder not in ("kernels", "splat"):
-        raise ConfigError(f"model.sharp=true needs model.decoder=kernels or splat: it picks one source pixel per output pixel, "
-                          f"and the {cfg.model.decoder} decoder " + ("moves none" if cfg.model.decoder == "pixels" else
-                                                                   "already moves each pixel by one displacement"))
+    if cfg.model.sharp and cfg.model.decoder == "pixels":
+        raise ConfigError("model.sharp=true needs model.decoder=kernels, splat or glide: it picks one source per output pixel, "
+                          "and the pixels decoder moves none")
     if not cfg.model.generate and cfg.model.decoder == "pixels":
         raise ConfigError("model.generate=false needs model.decoder=kernels, splat or glide: the pixels decoder only generates")
     if cfg.model.generate_after < 0:
@@ -273,6 +273,9 @@ def validate(cfg: Config) -> Config:
     if cfg.model.generate_after and (cfg.model.decoder == "pixels" or not cfg.model.generate):
         raise ConfigError(f"model.generate_after={cfg.model.generate_after} holds back a moving decoder's generated branch: "
                           "it needs model.decoder=kernels, splat or glide with model.generate=true")
+    if cfg.model.glide_mask == "trust" and (cfg.model.decoder != "glide" or not cfg.model.generate):
+        raise ConfigError(f"model.glide_mask=trust sets the glide decoder's mask (decoder={cfg.model.decoder}, generate="
+                          f"{str(cfg.model.generate).lower()}): it needs model.decoder=glide with model.generate=true")
     levels = len(cfg.model.widths) - 1
     if cfg.data.size % (2 ** levels):
         raise ConfigError(f"data.size={cfg.data.size} must be divisible by 2^{levels} "

@@ -277,13 +277,19 @@ class Objective:
         and the latents to keep (n, d); free-running with `rollout`."""
         if not rollout:
             inputs = self.pushed_inputs(video, context=context, energy=energy) if self.pushforward else None
-            return self.teacher_forced_loss(video, context=context, energy=energy, draws=draws, inputs=inputs)
-        b, frames = video.shape[0], video.shape[1] - context
-        per_clip = lambda t: None if t is None else t.view(b, frames, *t.shape[1:])  # noqa: E731
-        latents = self.frame_latents(energy, StepDraws(*(per_clip(t) for t in draws)))
-        result = free_running(self.model, video, context=context, energy=energy, latents=latents,
-                              feedback_grad=self.feedback_grad)
-        return result.loss, result.stats, result.kept
+            loss, stats, kept = self.teacher_forced_loss(video, context=context, energy=energy, draws=draws, inputs=inputs)
+        else:
+            b, frames = video.shape[0], video.shape[1] - context
+            per_clip = lambda t: None if t is None else t.view(b, frames, *t.shape[1:])  # noqa: E731
+            latents = self.frame_latents(energy, StepDraws(*(per_clip(t) for t in draws)))
+            result = free_running(self.model, video, context=context, energy=energy, latents=latents,
+                                  feedback_grad=self.feedback_grad)
+            loss, stats, kept = result.loss, result.stats, result.kept
+        trust = self.model.trust_cost(video, context)  # the glide decoder's trust head, on the true frames either way
+        if trust is not None:
+            loss = loss + trust
+            stats = {**stats, "loss": loss.item(), "trust_cost": trust.item()}
+        return loss, stats, kept
 
     def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
                             inputs: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
