@@ -1114,6 +1114,9 @@ def test_the_training_loss_adds_the_trust_cost(rollout):
         trust = model.trust_cost(video, context=3).item()
         assert stats["trust_cost"] == pytest.approx(trust) and trust > 0.1  # sure that the stop glides on: ~5 nats a wrong pixel
         assert stats["loss"] == pytest.approx(loss.item())
+        if not rollout:  # the loss is the objective's own plus the trust cost
+            own, _, _ = objective.teacher_forced_loss(video, context=3, energy=Energy(), draws=draws)
+            assert loss.item() == pytest.approx(own.item() + trust, rel=1e-5)
         loss.backward()
         assert model.decoder.trust[-1].weight.grad.abs().sum() > 0  # (the zero-initialized last layer first)
 

@@ -659,9 +659,9 @@ class RolloutState(NamedTuple):
     anchor: list[Tensor] | None = None  # skips="context"|"both": per resolution, the last S context frames' features (n, S·C_l, H_l, W_l)
     content: Tensor | None = None  # (n, D) the context's appearance code (model.content > 0), fixed over the rollout
     recall: Tensor | None = None  # (n, R h w, d + C) keys and values of the context frames' positions the decoder attends to (model.recall)
-    glide: Tensor | None = None  # (n, c + 2, H, W) the glide decoder's last context frame and its displacement per frame (`constant_motion`)
+    glide: Tensor | None = None  # (b, c + 2, H, W) the glide decoder's last context frame and its displacement per frame (`constant_motion`), one row per context
     step: int = 0  # frames predicted so far (the glide decoder carries its frame step + 1 frames on for the next)
-    rows: Tensor | None = None  # (n,) with repeats: the context of each row (`glide` holds one row per context)
+    rows: Tensor | None = None  # (n,) with repeats: the context (row of `glide`) of each of the n rows; None: n = b
 
 
 class VideoPredictor(nn.Module):
