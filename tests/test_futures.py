@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from vidpred.build import predictor_of_kind
 from vidpred.config import ConfigError, parse_args
 from vidpred.energy import Energy
-from vidpred.model import ConditionalPrior, Decoder, VideoPredictor, constant_motion, glide, motion_costs
+from vidpred.model import ConditionalPrior, Decoder, VideoPredictor, background, constant_motion, drawn_glide, glide, motion_costs
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -1143,6 +1143,70 @@ def test_a_glide_run_trains_samples_from_repeats_and_evaluates(tmp_path, mask):
     first, _ = model.rollout(context[:1].expand(2, -1, -1, -1, -1), 4, lambda h, k: z[:2, k])
     second, _ = model.rollout(context[1:].expand(3, -1, -1, -1, -1), 4, lambda h, k: z[2:, k])
     assert torch.allclose(together, torch.cat([first, second]), atol=1e-5)
+    if mask == "trust":  # each future's draw of the mask travels with its row
+        draws = torch.rand(5, 2)
+        together, _ = model.rollout(context, 4, lambda h, k: z[:, k], repeats=repeats, draws=draws)
+        first, _ = model.rollout(context[:1].expand(2, -1, -1, -1, -1), 4, lambda h, k: z[:2, k], draws=draws[:2])
+        second, _ = model.rollout(context[1:].expand(3, -1, -1, -1, -1), 4, lambda h, k: z[2:, k], draws=draws[2:])
+        assert torch.allclose(together, torch.cat([first, second]), atol=1e-5)
     metrics = evaluate(EvalConfig(ckpt=str(run / "checkpoints" / "last.pt"), samples=3, horizon=4, clips=2,
                                   context=3, out=str(tmp_path / "eval"), video="none"))
     assert len(metrics["best_of_k"]["psnr_per_frame"]) == 4 and (tmp_path / "eval" / "samples.png").is_file()
+
+
+def test_drawn_glide_keeps_the_glided_pixels_over_the_level_and_fills_the_rest():
+    """A sampled future realizes the trust mask with one level u: it keeps the glided pixels whose trust is over u
+    (so each pixel is kept with probability trust when u is uniform, and pixels of equal trust go together), and
+    fills the rest with the generated pixels (mask 0 there) or, when its second draw is over 1/2, the background."""
+    glided = torch.rand(3, 3, 4, 4)  # frame, coverage, age
+    trust = torch.linspace(0.05, 0.95, 16).view(1, 1, 4, 4).expand(3, 1, 4, 4)
+    back = torch.full((3, 1, 4, 4), 0.25)
+    draws = torch.tensor([[0.5, 0.0], [0.5, 1.0], [0.0, 0.0]])
+    frame, mask = drawn_glide(glided, trust, draws, back)
+    keep = trust[0, 0] > 0.5
+    assert torch.equal(mask[0, 0], keep.float()) and torch.equal(frame[0], glided[0])  # the generated pixels fill in
+    assert (mask[1] == 1).all() and torch.equal(frame[1, 0], torch.where(keep, glided[1, 0], back[1, 0]))  # the background
+    assert torch.equal(frame[1, 1:], glided[1, 1:])  # coverage and age as glided
+    assert (mask[2] == 1).all()  # u = 0: every pixel glided
+    levels = torch.rand(4000, generator=torch.Generator().manual_seed(0))
+    _, many = drawn_glide(glided[:1].expand(4000, -1, -1, -1), trust[:1].expand(4000, -1, -1, -1),
+                          torch.stack([levels, torch.zeros(4000)], dim=1), back[:1].expand(4000, -1, -1, -1))
+    assert torch.allclose(many.mean(dim=0)[0], trust[0, 0], atol=0.03)  # kept with probability trust
+
+
+def test_background_is_what_no_object_covers_in_every_context_frame():
+    context = torch.zeros(1, 3, 1, 8, 8)
+    context[0, :, 0] = 0.2  # a still grey background
+    for t in range(3):
+        context[0, t, 0, 2, 2 + t] = 1.0  # a moving bright pixel
+    context[0, :, 0, 6, 6] = 0.9  # a still object
+    expected = torch.full((1, 1, 8, 8), 0.2)
+    expected[0, 0, 6, 6] = 0.9
+    assert torch.equal(background(context), expected)
+
+
+def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
+    """draw_futures gives each future of a glide_mask='trust' model its own draw of the mask, from a seeded stream per
+    block: the K futures differ even where the latents change nothing, and are the same for the same seed. Other
+    models take no draws, which rollouts refuse."""
+    from vidpred.sampling import draw_futures, mask_draws
+    torch.manual_seed(0)
+    model = small(output="glide", kernel=5, glide_mask="trust", sharp=True)
+    with torch.no_grad():
+        model.decoder.trust[-1].bias.fill_(0.0)  # trust 1/2 everywhere
+        model.decoder.out.bias.fill_(3.0)  # the generated pixels bright, the background black
+    objective = EnergyObjective(model)
+    video = stopping_square(9, stop=3)
+    fixed = lambda *args, **kwargs: (lambda h, k: torch.zeros(h.shape[0], 3))  # noqa: E731  every latent z = 0
+    objective.drawer = fixed
+    logits, _ = draw_futures(objective, video[:, :3], samples=30, horizon=4, seed=0)
+    again, _ = draw_futures(objective, video[:, :3], samples=30, horizon=4, seed=0)
+    assert torch.equal(logits, again)
+    frames = torch.sigmoid(logits[0])  # (K, T, 1, H, W)
+    square_at = frames[:, 0, 0, 4:7, 4:7].mean(dim=(1, 2))  # where the glided square is at the first predicted frame
+    kinds = {round(v, 2) for v in square_at.tolist()}
+    assert len(kinds) == 3  # glided (the square), the background (black) and the generated pixels (bright, sigmoid(3))
+    draws = mask_draws(1000, seed=3)
+    assert draws.shape == (1000, 2) and 0.45 < draws[:, 1].mean() < 0.55 and 0.45 < draws[:, 0].mean() < 0.55
+    with pytest.raises(ValueError, match=r"draws: expected \(n = 2, 2\) for a glide decoder with glide_mask='trust'"):
+        small(output="glide", kernel=5).rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=torch.rand(2, 2))

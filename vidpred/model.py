@@ -192,6 +192,31 @@ def glide(frame: Tensor, displacement: Tensor, steps: Tensor) -> Tensor:
     return torch.cat([moved, (best >= 0).to(frame.dtype).view(n, 1, hh, ww)], dim=1).contiguous()
 
 
+def background(context: Tensor) -> Tensor:
+    """What stays behind moving objects: the per-pixel minimum over the context frames (b, C0, c, H, W) -> (b, c, H, W)
+    (the black canvas of SM-MNIST and the sprites; a still background wherever no object covers it in every frame)."""
+    return context.amin(dim=1)
+
+
+def drawn_glide(glided: Tensor, trust: Tensor, draws: Tensor, back: Tensor) -> tuple[Tensor, Tensor]:
+    """One sampled future's realization of the trust mask (glide_mask='trust'): the glided frame (n, c + 2, H, W) and
+    a hard mask (n, 1, H, W) to blend by, from the trust probabilities `trust` (n, 1, H, W), `draws` (n, 2) and each
+    row's background `back` (n, c, H, W).
+
+    Row i keeps the glided pixels where trust > draws[i, 0], one level u for the whole future: drawn uniformly, every
+    pixel is then kept with probability trust, and an object's pixels, which share a trust, go together (a sample
+    of the chance that constant motion still holds for it, e.g. that it has not yet bounced). Where it does not keep
+    them, the generated pixels fill in, or, where draws[i, 1] > 1/2, the background: what a glided object that has
+    left leaves behind. The deterministic prediction (no draws) keeps the pixels with trust over 1/2 and fills in
+    the generated ones, as training does."""
+    c = back.shape[1]
+    keep = trust > draws[:, :1, None, None]
+    fill = draws[:, 1:, None, None] > 0.5
+    frame = torch.where(fill & ~keep, back, glided[:, :c])
+    mask = (keep | fill).to(trust.dtype)
+    return torch.cat([frame, glided[:, c:]], dim=1), mask
+
+
 def double(x: Tensor) -> Tensor:
     """(..., h, w) -> (..., 2h, 2w), each value repeated over a 2x2 block."""
     return x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
@@ -662,6 +687,8 @@ class RolloutState(NamedTuple):
     glide: Tensor | None = None  # (b, c + 2, H, W) the glide decoder's last context frame and its displacement per frame (`constant_motion`), one row per context
     step: int = 0  # frames predicted so far (the glide decoder carries its frame step + 1 frames on for the next)
     rows: Tensor | None = None  # (n,) with repeats: the context (row of `glide`) of each of the n rows; None: n = b
+    draws: Tensor | None = None  # (n, 2) glide_mask='trust': each future's draw of the mask (`drawn_glide`); None: mask > 1/2
+    background: Tensor | None = None  # (b, c, H, W) with draws: each context's background (`background`), one row per context
 
 
 class VideoPredictor(nn.Module):
@@ -895,11 +922,16 @@ class VideoPredictor(nn.Module):
 
     # --- autoregressive rollouts, one frame at a time --------------------------------------------
 
-    def begin(self, context: Tensor, *, repeats: Tensor | None = None) -> RolloutState:
+    def begin(self, context: Tensor, *, repeats: Tensor | None = None, draws: Tensor | None = None) -> RolloutState:
         """The state after the context frames (b, C0, c, H, W); with `repeats` (b,), row i repeated
-        repeats[i] times (each context encoded once). The recurrent memory runs through the whole context."""
+        repeats[i] times (each context encoded once). The recurrent memory runs through the whole context.
+        `draws` (n, 2): with glide_mask='trust', how each of the n futures realizes the trust mask (`drawn_glide`)."""
         self.check_video(context, "context")
         self.check_context(context.shape[1])
+        n = context.shape[0] if repeats is None else int(repeats.sum())
+        if draws is not None and (self.decoder.trust is None or draws.shape != (n, 2)):
+            raise ValueError(f"draws: expected (n = {n}, 2) for a glide decoder with glide_mask='trust' (decoder "
+                             f"{self.decoder.output}, trust head {self.decoder.trust is not None}); got {tuple(draws.shape)}")
         frames = context if self.recurrent else context[:, -self.window:]
         feats = self.encode(frames)
         memory, content = None, self.content_code(feats[-1])
@@ -918,7 +950,8 @@ class VideoPredictor(nn.Module):
             recall = None if recall is None else recall.repeat_interleave(repeats, dim=0)
         history = [[f[:, i] for i in range(f.shape[1] - self.window, f.shape[1])] for f in feats]
         anchor = None if self.skips == "recent" else [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
-        return RolloutState(history, memory, last, previous, anchor, content, recall, source, rows=rows)
+        return RolloutState(history, memory, last, previous, anchor, content, recall, source, rows=rows, draws=draws,
+                            background=None if draws is None else background(context))
 
     def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
         """The conditioning of the next frame, and the predictor memory that includes it."""
@@ -930,6 +963,9 @@ class VideoPredictor(nn.Module):
             trust = self.glide_trust(glided)
             if state.rows is not None:
                 glided, trust = glided[state.rows], None if trust is None else trust[state.rows]
+            if state.draws is not None:
+                back = state.background if state.rows is None else state.background[state.rows]
+                glided, trust = drawn_glide(glided, trust, state.draws, back)
         return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
                             state.content, state.recall, glided, trust), memory
 
@@ -944,30 +980,30 @@ class VideoPredictor(nn.Module):
         else:
             new = self.encoder(channels_last(frame))
         history = [level[1:] + [f] for level, f in zip(state.history, new)]  # keep only the window
-        return RolloutState(history, memory, frame, state.last, state.anchor, state.content, state.recall, state.glide,
-                            state.step + 1, state.rows)
+        return state._replace(history=history, memory=memory, last=frame, previous=state.last, step=state.step + 1)
 
-    def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None,
+                draws: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
 
         `draw_z(h, k)` gives the latent (b, d) of step k from the state h (b, C, h, w); each
         predicted frame is encoded and fed back as the newest frame of the window (with latent
         feedback, the decoder's features of it are). With `repeats`
         (b,) the rollout runs repeats[i] futures of context i in a row (n = repeats.sum() rows
-        instead of b), encoding each context once.
+        instead of b), encoding each context once. `draws` (n, 2): see `begin`.
         """
-        logits, zs = self.rollout_logits(context, horizon, draw_z, repeats=repeats)
+        logits, zs = self.rollout_logits(context, horizon, draw_z, repeats=repeats, draws=draws)
         return torch.sigmoid(logits), zs
 
     def rollout_logits(self, context: Tensor, horizon: int, draw_z, *,
-                       repeats: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                       repeats: Tensor | None = None, draws: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """`rollout`, returning the logits (n, horizon, c, H, W) of the frames instead of pixels.
 
         The energy's BCE cost is computed on logits (exact where the sigmoid saturates), and the
         rollout is differentiable: when `draw_z` returns slices `z[:, k]` of a tensor that requires
         grad, the energy of the whole future can be minimized over z (fill-in-the-blank inference).
         """
-        state = self.begin(context, repeats=repeats)
+        state = self.begin(context, repeats=repeats, draws=draws)
         logits, zs = [], []
         for k in range(horizon):
             cond, memory = self.condition(state)

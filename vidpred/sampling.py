@@ -5,7 +5,9 @@ How a future draws its z, and what the single deterministic prediction is, is th
 learned prior or its latent bank and predicts with z = 0 (with latent dropout in training, its best
 single guess: the blurry mean that sampled futures must beat on best of K); the VAE draws from its
 Gaussian prior and predicts with the prior mean; the deterministic model's K futures are K copies
-of its one prediction.
+of its one prediction. A glide decoder with glide_mask='trust' also draws, per future, how much of the glided
+frame it keeps and what fills the rest (`mask_draws`, `model.drawn_glide`), so that its futures differ in whether
+each object's constant motion holds (its latents alone barely changed them: diversity 0.001).
 """
 
 from __future__ import annotations
@@ -31,9 +33,18 @@ def auto_rollout_batch(device: torch.device, height: int, width: int) -> int:
     return max(SAMPLE_BLOCK, rows // SAMPLE_BLOCK * SAMPLE_BLOCK)
 
 
-def block_seed(seed: int, clip: int, block: int) -> int:
-    """The seed of samples block * SAMPLE_BLOCK ... of clip `clip`: independent streams per triple."""
-    return int(np.random.SeedSequence([seed, clip, block]).generate_state(1)[0])
+def block_seed(seed: int, clip: int, block: int, stream: int = 0) -> int:
+    """The seed of samples block * SAMPLE_BLOCK ... of clip `clip`: independent streams per triple (and per `stream`:
+    0 the latents, 1 the glide decoder's mask draws)."""
+    return int(np.random.SeedSequence([seed, clip, block, stream] if stream else [seed, clip, block]).generate_state(1)[0])
+
+
+def mask_draws(rows: int, seed: int) -> Tensor:
+    """How `rows` futures realize the trust mask of a glide decoder with glide_mask='trust' (`model.drawn_glide`):
+    (rows, 2), a level uniform in (0, 1) and, for half of them on average, the background as the fill (1.0)."""
+    generator = torch.Generator().manual_seed(seed)
+    level = torch.rand(rows, generator=generator)
+    return torch.stack([level, (torch.rand(rows, generator=generator) < 0.5).float()], dim=1)
 
 
 @torch.no_grad()
@@ -83,7 +94,9 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
             return torch.cat([d(part, k) for d, part in zip(drawers, h.split(sizes))])
 
         ctx = context[[i for i, *_ in chunk]]
-        out, z = model.rollout_logits(ctx, horizon, draw, repeats=torch.tensor(sizes, device=context.device))
+        draws = None if model.decoder.trust is None else torch.cat(  # the trust mask's draws, a stream per block too
+            [mask_draws(n, block_seed(seed, clip_ids[i], first // SAMPLE_BLOCK, 1)) for i, first, n in chunk]).to(context.device)
+        out, z = model.rollout_logits(ctx, horizon, draw, repeats=torch.tensor(sizes, device=context.device), draws=draws)
         for (i, first, n), part, part_z in zip(chunk, out.split(sizes), z.split(sizes)):
             logits[i, first:first + n] = part
             latents[i, first:first + n] = part_z
