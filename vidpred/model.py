@@ -688,7 +688,7 @@ class RolloutState(NamedTuple):
     step: int = 0  # frames predicted so far (the glide decoder carries its frame step + 1 frames on for the next)
     rows: Tensor | None = None  # (n,) with repeats: the context (row of `glide`) of each of the n rows; None: n = b
     draws: Tensor | None = None  # (n, 2) glide_mask='trust': each future's draw of the mask (`drawn_glide`); None: mask > 1/2
-    background: Tensor | None = None  # (b, c, H, W) with draws: each context's background (`background`), one row per context
+    background: Tensor | None = None  # (n, c, H, W) with draws: each row's context background (`background`)
 
 
 class VideoPredictor(nn.Module):
@@ -950,8 +950,10 @@ class VideoPredictor(nn.Module):
             recall = None if recall is None else recall.repeat_interleave(repeats, dim=0)
         history = [[f[:, i] for i in range(f.shape[1] - self.window, f.shape[1])] for f in feats]
         anchor = None if self.skips == "recent" else [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
+        back = None if draws is None else background(context)  # fixed over the rollout: one copy per row, once
+        back = back if back is None or repeats is None else back.repeat_interleave(repeats, dim=0)
         return RolloutState(history, memory, last, previous, anchor, content, recall, source, rows=rows, draws=draws,
-                            background=None if draws is None else background(context))
+                            background=back)
 
     def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
         """The conditioning of the next frame, and the predictor memory that includes it."""
@@ -964,8 +966,7 @@ class VideoPredictor(nn.Module):
             if state.rows is not None:
                 glided, trust = glided[state.rows], None if trust is None else trust[state.rows]
             if state.draws is not None:
-                back = state.background if state.rows is None else state.background[state.rows]
-                glided, trust = drawn_glide(glided, trust, state.draws, back)
+                glided, trust = drawn_glide(glided, trust, state.draws, state.background)
         return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
                             state.content, state.recall, glided, trust), memory
 
