@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from vidpred.build import predictor_of_kind
 from vidpred.config import ConfigError, parse_args
 from vidpred.energy import Energy
-from vidpred.model import ConditionalPrior, Decoder, VideoPredictor, background, constant_motion, drawn_glide, glide, motion_costs
+from vidpred.model import (ConditionalPrior, Decoder, VideoPredictor, background, constant_motion, drawn_glide, glide,
+                           glided_objects, motion_costs)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -1144,7 +1145,7 @@ def test_a_glide_run_trains_samples_from_repeats_and_evaluates(tmp_path, mask):
     second, _ = model.rollout(context[1:].expand(3, -1, -1, -1, -1), 4, lambda h, k: z[2:, k])
     assert torch.allclose(together, torch.cat([first, second]), atol=1e-5)
     if mask == "trust":  # each future's draw of the mask travels with its row
-        draws = torch.rand(5, 2)
+        draws = torch.rand(5, 1 + model.glide_objects)
         together, _ = model.rollout(context, 4, lambda h, k: z[:, k], repeats=repeats, draws=draws)
         first, _ = model.rollout(context[:1].expand(2, -1, -1, -1, -1), 4, lambda h, k: z[:2, k], draws=draws[:2])
         second, _ = model.rollout(context[1:].expand(3, -1, -1, -1, -1), 4, lambda h, k: z[2:, k], draws=draws[2:])
@@ -1154,24 +1155,53 @@ def test_a_glide_run_trains_samples_from_repeats_and_evaluates(tmp_path, mask):
     assert len(metrics["best_of_k"]["psnr_per_frame"]) == 4 and (tmp_path / "eval" / "samples.png").is_file()
 
 
-def test_drawn_glide_keeps_the_glided_pixels_over_the_level_and_fills_the_rest():
-    """A sampled future realizes the trust mask with one level u: it keeps the glided pixels whose trust is over u
-    (so each pixel is kept with probability trust when u is uniform, and pixels of equal trust go together), and
-    fills the rest with the generated pixels (mask 0 there) or, when its second draw is over 1/2, the background."""
+def test_drawn_glide_keeps_the_glided_pixels_over_their_objects_level_and_fills_the_rest():
+    """A sampled future realizes the trust mask with one level per object: it keeps the glided pixels whose trust is
+    over their object's level (so each pixel is kept with probability trust when the levels are uniform, pixels of
+    one object and equal trust go together, and two objects independently), and fills the rest with the generated
+    pixels (mask 0 there) or, when its fill draw is over 1/2, the background."""
     glided = torch.rand(3, 3, 4, 4)  # frame, coverage, age
     trust = torch.linspace(0.05, 0.95, 16).view(1, 1, 4, 4).expand(3, 1, 4, 4)
     back = torch.full((3, 1, 4, 4), 0.25)
-    draws = torch.tensor([[0.5, 0.0], [0.5, 1.0], [0.0, 0.0]])
-    frame, mask = drawn_glide(glided, trust, draws, back)
+    objects = torch.zeros(3, 1, 4, 4, dtype=torch.long)
+    draws = torch.tensor([[0.0, 0.5, 0.9], [1.0, 0.5, 0.9], [0.0, 0.0, 0.9]])  # fill, level of object 0, of object 1
+    frame, mask = drawn_glide(glided, trust, draws, back, objects)
     keep = trust[0, 0] > 0.5
     assert torch.equal(mask[0, 0], keep.float()) and torch.equal(frame[0], glided[0])  # the generated pixels fill in
     assert (mask[1] == 1).all() and torch.equal(frame[1, 0], torch.where(keep, glided[1, 0], back[1, 0]))  # the background
     assert torch.equal(frame[1, 1:], glided[1, 1:])  # coverage and age as glided
-    assert (mask[2] == 1).all()  # u = 0: every pixel glided
-    levels = torch.rand(4000, generator=torch.Generator().manual_seed(0))
-    _, many = drawn_glide(glided[:1].expand(4000, -1, -1, -1), trust[:1].expand(4000, -1, -1, -1),
-                          torch.stack([levels, torch.zeros(4000)], dim=1), back[:1].expand(4000, -1, -1, -1))
-    assert torch.allclose(many.mean(dim=0)[0], trust[0, 0], atol=0.03)  # kept with probability trust
+    assert (mask[2] == 1).all()  # level 0: every pixel of object 0 glided
+    _, mask = drawn_glide(glided, trust, draws, back, torch.ones_like(objects))  # all object 1's: level 0.9
+    assert torch.equal(mask[0, 0], (trust[0, 0] > 0.9).float())
+    # two objects of equal trust (left and right half), levels drawn uniformly: each kept with probability trust, alone
+    many = 4000
+    halves = torch.zeros(many, 1, 4, 4, dtype=torch.long)
+    halves[..., 2:] = 1
+    even = torch.full((many, 1, 4, 4), 0.6)
+    levels = torch.rand(many, 2, generator=torch.Generator().manual_seed(0))
+    _, kept = drawn_glide(glided[:1].expand(many, -1, -1, -1), even, torch.cat([torch.zeros(many, 1), levels], dim=1),
+                          back[:1].expand(many, -1, -1, -1), halves)
+    left, right = kept[:, 0, 0, 0], kept[:, 0, 0, 3]
+    assert torch.equal(kept[:, 0, :, :2], left[:, None, None].expand(-1, 4, 2))  # an object's pixels go together
+    assert abs(left.mean() - 0.6) < 0.03 and abs(right.mean() - 0.6) < 0.03
+    assert abs((left * right).mean() - 0.36) < 0.03  # independently: both kept with probability 0.6²
+
+
+def test_glided_objects_names_each_moved_pixel_by_its_displacement():
+    """The pixels that share a displacement are one object, named by the displacement's index (k = 2r + 1 columns
+    per row of dy); holes and still pixels are the still object's, and a moving pixel wins over a still one."""
+    frame = torch.zeros(1, 1, 8, 8)
+    frame[0, 0, 2:4, 2:4] = 1.0  # a square moving by (1, 2) a frame
+    frame[0, 0, 6, 0] = 0.5  # a still pixel
+    displacement = torch.zeros(1, 2, 8, 8, dtype=torch.long)
+    displacement[0, :, 2:4, 2:4] = torch.tensor([1, 2]).view(2, 1, 1)
+    objects = glided_objects(frame, displacement, torch.tensor([2]), radius=2)
+    moved = (2 + 1) * 5 + (2 + 2)  # d = (1, 2): index (dy + r) * k + dx + r
+    expected = torch.full((1, 1, 8, 8), 12)  # the still object: d = (0, 0), index (k² - 1) / 2
+    expected[0, 0, 4:6, 6:8] = moved
+    assert torch.equal(objects, expected)
+    moved_frame = glide(frame, displacement, torch.tensor([2]))
+    assert torch.equal(moved_frame[0, 0] > 0.9, objects[0, 0] == moved)  # the object is where its pixels arrived
 
 
 def test_background_is_what_no_object_covers_in_every_context_frame():
@@ -1206,7 +1236,11 @@ def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
     square_at = frames[:, 0, 0, 4:7, 4:7].mean(dim=(1, 2))  # where the glided square is at the first predicted frame
     kinds = {round(v, 2) for v in square_at.tolist()}
     assert len(kinds) == 3  # glided (the square), the background (black) and the generated pixels (bright, sigmoid(3))
-    draws = mask_draws(1000, seed=3)
-    assert draws.shape == (1000, 2) and 0.45 < draws[:, 1].mean() < 0.55 and 0.45 < draws[:, 0].mean() < 0.55
-    with pytest.raises(ValueError, match=r"draws: expected \(n = 2, 2\) for a glide decoder with glide_mask='trust'"):
-        small(output="glide", kernel=5).rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=torch.rand(2, 2))
+    draws = mask_draws(1000, seed=3, objects=25)
+    assert draws.shape == (1000, 26) and set(draws[:, 0].tolist()) == {0.0, 1.0} and 0.45 < draws[:, 0].mean() < 0.55
+    assert 0.45 < draws[:, 1:].mean() < 0.55 and abs(torch.corrcoef(draws[:, 1:3].T)[0, 1]) < 0.1  # levels apart
+    assert model.glide_objects == 25  # one object per displacement of radius 2
+    with pytest.raises(ValueError, match=r"draws: expected \(n = 2, 1 \+ 25\) for a glide decoder with glide_mask='trust'"):
+        small(output="glide", kernel=5).rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=torch.rand(2, 26))
+    with pytest.raises(ValueError, match=r"draws: expected \(n = 2, 1 \+ 25\).*got \(2, 2\)"):
+        model.rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=torch.rand(2, 2))

@@ -176,6 +176,31 @@ def glide(frame: Tensor, displacement: Tensor, steps: Tensor) -> Tensor:
     then the brightest (objects combined by max, as SM-MNIST's digits are), each channel the winners' largest.
     """
     n, c, hh, ww = frame.shape
+    to, wins, best = arrivals(frame, displacement, steps)
+    values = torch.where(wins[:, None], frame.permute(0, 2, 3, 1).reshape(-1, c), torch.zeros((), dtype=frame.dtype))
+    moved = frame.new_zeros(n * hh * ww, c).scatter_reduce(0, to[:, None].expand(-1, c), values, reduce="amax")
+    moved = moved.view(n, hh, ww, c).permute(0, 3, 1, 2)
+    return torch.cat([moved, (best >= 0).to(frame.dtype).view(n, 1, hh, ww)], dim=1).contiguous()
+
+
+@torch.no_grad()
+def glided_objects(frame: Tensor, displacement: Tensor, steps: Tensor, *, radius: int) -> Tensor:
+    """Which object each pixel of `glide`'s moved frame belongs to, (n, 1, H, W) integers: the pixels that share a
+    displacement move together, one object per displacement, named by its index j in `constant_motion`'s
+    (d_j = (j // k - r, j % k - r), k = 2r + 1, r = radius); holes are the still object's (d = 0)."""
+    n, _, hh, ww = frame.shape
+    k = 2 * radius + 1
+    to, wins, _ = arrivals(frame, displacement, steps)
+    index = ((displacement[:, 0] + radius) * k + displacement[:, 1] + radius).flatten()
+    named = index.new_full((n * hh * ww,), -1).scatter_reduce(0, to, torch.where(wins, index, -1), reduce="amax")
+    return torch.where(named < 0, (k * k) // 2, named).view(n, 1, hh, ww)
+
+
+def arrivals(frame: Tensor, displacement: Tensor, steps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Where `glide` sends each source pixel and which sources win their destination: (to, wins, best), flat over
+    (n, H, W): the destination's flat index, whether the source is shown there, and each destination's winning key
+    (-1 where nothing arrives)."""
+    n, c, hh, ww = frame.shape
     steps = steps.view(n, 1, 1)
     ty = torch.arange(hh, device=frame.device).view(1, hh, 1) + steps * displacement[:, 0]
     tx = torch.arange(ww, device=frame.device).view(1, 1, ww) + steps * displacement[:, 1]
@@ -185,11 +210,7 @@ def glide(frame: Tensor, displacement: Tensor, steps: Tensor) -> Tensor:
     key = torch.where(inside, key, torch.full_like(key, -1.0)).flatten()
     to = to.flatten()
     best = key.new_full((n * hh * ww,), -1.0).scatter_reduce(0, to, key, reduce="amax")
-    wins = (key >= 0) & (key == best[to])  # sources whose key is the best their destination received
-    values = torch.where(wins[:, None], frame.permute(0, 2, 3, 1).reshape(-1, c), torch.zeros((), dtype=frame.dtype))
-    moved = frame.new_zeros(n * hh * ww, c).scatter_reduce(0, to[:, None].expand(-1, c), values, reduce="amax")
-    moved = moved.view(n, hh, ww, c).permute(0, 3, 1, 2)
-    return torch.cat([moved, (best >= 0).to(frame.dtype).view(n, 1, hh, ww)], dim=1).contiguous()
+    return to, (key >= 0) & (key == best[to]), best  # wins: sources whose key is the best their destination received
 
 
 def background(context: Tensor) -> Tensor:
@@ -198,20 +219,22 @@ def background(context: Tensor) -> Tensor:
     return context.amin(dim=1)
 
 
-def drawn_glide(glided: Tensor, trust: Tensor, draws: Tensor, back: Tensor) -> tuple[Tensor, Tensor]:
+def drawn_glide(glided: Tensor, trust: Tensor, draws: Tensor, back: Tensor, objects: Tensor) -> tuple[Tensor, Tensor]:
     """One sampled future's realization of the trust mask (glide_mask='trust'): the glided frame (n, c + 2, H, W) and
-    a hard mask (n, 1, H, W) to blend by, from the trust probabilities `trust` (n, 1, H, W), `draws` (n, 2) and each
-    row's background `back` (n, c, H, W).
+    a hard mask (n, 1, H, W) to blend by, from the trust probabilities `trust` (n, 1, H, W), `draws` (n, 1 + L), each
+    row's background `back` (n, c, H, W) and which of L objects each glided pixel belongs to, `objects` (n, 1, H, W)
+    (`glided_objects`).
 
-    Row i keeps the glided pixels where trust > draws[i, 0], one level u for the whole future: drawn uniformly, every
-    pixel is then kept with probability trust, and an object's pixels, which share a trust, go together (a sample
-    of the chance that constant motion still holds for it, e.g. that it has not yet bounced). Where it does not keep
-    them, the generated pixels fill in, or, where draws[i, 1] > 1/2, the background: what a glided object that has
-    left leaves behind. The deterministic prediction (no draws) keeps the pixels with trust over 1/2 and fills in
+    Row i keeps object j's glided pixels where trust > draws[i, 1 + j], one level per object for the whole future:
+    drawn uniformly, every pixel is then kept with probability trust, an object's pixels, which share a trust, go
+    together (a sample of the chance that constant motion still holds for it, e.g. that it has not yet bounced), and
+    whether one object is kept says nothing of another's (one digit's bounce is not the other's). Where it does not
+    keep them, the generated pixels fill in, or, where draws[i, 0] > 1/2, the background: what a glided object that
+    has left leaves behind. The deterministic prediction (no draws) keeps the pixels with trust over 1/2 and fills in
     the generated ones, as training does."""
     c = back.shape[1]
-    keep = trust > draws[:, :1, None, None]
-    fill = draws[:, 1:, None, None] > 0.5
+    keep = trust > draws[:, 1:].gather(1, objects.flatten(1)).view_as(trust)
+    fill = draws[:, :1, None, None] > 0.5
     frame = torch.where(fill & ~keep, back, glided[:, :c])
     mask = (keep | fill).to(trust.dtype)
     return torch.cat([frame, glided[:, c:]], dim=1), mask
@@ -687,7 +710,7 @@ class RolloutState(NamedTuple):
     glide: Tensor | None = None  # (b, c + 2, H, W) the glide decoder's last context frame and its displacement per frame (`constant_motion`), one row per context
     step: int = 0  # frames predicted so far (the glide decoder carries its frame step + 1 frames on for the next)
     rows: Tensor | None = None  # (n,) with repeats: the context (row of `glide`) of each of the n rows; None: n = b
-    draws: Tensor | None = None  # (n, 2) glide_mask='trust': each future's draw of the mask (`drawn_glide`); None: mask > 1/2
+    draws: Tensor | None = None  # (n, 1 + L) glide_mask='trust': each future's draw of the mask (`drawn_glide`); None: mask > 1/2
     background: Tensor | None = None  # (n, c, H, W) with draws: each row's context background (`background`)
 
 
@@ -749,6 +772,12 @@ class VideoPredictor(nn.Module):
         if self.motion_radius is None:
             return None
         return motion_costs(previous, last, radius=self.motion_radius)
+
+    @property
+    def glide_objects(self) -> int:
+        """How many objects `glided_objects` tells apart: one per displacement the glide decoder carries, (2r + 1)²
+        (0 without a glide decoder)."""
+        return 0 if self.glide_radius is None else (2 * self.glide_radius + 1) ** 2
 
     def glide_source(self, previous: Tensor, last: Tensor) -> Tensor | None:
         """What the glide decoder carries on: (n, c + 2, H, W), the last context frame and each pixel's displacement
@@ -925,13 +954,14 @@ class VideoPredictor(nn.Module):
     def begin(self, context: Tensor, *, repeats: Tensor | None = None, draws: Tensor | None = None) -> RolloutState:
         """The state after the context frames (b, C0, c, H, W); with `repeats` (b,), row i repeated
         repeats[i] times (each context encoded once). The recurrent memory runs through the whole context.
-        `draws` (n, 2): with glide_mask='trust', how each of the n futures realizes the trust mask (`drawn_glide`)."""
+        `draws` (n, 1 + L): with glide_mask='trust', how each of the n futures realizes the trust mask (`drawn_glide`;
+        L = `glide_objects`)."""
         self.check_video(context, "context")
         self.check_context(context.shape[1])
         n = context.shape[0] if repeats is None else int(repeats.sum())
-        if draws is not None and (self.decoder.trust is None or draws.shape != (n, 2)):
-            raise ValueError(f"draws: expected (n = {n}, 2) for a glide decoder with glide_mask='trust' (decoder "
-                             f"{self.decoder.output}, trust head {self.decoder.trust is not None}); got {tuple(draws.shape)}")
+        if draws is not None and (self.decoder.trust is None or draws.shape != (n, 1 + self.glide_objects)):
+            raise ValueError(f"draws: expected (n = {n}, 1 + {self.glide_objects}) for a glide decoder with glide_mask='trust' "
+                             f"(decoder {self.decoder.output}, trust head {self.decoder.trust is not None}); got {tuple(draws.shape)}")
         frames = context if self.recurrent else context[:, -self.window:]
         feats = self.encode(frames)
         memory, content = None, self.content_code(feats[-1])
@@ -961,12 +991,16 @@ class VideoPredictor(nn.Module):
         recent = None if self.skips == "context" else [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
         glided = trust = None
         if state.glide is not None:  # once per context (the K futures of a clip share it), then one copy per row
-            glided = self.glided(state.glide, torch.full((state.glide.shape[0],), state.step + 1, device=state.last.device))
+            steps = torch.full((state.glide.shape[0],), state.step + 1, device=state.last.device)
+            glided = self.glided(state.glide, steps)
             trust = self.glide_trust(glided)
+            objects = None if state.draws is None else glided_objects(
+                state.glide[:, :self.channels], state.glide[:, self.channels:].long(), steps, radius=self.glide_radius)
             if state.rows is not None:
                 glided, trust = glided[state.rows], None if trust is None else trust[state.rows]
+                objects = None if objects is None else objects[state.rows]
             if state.draws is not None:
-                glided, trust = drawn_glide(glided, trust, state.draws, state.background)
+                glided, trust = drawn_glide(glided, trust, state.draws, state.background, objects)
         return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
                             state.content, state.recall, glided, trust), memory
 

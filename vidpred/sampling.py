@@ -39,12 +39,13 @@ def block_seed(seed: int, clip: int, block: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([seed, clip, block, stream] if stream else [seed, clip, block]).generate_state(1)[0])
 
 
-def mask_draws(rows: int, seed: int) -> Tensor:
+def mask_draws(rows: int, seed: int, objects: int) -> Tensor:
     """How `rows` futures realize the trust mask of a glide decoder with glide_mask='trust' (`model.drawn_glide`):
-    (rows, 2), a level uniform in (0, 1) and, for half of them on average, the background as the fill (1.0)."""
+    (rows, 1 + objects), the fill (the background, 1.0, for half of them on average; else 0.0) and a level uniform
+    in (0, 1) per object."""
     generator = torch.Generator().manual_seed(seed)
-    level = torch.rand(rows, generator=generator)
-    return torch.stack([level, (torch.rand(rows, generator=generator) < 0.5).float()], dim=1)
+    fill = (torch.rand(rows, 1, generator=generator) < 0.5).float()
+    return torch.cat([fill, torch.rand(rows, objects, generator=generator)], dim=1)
 
 
 @torch.no_grad()
@@ -95,7 +96,8 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
 
         ctx = context[[i for i, *_ in chunk]]
         draws = None if model.decoder.trust is None else torch.cat(  # the trust mask's draws, a stream per block too
-            [mask_draws(n, block_seed(seed, clip_ids[i], first // SAMPLE_BLOCK, 1)) for i, first, n in chunk]).to(context.device)
+            [mask_draws(n, block_seed(seed, clip_ids[i], first // SAMPLE_BLOCK, 1), model.glide_objects)
+             for i, first, n in chunk]).to(context.device)
         out, z = model.rollout_logits(ctx, horizon, draw, repeats=torch.tensor(sizes, device=context.device), draws=draws)
         for (i, first, n), part, part_z in zip(chunk, out.split(sizes), z.split(sizes)):
             logits[i, first:first + n] = part
