@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from vidpred.build import predictor_of_kind
 from vidpred.config import ConfigError, parse_args
 from vidpred.energy import Energy
-from vidpred.model import (ConditionalPrior, Decoder, VideoPredictor, background, constant_motion, drawn_glide, glide,
-                           glided_objects, motion_costs)
+from vidpred.model import (ConditionalPrior, Decoder, GlideDraws, Paths, VideoPredictor, background, bounce_step,
+                           constant_motion, displacement_objects, drawn_glide, glide, motion_costs, object_boxes, shift,
+                           shifted_objects)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -1145,63 +1146,152 @@ def test_a_glide_run_trains_samples_from_repeats_and_evaluates(tmp_path, mask):
     second, _ = model.rollout(context[1:].expand(3, -1, -1, -1, -1), 4, lambda h, k: z[2:, k])
     assert torch.allclose(together, torch.cat([first, second]), atol=1e-5)
     if mask == "trust":  # each future's draw of the mask travels with its row
-        draws = torch.rand(5, 1 + model.glide_objects)
+        from vidpred.sampling import glide_draws
+        draws = glide_draws(5, seed=0, objects=model.glide_objects)
         together, _ = model.rollout(context, 4, lambda h, k: z[:, k], repeats=repeats, draws=draws)
-        first, _ = model.rollout(context[:1].expand(2, -1, -1, -1, -1), 4, lambda h, k: z[:2, k], draws=draws[:2])
-        second, _ = model.rollout(context[1:].expand(3, -1, -1, -1, -1), 4, lambda h, k: z[2:, k], draws=draws[2:])
+        first, _ = model.rollout(context[:1].expand(2, -1, -1, -1, -1), 4, lambda h, k: z[:2, k], draws=draws.rows(slice(0, 2)))
+        second, _ = model.rollout(context[1:].expand(3, -1, -1, -1, -1), 4, lambda h, k: z[2:, k], draws=draws.rows(slice(2, 5)))
         assert torch.allclose(together, torch.cat([first, second]), atol=1e-5)
     metrics = evaluate(EvalConfig(ckpt=str(run / "checkpoints" / "last.pt"), samples=3, horizon=4, clips=2,
                                   context=3, out=str(tmp_path / "eval"), video="none"))
     assert len(metrics["best_of_k"]["psnr_per_frame"]) == 4 and (tmp_path / "eval" / "samples.png").is_file()
 
 
+def still_paths(n: int, count: int) -> Paths:
+    """Every object of n futures where the last context frame has it, still (`bounce_step`'s paths)."""
+    zeros = torch.zeros(n, count, 2, dtype=torch.long)
+    return Paths(zeros, zeros.clone(), zeros[..., 0].clone())
+
+
+def draws_of(levels: torch.Tensor, *, fill=None, bounce=None, margins=0, speeds=None) -> GlideDraws:
+    n, count = levels.shape
+    return GlideDraws(fill=torch.zeros(n) if fill is None else fill, levels=levels,
+                      bounce=torch.zeros(n, count, dtype=torch.bool) if bounce is None else bounce,
+                      margins=torch.full((n, count, 4), margins), speeds=torch.zeros(n, count, 2) if speeds is None else speeds)
+
+
 def test_drawn_glide_keeps_the_glided_pixels_over_their_objects_level_and_fills_the_rest():
     """A sampled future realizes the trust mask with one level per object: it keeps the glided pixels whose trust is
     over their object's level (so each pixel is kept with probability trust when the levels are uniform, pixels of
     one object and equal trust go together, and two objects independently), and fills the rest with the generated
-    pixels (mask 0 there) or, when its fill draw is over 1/2, the background."""
-    glided = torch.rand(3, 3, 4, 4)  # frame, coverage, age
+    pixels (mask 0 there) or, when its fill draw is 1, the background."""
+    source = torch.rand(3, 1, 4, 4)
+    glided = torch.cat([source, torch.rand(3, 2, 4, 4)], dim=1)  # frame, coverage, age: nothing moves
     trust = torch.linspace(0.05, 0.95, 16).view(1, 1, 4, 4).expand(3, 1, 4, 4)
     back = torch.full((3, 1, 4, 4), 0.25)
-    objects = torch.zeros(3, 1, 4, 4, dtype=torch.long)
-    draws = torch.tensor([[0.0, 0.5, 0.9], [1.0, 0.5, 0.9], [0.0, 0.0, 0.9]])  # fill, level of object 0, of object 1
-    frame, mask = drawn_glide(glided, trust, draws, back, objects)
+    objects = torch.zeros(3, 4, 4, dtype=torch.long)  # all object 0; object 1 is the still one (of 3)
+    draws = draws_of(torch.tensor([[0.5, 0.9, 0.9], [0.5, 0.9, 0.9], [0.0, 0.9, 0.9]]), fill=torch.tensor([0.0, 1.0, 0.0]))
+    frame, mask = drawn_glide(source, objects, still_paths(3, 3), trust, glided, draws, back)
     keep = trust[0, 0] > 0.5
     assert torch.equal(mask[0, 0], keep.float()) and torch.equal(frame[0], glided[0])  # the generated pixels fill in
     assert (mask[1] == 1).all() and torch.equal(frame[1, 0], torch.where(keep, glided[1, 0], back[1, 0]))  # the background
     assert torch.equal(frame[1, 1:], glided[1, 1:])  # coverage and age as glided
     assert (mask[2] == 1).all()  # level 0: every pixel of object 0 glided
-    _, mask = drawn_glide(glided, trust, draws, back, torch.ones_like(objects))  # all object 1's: level 0.9
-    assert torch.equal(mask[0, 0], (trust[0, 0] > 0.9).float())
+    _, mask = drawn_glide(source, torch.full_like(objects, 2), still_paths(3, 3), trust, glided, draws, back)
+    assert torch.equal(mask[0, 0], (trust[0, 0] > 0.9).float())  # all object 2's: level 0.9
     # two objects of equal trust (left and right half), levels drawn uniformly: each kept with probability trust, alone
     many = 4000
-    halves = torch.zeros(many, 1, 4, 4, dtype=torch.long)
-    halves[..., 2:] = 1
+    halves = torch.zeros(many, 4, 4, dtype=torch.long)
+    halves[..., 2:] = 2
     even = torch.full((many, 1, 4, 4), 0.6)
-    levels = torch.rand(many, 2, generator=torch.Generator().manual_seed(0))
-    _, kept = drawn_glide(glided[:1].expand(many, -1, -1, -1), even, torch.cat([torch.zeros(many, 1), levels], dim=1),
-                          back[:1].expand(many, -1, -1, -1), halves)
+    levels = torch.rand(many, 3, generator=torch.Generator().manual_seed(0))
+    _, kept = drawn_glide(source[:1].expand(many, -1, -1, -1), halves, still_paths(many, 3), even,
+                          glided[:1].expand(many, -1, -1, -1), draws_of(levels), back[:1].expand(many, -1, -1, -1))
     left, right = kept[:, 0, 0, 0], kept[:, 0, 0, 3]
     assert torch.equal(kept[:, 0, :, :2], left[:, None, None].expand(-1, 4, 2))  # an object's pixels go together
     assert abs(left.mean() - 0.6) < 0.03 and abs(right.mean() - 0.6) < 0.03
     assert abs((left * right).mean() - 0.36) < 0.03  # independently: both kept with probability 0.6²
 
 
-def test_glided_objects_names_each_moved_pixel_by_its_displacement():
+def test_objects_are_the_pixels_that_share_a_displacement_and_show_in_their_box():
     """The pixels that share a displacement are one object, named by the displacement's index (k = 2r + 1 columns
-    per row of dy); holes and still pixels are the still object's, and a moving pixel wins over a still one."""
+    per row of dy); its box spans the pixels that stand out of the background, and an object of too few such pixels
+    (a fringe of odd displacements) is not present. `shifted_objects` says where each object's pixels arrived."""
     frame = torch.zeros(1, 1, 8, 8)
-    frame[0, 0, 2:4, 2:4] = 1.0  # a square moving by (1, 2) a frame
-    frame[0, 0, 6, 0] = 0.5  # a still pixel
+    frame[0, 0, 2:5, 2:5] = 1.0  # a 3x3 block moving by (1, 2) a frame ...
+    frame[0, 0, 6, 0] = 0.5  # ... and a still pixel
     displacement = torch.zeros(1, 2, 8, 8, dtype=torch.long)
-    displacement[0, :, 2:4, 2:4] = torch.tensor([1, 2]).view(2, 1, 1)
-    objects = glided_objects(frame, displacement, torch.tensor([2]), radius=2)
-    moved = (2 + 1) * 5 + (2 + 2)  # d = (1, 2): index (dy + r) * k + dx + r
-    expected = torch.full((1, 1, 8, 8), 12)  # the still object: d = (0, 0), index (k² - 1) / 2
-    expected[0, 0, 4:6, 6:8] = moved
-    assert torch.equal(objects, expected)
-    moved_frame = glide(frame, displacement, torch.tensor([2]))
-    assert torch.equal(moved_frame[0, 0] > 0.9, objects[0, 0] == moved)  # the object is where its pixels arrived
+    displacement[0, :, 1:5, 1:6] = torch.tensor([1, 2]).view(2, 1, 1)  # the block's displacement reaches a dark rim
+    objects = displacement_objects(displacement, radius=2)
+    moved = (1 + 2) * 5 + (2 + 2)  # d = (1, 2): index (dy + r) * k + dx + r
+    assert objects[0, 2, 2] == moved and objects[0, 6, 0] == objects[0, 0, 0] == 12  # still: (k² - 1) / 2
+    boxes, present = object_boxes(frame, torch.zeros_like(frame), objects, 25)
+    assert boxes[0, moved].tolist() == [2, 4, 2, 4]  # rows and columns 2-4: the rim does not show
+    assert present[0, moved] and not present[0, 0] and not present[0, 12]  # object 0 has no pixel, the still one 1
+    _, few = object_boxes(frame[..., :3, :3], torch.zeros(1, 1, 3, 3), objects[:, :3, :3], 25)
+    assert not few[0, moved]  # one pixel of it shows: under OBJECT_PIXELS
+    by = 2 * displacement
+    named = shifted_objects(frame, by, objects != 12, objects, still=12)
+    expected = torch.full((1, 1, 8, 8), 12)
+    expected[0, 0, 3:7, 5:8] = moved  # the block and its rim, 2 frames on (what leaves the frame is gone)
+    assert torch.equal(named, expected)
+    assert torch.equal(shift(frame, by, objects != 12), glide(frame, displacement, torch.tensor([2])))
+
+
+def test_a_bouncing_object_is_put_back_inside_the_wall_margin_and_leaves_at_a_drawn_velocity():
+    """bounce_step: an object drawn to bounce whose box crosses a wall's margin is put back on it, leaves it at a
+    speed of 1..r away and -r..r along it (from its uniform draws), and counts the hit; a corner draws both normal
+    speeds; an object not drawn to bounce goes straight on, out of the frame."""
+    boxes = torch.tensor([[[2, 5, 10, 13], [2, 5, 10, 13], [1, 4, 1, 4]]])  # (1 future, 3 objects, top bottom left right)
+    velocity = torch.tensor([[[-2, 1], [-2, 1], [-3, -3]]])
+    paths = Paths(torch.zeros(1, 3, 2, dtype=torch.long), velocity, torch.zeros(1, 3, dtype=torch.long))
+    draws = draws_of(torch.zeros(1, 3), bounce=torch.tensor([[True, False, True]]), margins=1,
+                     speeds=torch.tensor([[[0.99, 0.0], [0.5, 0.5], [0.0, 0.3]]]))
+    step = bounce_step(paths, boxes, draws, size=(16, 16), radius=4)
+    # object 0: top 2 - 2 = 0 < margin 1: back to top 1 (offset -1), then down at 1 + floor(0.99 * 4) = 4, along -4
+    assert step.offsets[0, 0].tolist() == [-1, 1] and step.velocity[0, 0].tolist() == [4, -4] and step.hits[0, 0] == 1
+    assert step.offsets[0, 1].tolist() == [-2, 1] and step.velocity[0, 1].tolist() == [-2, 1] and step.hits[0, 1] == 0
+    # object 2: both walls at once (a corner): both components away from their wall, speeds 1 and 1 + floor(1.2) = 2
+    assert step.offsets[0, 2].tolist() == [0, 0] and step.velocity[0, 2].tolist() == [1, 2] and step.hits[0, 2] == 1
+    again = bounce_step(step, boxes, draws, size=(16, 16), radius=4)
+    assert again.offsets[0, 0].tolist() == [3, -3] and again.hits[0, 0] == 1  # on its way, no new hit
+    far = bounce_step(Paths(torch.tensor([[[10, 0]] * 3]), velocity.abs(), torch.zeros(1, 3, dtype=torch.long)),
+                      boxes, draws, size=(16, 16), radius=4)
+    assert far.offsets[0, 0, 0] == 16 - 1 - 1 - 5 and far.velocity[0, 0, 0] == -4  # the bottom wall: back up
+
+
+def test_a_future_that_bounces_a_square_off_the_wall_shows_it_where_the_bounce_puts_it():
+    """End to end (a rollout with given draws): a square gliding into the right wall, drawn to bounce with margin 0,
+    is put back on the wall and comes back at the drawn velocity, its texture whole; a future that does not bounce
+    it loses it behind the wall."""
+    model = small(output="glide", kernel=5, glide_mask="trust", sharp=True)
+    wall = square(3, start=(6, 4), velocity=(0, 2))  # the last context frame has it at rows 6-9, columns 8-11
+    count = model.glide_objects
+    bounce = torch.zeros(2, count, dtype=torch.bool)
+    bounce[0] = True
+    speeds = torch.tensor([0.5, 0.99]).expand(2, count, 2)  # along the wall 0; away from it 1 + floor(0.99 * 2) = 2
+    draws = draws_of(torch.ones(2, count), fill=torch.ones(2), bounce=bounce, speeds=speeds)  # level 1: no trust suffices
+    frames, _ = model.rollout(wall.expand(2, -1, -1, -1, -1), 4, lambda h, k: torch.zeros(2, 3), draws=draws)
+    # columns 10-13, 12-15, then 14-17: over the wall, put back at 12-15 (a hit), then 2 a frame back: 10-13
+    expected = torch.zeros(16, 16)
+    expected[6:10, 10:14] = wall[0, -1, 0, 6:10, 8:12]
+    assert torch.allclose(frames[0, 3, 0], expected, atol=2e-3)
+    expected = torch.zeros(16, 16)
+    expected[6:10, 12:16] = wall[0, -1, 0, 6:10, 8:12]
+    assert torch.allclose(frames[0, 2, 0], expected, atol=2e-3)  # on the wall at the hit
+    assert frames[1, 3].max() < 2e-3  # straight on, with no trust kept: gone, the background (black) fills
+
+
+def test_a_bounced_object_is_kept_until_its_second_bounce_whatever_its_trust():
+    """In drawn_glide an object drawn to bounce is shown where its path has it, kept until its second hit (its trust
+    was learnt of objects that go straight), then dropped to the fill; the others follow their level and trust."""
+    source = torch.zeros(1, 1, 8, 8)
+    source[0, 0, 1:3, 1:3] = 1.0  # object 6 of 9 (radius 1): d = (1, 0)
+    objects = torch.full((1, 8, 8), 4)
+    objects[0, 1:3, 1:3] = 6
+    glided = torch.zeros(1, 3, 8, 8)
+    paths = still_paths(1, 9)._replace(offsets=torch.zeros(1, 9, 2, dtype=torch.long).index_put_(
+        (torch.tensor([0]), torch.tensor([6])), torch.tensor([[3, 4]])))
+    trust = torch.zeros(1, 1, 8, 8)  # no trust anywhere
+    draws = draws_of(torch.full((1, 9), 0.5), fill=torch.ones(1), bounce=torch.arange(9).eq(6)[None])
+    frame, mask = drawn_glide(source, objects, paths, trust, glided, draws, torch.zeros(1, 1, 8, 8))
+    assert (frame[0, 0, 4:6, 5:7] == 1).all() and frame[0, 0].sum() == 4  # moved by (3, 4), kept
+    assert (mask == 1).all()  # kept there, the background (fill) elsewhere
+    frame, mask = drawn_glide(source, objects, paths._replace(hits=torch.full((1, 9), 2)), trust, glided, draws,
+                              torch.zeros(1, 1, 8, 8))
+    assert frame[0, 0].sum() == 0  # its second bounce: dropped to the background
+    _, mask = drawn_glide(source, objects, paths, trust, glided, draws._replace(fill=torch.zeros(1)), torch.zeros(1, 1, 8, 8))
+    assert mask[0, 0].sum() == 4  # with the generated fill: only the bounced object is glided
 
 
 def test_background_is_what_no_object_covers_in_every_context_frame():
@@ -1216,10 +1306,10 @@ def test_background_is_what_no_object_covers_in_every_context_frame():
 
 
 def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
-    """draw_futures gives each future of a glide_mask='trust' model its own draw of the mask, from a seeded stream per
-    block: the K futures differ even where the latents change nothing, and are the same for the same seed. Other
-    models take no draws, which rollouts refuse."""
-    from vidpred.sampling import draw_futures, mask_draws
+    """draw_futures gives each future of a glide_mask='trust' model its own draws of how it realizes the glided frame,
+    from a seeded stream per block: the K futures differ even where the latents change nothing, and are the same for
+    the same seed. Other models take no draws, which rollouts refuse."""
+    from vidpred.sampling import BOUNCE_MARGINS, draw_futures, glide_draws
     torch.manual_seed(0)
     model = small(output="glide", kernel=5, glide_mask="trust", sharp=True)
     with torch.no_grad():
@@ -1236,11 +1326,14 @@ def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
     square_at = frames[:, 0, 0, 4:7, 4:7].mean(dim=(1, 2))  # where the glided square is at the first predicted frame
     kinds = {round(v, 2) for v in square_at.tolist()}
     assert len(kinds) == 3  # glided (the square), the background (black) and the generated pixels (bright, sigmoid(3))
-    draws = mask_draws(1000, seed=3, objects=25)
-    assert draws.shape == (1000, 26) and set(draws[:, 0].tolist()) == {0.0, 1.0} and 0.45 < draws[:, 0].mean() < 0.55
-    assert 0.45 < draws[:, 1:].mean() < 0.55 and abs(torch.corrcoef(draws[:, 1:3].T)[0, 1]) < 0.1  # levels apart
+    draws = glide_draws(1000, seed=3, objects=25)
+    assert draws.levels.shape == draws.bounce.shape == (1000, 25) and draws.margins.shape == (1000, 25, 4)
+    assert set(draws.fill.tolist()) == {0.0, 1.0} and 0.45 < draws.fill.mean() < 0.55
+    assert 0.45 < draws.levels.mean() < 0.55 and abs(torch.corrcoef(draws.levels[:, :2].T)[0, 1]) < 0.1  # levels apart
+    assert 0.45 < draws.bounce.float().mean() < 0.55 and set(draws.margins.unique().tolist()) == set(range(
+        BOUNCE_MARGINS[0], BOUNCE_MARGINS[1] + 1))
     assert model.glide_objects == 25  # one object per displacement of radius 2
-    with pytest.raises(ValueError, match=r"draws: expected \(n = 2, 1 \+ 25\) for a glide decoder with glide_mask='trust'"):
-        small(output="glide", kernel=5).rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=torch.rand(2, 26))
-    with pytest.raises(ValueError, match=r"draws: expected \(n = 2, 1 \+ 25\).*got \(2, 2\)"):
-        model.rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=torch.rand(2, 2))
+    with pytest.raises(ValueError, match=r"draws: expected levels \(n = 2, L = 25\) for a glide decoder with glide_mask="):
+        small(output="glide", kernel=5).rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=draws.rows(slice(0, 2)))
+    with pytest.raises(ValueError, match=r"draws: expected levels \(n = 2, L = 25\).*got \(3, 25\)"):
+        model.rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=draws.rows(slice(0, 3)))

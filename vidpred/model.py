@@ -81,6 +81,8 @@ MOVED_EPS = 1e-3  # the kernels decoder's pixels lie in [eps, 1 - eps]: BCE of a
 GLIDE_TIE = 1e-6  # constant_motion: the cost added per squared pixel of displacement, which settles ties only
 GLIDE_AGE = 10.0  # VideoPredictor.glided: the age channel is the frames carried / GLIDE_AGE
 TRUST_WIDTH = 16  # channels of the glide decoder's trust head (glide_mask='trust')
+OBJECT_LEVEL = 0.1  # object_boxes: a pixel shows its object where it stands out of the background by more (every channel's largest)
+OBJECT_PIXELS = 8  # object_boxes: an object with fewer pixels that show (a fringe of odd displacements) never bounces
 GLIDE_TRUST = 0.1  # VideoPredictor.trust_cost: a glided pixel is right where it is within this of the true one (every channel)
 GLIDE_WINDOWS = (5, 11)  # constant_motion: the sides of the windows its block-matching costs are averaged over
 COPY_WEIGHT = 0.99  # the kernels decoder's untrained centre tap: each pixel starts as 99% of the same pixel of the last frame
@@ -175,8 +177,15 @@ def glide(frame: Tensor, displacement: Tensor, steps: Tensor) -> Tensor:
     Where several pixels arrive, a moving one wins over a still one (what moves is in front of what stays),
     then the brightest (objects combined by max, as SM-MNIST's digits are), each channel the winners' largest.
     """
+    return shift(frame, steps.view(-1, 1, 1, 1) * displacement, displacement.abs().sum(dim=1) > 0)
+
+
+@torch.no_grad()
+def shift(frame: Tensor, offsets: Tensor, moving: Tensor) -> Tensor:
+    """`frame` (n, c, H, W) with its pixel p sent to p + offsets_p (offsets (n, 2, H, W) integers; `moving` (n, H, W)
+    the pixels that move): the moved frame and its coverage, (n, c + 1, H, W), by `glide`'s rules."""
     n, c, hh, ww = frame.shape
-    to, wins, best = arrivals(frame, displacement, steps)
+    to, wins, best = arrivals(frame, offsets, moving)
     values = torch.where(wins[:, None], frame.permute(0, 2, 3, 1).reshape(-1, c), torch.zeros((), dtype=frame.dtype))
     moved = frame.new_zeros(n * hh * ww, c).scatter_reduce(0, to[:, None].expand(-1, c), values, reduce="amax")
     moved = moved.view(n, hh, ww, c).permute(0, 3, 1, 2)
@@ -184,33 +193,37 @@ def glide(frame: Tensor, displacement: Tensor, steps: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def glided_objects(frame: Tensor, displacement: Tensor, steps: Tensor, *, radius: int) -> Tensor:
-    """Which object each pixel of `glide`'s moved frame belongs to, (n, 1, H, W) integers: the pixels that share a
-    displacement move together, one object per displacement, named by its index j in `constant_motion`'s
-    (d_j = (j // k - r, j % k - r), k = 2r + 1, r = radius); holes are the still object's (d = 0)."""
+def shifted_objects(frame: Tensor, offsets: Tensor, moving: Tensor, objects: Tensor, *, still: int) -> Tensor:
+    """Which object each pixel of `shift`'s moved frame belongs to, (n, 1, H, W) integers, from the source pixels'
+    `objects` (n, H, W); `still` where nothing arrives (the holes)."""
     n, _, hh, ww = frame.shape
-    k = 2 * radius + 1
-    to, wins, _ = arrivals(frame, displacement, steps)
-    index = ((displacement[:, 0] + radius) * k + displacement[:, 1] + radius).flatten()
-    named = index.new_full((n * hh * ww,), -1).scatter_reduce(0, to, torch.where(wins, index, -1), reduce="amax")
-    return torch.where(named < 0, (k * k) // 2, named).view(n, 1, hh, ww)
+    to, wins, _ = arrivals(frame, offsets, moving)
+    named = objects.new_full((n * hh * ww,), -1).scatter_reduce(0, to, torch.where(wins, objects.flatten(), -1), reduce="amax")
+    return torch.where(named < 0, still, named).view(n, 1, hh, ww)
 
 
-def arrivals(frame: Tensor, displacement: Tensor, steps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Where `glide` sends each source pixel and which sources win their destination: (to, wins, best), flat over
+def arrivals(frame: Tensor, offsets: Tensor, moving: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Where `shift` sends each source pixel and which sources win their destination: (to, wins, best), flat over
     (n, H, W): the destination's flat index, whether the source is shown there, and each destination's winning key
     (-1 where nothing arrives)."""
     n, c, hh, ww = frame.shape
-    steps = steps.view(n, 1, 1)
-    ty = torch.arange(hh, device=frame.device).view(1, hh, 1) + steps * displacement[:, 0]
-    tx = torch.arange(ww, device=frame.device).view(1, 1, ww) + steps * displacement[:, 1]
+    ty = torch.arange(hh, device=frame.device).view(1, hh, 1) + offsets[:, 0]
+    tx = torch.arange(ww, device=frame.device).view(1, 1, ww) + offsets[:, 1]
     inside = (ty >= 0) & (ty < hh) & (tx >= 0) & (tx < ww)  # (n, H, W) sources that land in the frame
     to = (ty.clamp(0, hh - 1) * ww + tx.clamp(0, ww - 1) + torch.arange(n, device=frame.device).view(n, 1, 1) * (hh * ww))
-    key = frame.mean(dim=1) + 2.0 * displacement.abs().sum(dim=1).gt(0).to(frame.dtype)  # moving first, then brightest
+    key = frame.mean(dim=1) + 2.0 * moving.to(frame.dtype)  # moving first, then brightest
     key = torch.where(inside, key, torch.full_like(key, -1.0)).flatten()
     to = to.flatten()
     best = key.new_full((n * hh * ww,), -1.0).scatter_reduce(0, to, key, reduce="amax")
     return to, (key >= 0) & (key == best[to]), best  # wins: sources whose key is the best their destination received
+
+
+def displacement_objects(displacement: Tensor, *, radius: int) -> Tensor:
+    """The objects of a frame whose pixels move by `displacement` (n, 2, H, W): the pixels that share a displacement
+    move together, one object per displacement, named by its index j in `constant_motion`'s (d_j = (j // k - r,
+    j % k - r), k = 2r + 1, r = radius): (n, H, W) integers, the still object (d = 0) (k² - 1) / 2."""
+    k = 2 * radius + 1
+    return (displacement[:, 0] + radius) * k + displacement[:, 1] + radius
 
 
 def background(context: Tensor) -> Tensor:
@@ -219,25 +232,94 @@ def background(context: Tensor) -> Tensor:
     return context.amin(dim=1)
 
 
-def drawn_glide(glided: Tensor, trust: Tensor, draws: Tensor, back: Tensor, objects: Tensor) -> tuple[Tensor, Tensor]:
-    """One sampled future's realization of the trust mask (glide_mask='trust'): the glided frame (n, c + 2, H, W) and
-    a hard mask (n, 1, H, W) to blend by, from the trust probabilities `trust` (n, 1, H, W), `draws` (n, 1 + L), each
-    row's background `back` (n, c, H, W) and which of L objects each glided pixel belongs to, `objects` (n, 1, H, W)
-    (`glided_objects`).
+@torch.no_grad()
+def object_boxes(frame: Tensor, back: Tensor, objects: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """Where each of `count` objects shows in `frame` (n, c, H, W): the box (n, count, 4) of its pixels (`objects`
+    (n, H, W) names them) that stand out of the background `back` by over OBJECT_LEVEL in some channel, as
+    (top, bottom, left, right) rows and columns, and whether it has OBJECT_PIXELS such pixels (n, count)."""
+    n, _, hh, ww = frame.shape
+    seen = (frame - back).abs().amax(dim=1) > OBJECT_LEVEL  # (n, H, W)
+    member = F.one_hot(objects, count).permute(0, 3, 1, 2).bool() & seen[:, None]  # (n, count, H, W)
+    rows, cols = member.any(dim=3), member.any(dim=2)
+    ys, xs = torch.arange(hh, device=frame.device), torch.arange(ww, device=frame.device)
+    boxes = torch.stack([torch.where(rows, ys, hh).amin(dim=2), torch.where(rows, ys, -1).amax(dim=2),
+                         torch.where(cols, xs, ww).amin(dim=2), torch.where(cols, xs, -1).amax(dim=2)], dim=-1)
+    return boxes, member.flatten(2).sum(dim=2) >= OBJECT_PIXELS
 
-    Row i keeps object j's glided pixels where trust > draws[i, 1 + j], one level per object for the whole future:
-    drawn uniformly, every pixel is then kept with probability trust, an object's pixels, which share a trust, go
-    together (a sample of the chance that constant motion still holds for it, e.g. that it has not yet bounced), and
-    whether one object is kept says nothing of another's (one digit's bounce is not the other's). Where it does not
-    keep them, the generated pixels fill in, or, where draws[i, 0] > 1/2, the background: what a glided object that
-    has left leaves behind. The deterministic prediction (no draws) keeps the pixels with trust over 1/2 and fills in
-    the generated ones, as training does."""
-    c = back.shape[1]
-    keep = trust > draws[:, 1:].gather(1, objects.flatten(1)).view_as(trust)
-    fill = draws[:, :1, None, None] > 0.5
-    frame = torch.where(fill & ~keep, back, glided[:, :c])
-    mask = (keep | fill).to(trust.dtype)
-    return torch.cat([frame, glided[:, c:]], dim=1), mask
+
+class GlideDraws(NamedTuple):
+    """How each of n sampled futures of a glide decoder with glide_mask='trust' realizes its glided frame, per
+    object j of L (`displacement_objects`; `drawn_glide`, `bounce_step`). `sampling.glide_draws` makes them."""
+
+    fill: Tensor  # (n,) 1.0: where a glided pixel is not kept, the background shows; 0.0: the generated pixels
+    levels: Tensor  # (n, L) object j's glided pixels are kept where trust > levels[:, j]
+    bounce: Tensor  # (n, L) bool: object j goes on by bouncing off the walls instead (dropped at its second bounce)
+    margins: Tensor  # (n, L, 4) integers: how far inside the walls (top, bottom, left, right) its visible box bounces
+    speeds: Tensor  # (n, L, 2) uniforms in [0, 1): its velocity after the bounce, per axis (normal or tangential)
+
+    def rows(self, index: Tensor) -> "GlideDraws":
+        return GlideDraws(*(t[index] for t in self))
+
+
+class Paths(NamedTuple):
+    """Where the objects of n futures stand after `step` predicted frames (`bounce_step`)."""
+
+    offsets: Tensor  # (n, L, 2) integers: each object's displacement from the last context frame
+    velocity: Tensor  # (n, L, 2) integers: its displacement a frame
+    hits: Tensor  # (n, L) integers: the walls it has bounced off
+
+
+def bounce_step(paths: Paths, boxes: Tensor, draws: GlideDraws, *, size: tuple[int, int], radius: int) -> Paths:
+    """The objects one frame on. An object of `draws.bounce` whose visible box (`object_boxes`, shifted by its
+    offset) crosses the margin of a wall it moves toward is put back on it and leaves with a new velocity: away from that wall at a speed
+    of 1..r and, along it, -r..r, drawn from `draws.speeds` (the stochastic bounce of SVG's Moving MNIST; a corner
+    draws both normal speeds); every other object goes on at its velocity (constant motion)."""
+    offsets = paths.offsets + paths.velocity
+    moves = draws.bounce
+    low, high = [], []
+    for axis, extent in enumerate(size):
+        first, last = boxes[..., 2 * axis] + offsets[..., axis], boxes[..., 2 * axis + 1] + offsets[..., axis]
+        floor, ceiling = draws.margins[..., 2 * axis], extent - 1 - draws.margins[..., 2 * axis + 1]
+        heading = paths.velocity[..., axis]  # only an object moving toward a wall meets it
+        low.append(moves & (heading < 0) & (first < floor))
+        high.append(moves & (heading > 0) & (last > ceiling))
+        offsets[..., axis] += torch.where(low[-1], floor - first, 0) + torch.where(high[-1], ceiling - last, 0)
+    hit = low[0] | high[0] | low[1] | high[1]
+    velocity = paths.velocity.clone()
+    for axis in (0, 1):
+        normal = (1 + (draws.speeds[..., axis] * radius).long()) * torch.where(low[axis], 1, -1)
+        tangential = (draws.speeds[..., axis] * (2 * radius + 1)).long() - radius
+        velocity[..., axis] = torch.where(low[axis] | high[axis], normal, torch.where(hit, tangential, velocity[..., axis]))
+    return Paths(offsets, velocity, paths.hits + hit.long())
+
+
+def drawn_glide(source: Tensor, objects: Tensor, paths: Paths, trust: Tensor, glided: Tensor, draws: GlideDraws,
+                back: Tensor) -> tuple[Tensor, Tensor]:
+    """One sampled future's glided frame (n, c + 2, H, W) and the hard mask (n, 1, H, W) to blend by (glide_mask=
+    'trust'): each row's last context frame `source` (n, c, H, W) with its pixels' objects (n, H, W) moved where
+    `paths` has them, and the mask from the trust probabilities `trust` (n, 1, H, W) of the shared glided frame
+    `glided` (n, c + 2, H, W; its coverage and age are kept), the `draws` and each row's background `back`.
+
+    Row i keeps object j's pixels where trust > levels[i, j], one level per object for the whole future: drawn
+    uniformly, every pixel is then kept with probability trust, an object's pixels, which share a trust, go together
+    (a sample of the chance that constant motion still holds for it, e.g. that it has not yet bounced), and whether
+    one object is kept says nothing of another's. An object that bounces instead (draws.bounce) is kept until its
+    second bounce, whatever its trust (which was learnt of objects that go straight). Where it does not keep them,
+    the generated pixels fill in, or, where draws.fill is 1, the background: what a glided object that has left
+    leaves behind. The deterministic prediction (no draws) keeps the pixels with trust over 1/2 and fills in the
+    generated ones, as training does."""
+    n, c, hh, ww = source.shape
+    still = paths.offsets.shape[1] // 2
+    by = paths.offsets.gather(1, objects.view(n, -1, 1).expand(-1, -1, 2)).view(n, hh, ww, 2).permute(0, 3, 1, 2)
+    moving = objects != still
+    frame = shift(source, by, moving)[:, :c]
+    named = shifted_objects(source, by, moving, objects, still=still).flatten(1)
+    pick = lambda per_object: per_object.gather(1, named).view_as(trust)  # noqa: E731  each pixel's object's
+    bounced = pick(draws.bounce)
+    keep = torch.where(bounced, pick(paths.hits < 2), trust > pick(draws.levels))
+    fill = draws.fill.view(n, 1, 1, 1) > 0.5
+    frame = torch.where(fill & ~keep, back, frame)
+    return torch.cat([frame, glided[:, c:]], dim=1), (keep | fill).to(trust.dtype)
 
 
 def double(x: Tensor) -> Tensor:
@@ -710,8 +792,10 @@ class RolloutState(NamedTuple):
     glide: Tensor | None = None  # (b, c + 2, H, W) the glide decoder's last context frame and its displacement per frame (`constant_motion`), one row per context
     step: int = 0  # frames predicted so far (the glide decoder carries its frame step + 1 frames on for the next)
     rows: Tensor | None = None  # (n,) with repeats: the context (row of `glide`) of each of the n rows; None: n = b
-    draws: Tensor | None = None  # (n, 1 + L) glide_mask='trust': each future's draw of the mask (`drawn_glide`); None: mask > 1/2
+    draws: GlideDraws | None = None  # glide_mask='trust': how each future realizes its glided frame (`drawn_glide`); None: mask > 1/2
     background: Tensor | None = None  # (n, c, H, W) with draws: each row's context background (`background`)
+    boxes: Tensor | None = None  # (n, L, 4) with draws: where each object of the row's last context frame shows (`object_boxes`)
+    paths: Paths | None = None  # with draws: where each row's objects stand after `step` frames (`bounce_step`)
 
 
 class VideoPredictor(nn.Module):
@@ -775,7 +859,7 @@ class VideoPredictor(nn.Module):
 
     @property
     def glide_objects(self) -> int:
-        """How many objects `glided_objects` tells apart: one per displacement the glide decoder carries, (2r + 1)²
+        """How many objects `displacement_objects` tells apart: one per displacement the glide decoder carries, (2r + 1)²
         (0 without a glide decoder)."""
         return 0 if self.glide_radius is None else (2 * self.glide_radius + 1) ** 2
 
@@ -951,17 +1035,18 @@ class VideoPredictor(nn.Module):
 
     # --- autoregressive rollouts, one frame at a time --------------------------------------------
 
-    def begin(self, context: Tensor, *, repeats: Tensor | None = None, draws: Tensor | None = None) -> RolloutState:
+    def begin(self, context: Tensor, *, repeats: Tensor | None = None, draws: GlideDraws | None = None) -> RolloutState:
         """The state after the context frames (b, C0, c, H, W); with `repeats` (b,), row i repeated
         repeats[i] times (each context encoded once). The recurrent memory runs through the whole context.
-        `draws` (n, 1 + L): with glide_mask='trust', how each of the n futures realizes the trust mask (`drawn_glide`;
-        L = `glide_objects`)."""
+        `draws`: with glide_mask='trust', how each of the n futures realizes its glided frame (`drawn_glide`, L =
+        `glide_objects`)."""
         self.check_video(context, "context")
         self.check_context(context.shape[1])
         n = context.shape[0] if repeats is None else int(repeats.sum())
-        if draws is not None and (self.decoder.trust is None or draws.shape != (n, 1 + self.glide_objects)):
-            raise ValueError(f"draws: expected (n = {n}, 1 + {self.glide_objects}) for a glide decoder with glide_mask='trust' "
-                             f"(decoder {self.decoder.output}, trust head {self.decoder.trust is not None}); got {tuple(draws.shape)}")
+        if draws is not None and (self.decoder.trust is None or draws.levels.shape != (n, self.glide_objects)):
+            raise ValueError(f"draws: expected levels (n = {n}, L = {self.glide_objects}) for a glide decoder with "
+                             f"glide_mask='trust' (decoder {self.decoder.output}, trust head {self.decoder.trust is not None}); "
+                             f"got {tuple(draws.levels.shape)}")
         frames = context if self.recurrent else context[:, -self.window:]
         feats = self.encode(frames)
         memory, content = None, self.content_code(feats[-1])
@@ -980,10 +1065,29 @@ class VideoPredictor(nn.Module):
             recall = None if recall is None else recall.repeat_interleave(repeats, dim=0)
         history = [[f[:, i] for i in range(f.shape[1] - self.window, f.shape[1])] for f in feats]
         anchor = None if self.skips == "recent" else [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
-        back = None if draws is None else background(context)  # fixed over the rollout: one copy per row, once
-        back = back if back is None or repeats is None else back.repeat_interleave(repeats, dim=0)
-        return RolloutState(history, memory, last, previous, anchor, content, recall, source, rows=rows, draws=draws,
-                            background=back)
+        state = RolloutState(history, memory, last, previous, anchor, content, recall, source, rows=rows)
+        return state if draws is None else self.begin_paths(state, context, draws)
+
+    def begin_paths(self, state: RolloutState, context: Tensor, draws: GlideDraws) -> RolloutState:
+        """`state` with what a rollout of sampled futures (`draws`) adds, fixed over the rollout and one copy per row,
+        made once: each row's background, its objects' boxes, and their paths at step 0 (each at its own velocity)."""
+        c, radius, count = self.channels, self.glide_radius, self.glide_objects
+        frame, displacement = state.glide[:, :c], state.glide[:, c:].long()
+        back = background(context)
+        boxes, present = object_boxes(frame, back, displacement_objects(displacement, radius=radius), count)
+        present[:, count // 2] = False  # what stays never bounces
+        if state.rows is not None:
+            back, boxes, present = back[state.rows], boxes[state.rows], present[state.rows]
+        n, k = len(boxes), 2 * radius + 1
+        each = torch.arange(count, device=context.device)
+        velocity = torch.stack([each // k - radius, each % k - radius], dim=-1).expand(n, count, 2)
+        paths = Paths(torch.zeros_like(velocity), velocity.clone(), torch.zeros_like(velocity[..., 0]))
+        return state._replace(draws=draws._replace(bounce=draws.bounce & present), background=back, boxes=boxes,
+                              paths=paths)
+
+    def next_paths(self, state: RolloutState) -> Paths:
+        """Where the rows' objects stand one frame after `state.paths` (`bounce_step`)."""
+        return bounce_step(state.paths, state.boxes, state.draws, size=tuple(state.last.shape[-2:]), radius=self.glide_radius)
 
     def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
         """The conditioning of the next frame, and the predictor memory that includes it."""
@@ -994,13 +1098,13 @@ class VideoPredictor(nn.Module):
             steps = torch.full((state.glide.shape[0],), state.step + 1, device=state.last.device)
             glided = self.glided(state.glide, steps)
             trust = self.glide_trust(glided)
-            objects = None if state.draws is None else glided_objects(
-                state.glide[:, :self.channels], state.glide[:, self.channels:].long(), steps, radius=self.glide_radius)
             if state.rows is not None:
                 glided, trust = glided[state.rows], None if trust is None else trust[state.rows]
-                objects = None if objects is None else objects[state.rows]
-            if state.draws is not None:
-                glided, trust = drawn_glide(glided, trust, state.draws, state.background, objects)
+            if state.draws is not None:  # each future moves the last context frame's objects its own way
+                source = state.glide if state.rows is None else state.glide[state.rows]
+                objects = displacement_objects(source[:, self.channels:].long(), radius=self.glide_radius)
+                glided, trust = drawn_glide(source[:, :self.channels], objects, self.next_paths(state), trust, glided,
+                                            state.draws, state.background)
         return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
                             state.content, state.recall, glided, trust), memory
 
@@ -1015,7 +1119,9 @@ class VideoPredictor(nn.Module):
         else:
             new = self.encoder(channels_last(frame))
         history = [level[1:] + [f] for level, f in zip(state.history, new)]  # keep only the window
-        return state._replace(history=history, memory=memory, last=frame, previous=state.last, step=state.step + 1)
+        paths = None if state.paths is None else self.next_paths(state)
+        return state._replace(history=history, memory=memory, last=frame, previous=state.last, step=state.step + 1,
+                              paths=paths)
 
     def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None,
                 draws: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -1025,13 +1131,13 @@ class VideoPredictor(nn.Module):
         predicted frame is encoded and fed back as the newest frame of the window (with latent
         feedback, the decoder's features of it are). With `repeats`
         (b,) the rollout runs repeats[i] futures of context i in a row (n = repeats.sum() rows
-        instead of b), encoding each context once. `draws` (n, 2): see `begin`.
+        instead of b), encoding each context once. `draws`: see `begin`.
         """
         logits, zs = self.rollout_logits(context, horizon, draw_z, repeats=repeats, draws=draws)
         return torch.sigmoid(logits), zs
 
     def rollout_logits(self, context: Tensor, horizon: int, draw_z, *,
-                       repeats: Tensor | None = None, draws: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                       repeats: Tensor | None = None, draws: GlideDraws | None = None) -> tuple[Tensor, Tensor]:
         """`rollout`, returning the logits (n, horizon, c, H, W) of the frames instead of pixels.
 
         The energy's BCE cost is computed on logits (exact where the sigmoid saturates), and the

@@ -5,9 +5,10 @@ How a future draws its z, and what the single deterministic prediction is, is th
 learned prior or its latent bank and predicts with z = 0 (with latent dropout in training, its best
 single guess: the blurry mean that sampled futures must beat on best of K); the VAE draws from its
 Gaussian prior and predicts with the prior mean; the deterministic model's K futures are K copies
-of its one prediction. A glide decoder with glide_mask='trust' also draws, per future, how much of the glided
-frame it keeps and what fills the rest (`mask_draws`, `model.drawn_glide`), so that its futures differ in whether
-each object's constant motion holds (its latents alone barely changed them: diversity 0.001).
+of its one prediction. A glide decoder with glide_mask='trust' also draws, per future and object, how long the
+glided object is kept or, instead, how it bounces off the walls, and what fills the rest (`glide_draws`,
+`model.drawn_glide`), so that its futures differ in whether and how each object's constant motion holds (its
+latents alone barely changed them: diversity 0.001).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import torch
 from torch import Tensor
 
 from .choices import PriorKind
+from .model import GlideDraws
 from .objectives import Objective
 from .prior import LatentBank
 
 
 SAMPLE_BLOCK = 25  # futures of one clip that draw their latents from one random stream
+BOUNCE_MARGINS = (2, 6)  # glide_draws: how far inside the walls an object's visible box bounces, drawn uniformly (pixels)
 
 
 def auto_rollout_batch(device: torch.device, height: int, width: int) -> int:
@@ -39,13 +42,15 @@ def block_seed(seed: int, clip: int, block: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([seed, clip, block, stream] if stream else [seed, clip, block]).generate_state(1)[0])
 
 
-def mask_draws(rows: int, seed: int, objects: int) -> Tensor:
-    """How `rows` futures realize the trust mask of a glide decoder with glide_mask='trust' (`model.drawn_glide`):
-    (rows, 1 + objects), the fill (the background, 1.0, for half of them on average; else 0.0) and a level uniform
-    in (0, 1) per object."""
+def glide_draws(rows: int, seed: int, objects: int) -> GlideDraws:
+    """How `rows` futures of a glide decoder with glide_mask='trust' realize their glided frame, per object (`model.
+    drawn_glide`): the background as the fill for half of them on average, a uniform level per object, and for half
+    the objects a bounce off the walls instead, with margins of BOUNCE_MARGINS and a uniform draw of the velocity."""
     generator = torch.Generator().manual_seed(seed)
-    fill = (torch.rand(rows, 1, generator=generator) < 0.5).float()
-    return torch.cat([fill, torch.rand(rows, objects, generator=generator)], dim=1)
+    uniform = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    return GlideDraws(fill=(uniform(rows) < 0.5).float(), levels=uniform(rows, objects), bounce=uniform(rows, objects) < 0.5,
+                      margins=torch.randint(BOUNCE_MARGINS[0], BOUNCE_MARGINS[1] + 1, (rows, objects, 4), generator=generator),
+                      speeds=uniform(rows, objects, 2))
 
 
 @torch.no_grad()
@@ -95,9 +100,10 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
             return torch.cat([d(part, k) for d, part in zip(drawers, h.split(sizes))])
 
         ctx = context[[i for i, *_ in chunk]]
-        draws = None if model.decoder.trust is None else torch.cat(  # the trust mask's draws, a stream per block too
-            [mask_draws(n, block_seed(seed, clip_ids[i], first // SAMPLE_BLOCK, 1), model.glide_objects)
-             for i, first, n in chunk]).to(context.device)
+        draws = None if model.decoder.trust is None else GlideDraws(*(  # the glide's draws, a stream per block too
+            torch.cat(parts).to(context.device) for parts in zip(*(
+                glide_draws(n, block_seed(seed, clip_ids[i], first // SAMPLE_BLOCK, 1), model.glide_objects)
+                for i, first, n in chunk))))
         out, z = model.rollout_logits(ctx, horizon, draw, repeats=torch.tensor(sizes, device=context.device), draws=draws)
         for (i, first, n), part, part_z in zip(chunk, out.split(sizes), z.split(sizes)):
             logits[i, first:first + n] = part
