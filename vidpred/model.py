@@ -257,7 +257,8 @@ class GlideDraws(NamedTuple):
     margins: Tensor  # (n, L, 4) integers: how far inside the walls (top, bottom, left, right) its visible box bounces
     speeds: Tensor  # (n, L, 2) uniforms in [0, 1): its velocity after the bounce, per axis (normal or tangential)
 
-    def rows(self, index: Tensor) -> "GlideDraws":
+    def rows(self, index: Tensor | slice) -> "GlideDraws":
+        """The draws of the futures `index` picks."""
         return GlideDraws(*(t[index] for t in self))
 
 
@@ -271,9 +272,9 @@ class Paths(NamedTuple):
 
 def bounce_step(paths: Paths, boxes: Tensor, draws: GlideDraws, *, size: tuple[int, int], radius: int) -> Paths:
     """The objects one frame on. An object of `draws.bounce` whose visible box (`object_boxes`, shifted by its
-    offset) crosses the margin of a wall it moves toward is put back on it and leaves with a new velocity: away from that wall at a speed
-    of 1..r and, along it, -r..r, drawn from `draws.speeds` (the stochastic bounce of SVG's Moving MNIST; a corner
-    draws both normal speeds); every other object goes on at its velocity (constant motion)."""
+    offset) crosses the margin of a wall it moves toward is put back on it and leaves with a new velocity: away
+    from that wall at a speed of 1..r and, along it, -r..r, drawn from `draws.speeds` (the stochastic bounce of
+    SVG's Moving MNIST; a corner draws both normal speeds); every other object goes on at its velocity."""
     offsets = paths.offsets + paths.velocity
     moves = draws.bounce
     low, high = [], []
@@ -1095,8 +1096,7 @@ class VideoPredictor(nn.Module):
         recent = None if self.skips == "context" else [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
         glided = trust = None
         if state.glide is not None:  # once per context (the K futures of a clip share it), then one copy per row
-            steps = torch.full((state.glide.shape[0],), state.step + 1, device=state.last.device)
-            glided = self.glided(state.glide, steps)
+            glided = self.glided(state.glide, torch.full((state.glide.shape[0],), state.step + 1, device=state.last.device))
             trust = self.glide_trust(glided)
             if state.rows is not None:
                 glided, trust = glided[state.rows], None if trust is None else trust[state.rows]
