@@ -26,6 +26,8 @@ from .prior import LatentBank
 
 
 SAMPLE_BLOCK = 25  # futures of one clip that draw their latents from one random stream
+BACKGROUND_FILL = 0.75  # glide_draws: the share of futures whose glided pixels not kept leave the background (else generated)
+BOUNCE_SHARE = 0.5  # glide_draws: the share of objects (per future) that bounce off the walls instead of gliding on
 BOUNCE_MARGINS = (2, 6)  # glide_draws: how far inside the walls an object's visible box bounces, drawn uniformly (pixels)
 
 
@@ -44,11 +46,13 @@ def block_seed(seed: int, clip: int, block: int, stream: int = 0) -> int:
 
 def glide_draws(rows: int, seed: int, objects: int) -> GlideDraws:
     """How `rows` futures of a glide decoder with glide_mask='trust' realize their glided frame, per object (`model.
-    drawn_glide`): the background as the fill for half of them on average, a uniform level per object, and for half
-    the objects a bounce off the walls instead, with margins of BOUNCE_MARGINS and a uniform draw of the velocity."""
+    drawn_glide`): the background as the fill for BACKGROUND_FILL of them on average (else the generated pixels), a
+    uniform level per object, and for BOUNCE_SHARE of the objects a bounce off the walls instead, with margins of
+    BOUNCE_MARGINS and a uniform draw of the velocity."""
     generator = torch.Generator().manual_seed(seed)
     uniform = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    return GlideDraws(fill=(uniform(rows) < 0.5).float(), levels=uniform(rows, objects), bounce=uniform(rows, objects) < 0.5,
+    return GlideDraws(fill=(uniform(rows) < BACKGROUND_FILL).float(), levels=uniform(rows, objects),
+                      bounce=uniform(rows, objects) < BOUNCE_SHARE,
                       margins=torch.randint(BOUNCE_MARGINS[0], BOUNCE_MARGINS[1] + 1, (rows, objects, 4), generator=generator),
                       speeds=uniform(rows, objects, 2))
 
