@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from vidpred.build import predictor_of_kind
 from vidpred.config import ConfigError, parse_args
 from vidpred.energy import Energy
-from vidpred.model import (ConditionalPrior, Decoder, GlideDraws, Paths, VideoPredictor, background, bounce_step,
-                           constant_motion, displacement_objects, drawn_glide, glide, motion_costs, object_boxes, shift,
-                           shifted_objects)
+from vidpred.model import (ConditionalPrior, Decoder, GlideDraws, Paths, VideoPredictor, arrivals, background,
+                           bounce_step, constant_motion, displacement_objects, drawn_glide, glide, motion_costs,
+                           object_boxes, placed_objects, shift)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -1206,7 +1206,7 @@ def test_drawn_glide_keeps_the_glided_pixels_over_their_objects_level_and_fills_
 def test_objects_are_the_pixels_that_share_a_displacement_and_show_in_their_box():
     """The pixels that share a displacement are one object, named by the displacement's index (k = 2r + 1 columns
     per row of dy); its box spans the pixels that stand out of the background, and an object of too few such pixels
-    (a fringe of odd displacements) is not present. `shifted_objects` says where each object's pixels arrived."""
+    (a fringe of odd displacements) is not present. `placed_objects` says where each object's pixels arrived."""
     frame = torch.zeros(1, 1, 8, 8)
     frame[0, 0, 2:5, 2:5] = 1.0  # a 3x3 block moving by (1, 2) a frame ...
     frame[0, 0, 6, 0] = 0.5  # ... and a still pixel
@@ -1221,7 +1221,7 @@ def test_objects_are_the_pixels_that_share_a_displacement_and_show_in_their_box(
     _, few = object_boxes(frame[..., :3, :3], torch.zeros(1, 1, 3, 3), objects[:, :3, :3], 25)
     assert not few[0, moved]  # one pixel of it shows: under OBJECT_PIXELS
     by = 2 * displacement
-    named = shifted_objects(frame, by, objects != 12, objects, still=12)
+    named = placed_objects(objects, *arrivals(frame, by, objects != 12)[:2], still=12)
     expected = torch.full((1, 1, 8, 8), 12)
     expected[0, 0, 3:7, 5:8] = moved  # the block and its rim, 2 frames on (what leaves the frame is gone)
     assert torch.equal(named, expected)

@@ -184,26 +184,29 @@ def glide(frame: Tensor, displacement: Tensor, steps: Tensor) -> Tensor:
 def shift(frame: Tensor, offsets: Tensor, moving: Tensor) -> Tensor:
     """`frame` (n, c, H, W) with its pixel p sent to p + offsets_p (offsets (n, 2, H, W) integers; `moving` (n, H, W)
     the pixels that move): the moved frame and its coverage, (n, c + 1, H, W), by `glide`'s rules."""
+    return placed(frame, *arrivals(frame, offsets, moving))
+
+
+def placed(frame: Tensor, to: Tensor, wins: Tensor, best: Tensor) -> Tensor:
+    """`frame` (n, c, H, W) with its winning pixels placed where `arrivals` sends them: the moved frame and its
+    coverage, (n, c + 1, H, W)."""
     n, c, hh, ww = frame.shape
-    to, wins, best = arrivals(frame, offsets, moving)
     values = torch.where(wins[:, None], frame.permute(0, 2, 3, 1).reshape(-1, c), torch.zeros((), dtype=frame.dtype))
     moved = frame.new_zeros(n * hh * ww, c).scatter_reduce(0, to[:, None].expand(-1, c), values, reduce="amax")
     moved = moved.view(n, hh, ww, c).permute(0, 3, 1, 2)
     return torch.cat([moved, (best >= 0).to(frame.dtype).view(n, 1, hh, ww)], dim=1).contiguous()
 
 
-@torch.no_grad()
-def shifted_objects(frame: Tensor, offsets: Tensor, moving: Tensor, objects: Tensor, *, still: int) -> Tensor:
-    """Which object each pixel of `shift`'s moved frame belongs to, (n, 1, H, W) integers, from the source pixels'
-    `objects` (n, H, W); `still` where nothing arrives (the holes)."""
-    n, _, hh, ww = frame.shape
-    to, wins, _ = arrivals(frame, offsets, moving)
+def placed_objects(objects: Tensor, to: Tensor, wins: Tensor, *, still: int) -> Tensor:
+    """Which object each pixel of `placed`'s moved frame belongs to, (n, 1, H, W) integers, from the source pixels'
+    `objects` (n, H, W) and where `arrivals` sends them; `still` where nothing arrives (the holes)."""
+    n, hh, ww = objects.shape
     named = objects.new_full((n * hh * ww,), -1).scatter_reduce(0, to, torch.where(wins, objects.flatten(), -1), reduce="amax")
     return torch.where(named < 0, still, named).view(n, 1, hh, ww)
 
 
 def arrivals(frame: Tensor, offsets: Tensor, moving: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Where `shift` sends each source pixel and which sources win their destination: (to, wins, best), flat over
+    """Where `shift` (and `placed`) sends each source pixel and which sources win their destination: (to, wins, best), flat over
     (n, H, W): the destination's flat index, whether the source is shown there, and each destination's winning key
     (-1 where nothing arrives)."""
     n, c, hh, ww = frame.shape
@@ -312,9 +315,9 @@ def drawn_glide(source: Tensor, objects: Tensor, paths: Paths, trust: Tensor, gl
     n, c, hh, ww = source.shape
     still = paths.offsets.shape[1] // 2
     by = paths.offsets.gather(1, objects.view(n, -1, 1).expand(-1, -1, 2)).view(n, hh, ww, 2).permute(0, 3, 1, 2)
-    moving = objects != still
-    frame = shift(source, by, moving)[:, :c]
-    named = shifted_objects(source, by, moving, objects, still=still).flatten(1)
+    to, wins, best = arrivals(source, by, objects != still)  # once: the frame and its objects land alike
+    frame = placed(source, to, wins, best)[:, :c]
+    named = placed_objects(objects, to, wins, still=still).flatten(1)
     pick = lambda per_object: per_object.gather(1, named).view_as(trust)  # noqa: E731  each pixel's object's
     bounced = pick(draws.bounce)
     keep = torch.where(bounced, pick(paths.hits < 2), trust > pick(draws.levels))
@@ -1124,7 +1127,7 @@ class VideoPredictor(nn.Module):
                               paths=paths)
 
     def rollout(self, context: Tensor, horizon: int, draw_z, *, repeats: Tensor | None = None,
-                draws: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                draws: GlideDraws | None = None) -> tuple[Tensor, Tensor]:
         """Autoregressive prediction: (b, C0, c, H, W) -> frames (b, horizon, c, H, W), z (b, horizon, d).
 
         `draw_z(h, k)` gives the latent (b, d) of step k from the state h (b, C, h, w); each
