@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidpred.build import predictor_of_kind
-from vidpred.config import ConfigError, parse_args
+from vidpred.build import build_model, predictor_of_kind
+from vidpred.config import ConfigError, parse_args, saved_config, to_dict
 from vidpred.energy import Energy
 from vidpred.model import (ConditionalPrior, Decoder, GlideDraws, Paths, VideoPredictor, arrivals, background,
                            bounce_step, constant_motion, displacement_objects, drawn_glide, glide, motion_costs,
@@ -1039,6 +1039,16 @@ def test_glide_decoder_in_the_config():
         parse_args(["--model.decoder=glide", "--model.glide_mask=sure"])
     with pytest.raises(ValueError, match="glide_mask='trust' sets the glide decoder's mask; output='kernels'"):
         Decoder(channels=1, widths=(8, 16), z_dim=3, output="kernels", glide_mask="trust")
+    trust = ["--model.decoder=glide", "--model.glide_mask=trust", "--data.size=64"]
+    assert parse_args(trust + ["--model.bounce_box=28"]).model.bounce_box == 28
+    assert build_model(parse_args(trust + ["--model.bounce_box=28"])).bounce_box == 28
+    for wrong in (["--model.bounce_box=28"], trust + ["--model.bounce_box=65"], trust + ["--model.bounce_box=-1"]):
+        with pytest.raises(ConfigError, match=r"model.bounce_box=-?\d+: the side of the square objects bounce in.*expected 0 "
+                                              r"\(their visible box\) or 1 .. data.size="):
+            parse_args(wrong)
+    saved = to_dict(parse_args(trust))
+    del saved["model"]["bounce_box"]
+    assert saved_config(saved).model.bounce_box == 0  # a checkpoint saved before the key: its visible boxes meet the walls
 
 
 def stopping_square(frames: int, *, stop: int) -> torch.Tensor:
@@ -1163,11 +1173,11 @@ def still_paths(n: int, count: int) -> Paths:
     return Paths(zeros, zeros.clone(), zeros[..., 0].clone())
 
 
-def draws_of(levels: torch.Tensor, *, fill=None, bounce=None, margins=0, speeds=None) -> GlideDraws:
+def draws_of(levels: torch.Tensor, *, fill=None, bounce=None, split=0, speeds=None) -> GlideDraws:
     n, count = levels.shape
     return GlideDraws(fill=torch.zeros(n) if fill is None else fill, levels=levels,
                       bounce=torch.zeros(n, count, dtype=torch.bool) if bounce is None else bounce,
-                      margins=torch.full((n, count, 4), margins), speeds=torch.zeros(n, count, 2) if speeds is None else speeds)
+                      split=torch.full((n, count, 2), split), speeds=torch.zeros(n, count, 2) if speeds is None else speeds)
 
 
 def test_drawn_glide_keeps_the_glided_pixels_over_their_objects_level_and_fills_the_rest():
@@ -1235,19 +1245,44 @@ def test_a_bouncing_object_is_put_back_inside_the_wall_margin_and_leaves_at_a_dr
     boxes = torch.tensor([[[2, 5, 10, 13], [2, 5, 10, 13], [1, 4, 1, 4]]])  # (1 future, 3 objects, top bottom left right)
     velocity = torch.tensor([[[-2, 1], [-2, 1], [-3, -3]]])
     paths = Paths(torch.zeros(1, 3, 2, dtype=torch.long), velocity, torch.zeros(1, 3, dtype=torch.long))
-    draws = draws_of(torch.zeros(1, 3), bounce=torch.tensor([[True, False, True]]), margins=1,
+    draws = draws_of(torch.zeros(1, 3), bounce=torch.tensor([[True, False, True]]),
                      speeds=torch.tensor([[[0.99, 0.0], [0.5, 0.5], [0.0, 0.3]]]))
-    step = bounce_step(paths, boxes, draws, size=(16, 16), radius=4)
+    step = bounce_step(paths, boxes, draws, size=(16, 16), radius=4, box=6)  # 4-pixel boxes in 6: a margin of 1
     # object 0: top 2 - 2 = 0 < margin 1: back to top 1 (offset -1), then down at 1 + floor(0.99 * 4) = 4, along -4
     assert step.offsets[0, 0].tolist() == [-1, 1] and step.velocity[0, 0].tolist() == [4, -4] and step.hits[0, 0] == 1
     assert step.offsets[0, 1].tolist() == [-2, 1] and step.velocity[0, 1].tolist() == [-2, 1] and step.hits[0, 1] == 0
     # object 2: both walls at once (a corner): both components away from their wall, speeds 1 and 1 + floor(1.2) = 2
     assert step.offsets[0, 2].tolist() == [0, 0] and step.velocity[0, 2].tolist() == [1, 2] and step.hits[0, 2] == 1
-    again = bounce_step(step, boxes, draws, size=(16, 16), radius=4)
+    again = bounce_step(step, boxes, draws, size=(16, 16), radius=4, box=6)
     assert again.offsets[0, 0].tolist() == [3, -3] and again.hits[0, 0] == 1  # on its way, no new hit
     far = bounce_step(Paths(torch.tensor([[[10, 0]] * 3]), velocity.abs(), torch.zeros(1, 3, dtype=torch.long)),
-                      boxes, draws, size=(16, 16), radius=4)
+                      boxes, draws, size=(16, 16), radius=4, box=6)
     assert far.offsets[0, 0, 0] == 16 - 1 - 1 - 5 and far.velocity[0, 0, 0] == -4  # the bottom wall: back up
+
+
+def test_an_object_bounces_where_the_box_it_is_drawn_in_meets_the_wall():
+    """bounce_step's margins: the box (side `box`, an MNIST digit's image) bounces, so the visible box stays inside by
+    the box's slack, half of it (rounded down) plus the drawn split on the low side, the rest on the high side; an
+    object as wide as the box, or box 0, meets the wall with its visible box."""
+    boxes = torch.tensor([[[3, 12, 5, 7], [3, 12, 5, 7], [3, 12, 5, 7]]])  # 10 rows, 3 columns
+    velocity = torch.tensor([[[-4, -4], [-4, -4], [4, 4]]])
+    paths = Paths(torch.zeros(1, 3, 2, dtype=torch.long), velocity, torch.zeros(1, 3, dtype=torch.long))
+    split = torch.tensor([[[0, 0], [1, 1], [0, 1]]])
+    draws = draws_of(torch.zeros(1, 3), bounce=torch.ones(1, 3, dtype=torch.bool))._replace(split=split)
+    step = bounce_step(paths, boxes, draws, size=(20, 20), radius=4, box=12)
+    # rows: slack 2, low margin 1 (+ split); columns: slack 9, low margin 4 (+ split)
+    assert step.offsets[0, 0].tolist() == [1 - 3, 4 - 5] and step.offsets[0, 1].tolist() == [2 - 3, 5 - 5]
+    assert step.hits[0].tolist() == [1, 1, 0]  # object 2 moves toward the high walls, not yet reached
+    far = bounce_step(paths._replace(offsets=torch.tensor([[[6, 12]] * 3])), boxes, draws, size=(20, 20), radius=4, box=12)
+    # object 2 reaches the bottom and the right: high margins 2 - 1 = 1 and 9 - 5 = 4 (the low side took 1 and 5)
+    assert far.offsets[0, 2].tolist() == [19 - 1 - 12, 19 - 4 - 7] and far.hits[0, 2] == 1
+    for box in (0, 3):  # no slack (an object as wide as its box): the visible box meets the wall, whatever the split
+        step = bounce_step(paths, boxes, draws, size=(20, 20), radius=4, box=box)
+        assert step.offsets[0, 1].tolist() == [-3, -4]  # the rows back on the top wall; the columns not at the left yet
+    with pytest.raises(ValueError, match=r"bounce_box=28: .*needs glide_mask='trust' \(got 'features'\)"):
+        small(output="glide", kernel=5, bounce_box=28)
+    with pytest.raises(ValueError, match=r"0 < bounce_box <= size \(16\)"):
+        small(output="glide", kernel=5, glide_mask="trust", bounce_box=28)
 
 
 def test_a_future_that_bounces_a_square_off_the_wall_shows_it_where_the_bounce_puts_it():
@@ -1309,7 +1344,7 @@ def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
     """draw_futures gives each future of a glide_mask='trust' model its own draws of how it realizes the glided frame,
     from a seeded stream per block: the K futures differ even where the latents change nothing, and are the same for
     the same seed. Other models take no draws, which rollouts refuse."""
-    from vidpred.sampling import BACKGROUND_FILL, BOUNCE_MARGINS, BOUNCE_SHARE, draw_futures, glide_draws
+    from vidpred.sampling import BACKGROUND_FILL, BOUNCE_SHARE, BOUNCE_SPLIT, draw_futures, glide_draws
     torch.manual_seed(0)
     model = small(output="glide", kernel=5, glide_mask="trust", sharp=True)
     with torch.no_grad():
@@ -1327,11 +1362,11 @@ def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
     kinds = {round(v, 2) for v in square_at.tolist()}
     assert len(kinds) == 3  # glided (the square), the background (black) and the generated pixels (bright, sigmoid(3))
     draws = glide_draws(1000, seed=3, objects=25)
-    assert draws.levels.shape == draws.bounce.shape == (1000, 25) and draws.margins.shape == (1000, 25, 4)
+    assert draws.levels.shape == draws.bounce.shape == (1000, 25) and draws.split.shape == (1000, 25, 2)
     assert set(draws.fill.tolist()) == {0.0, 1.0} and abs(draws.fill.mean() - BACKGROUND_FILL) < 0.05
     assert 0.45 < draws.levels.mean() < 0.55 and abs(torch.corrcoef(draws.levels[:, :2].T)[0, 1]) < 0.1  # levels apart
-    assert abs(draws.bounce.float().mean() - BOUNCE_SHARE) < 0.05 and set(draws.margins.unique().tolist()) == set(range(
-        BOUNCE_MARGINS[0], BOUNCE_MARGINS[1] + 1))
+    assert abs(draws.bounce.float().mean() - BOUNCE_SHARE) < 0.05 and set(draws.split.unique().tolist()) == set(range(
+        BOUNCE_SPLIT[0], BOUNCE_SPLIT[1] + 1))
     assert model.glide_objects == 25  # one object per displacement of radius 2
     with pytest.raises(ValueError, match=r"draws: expected levels \(n = 2, L = 25\) for a glide decoder with glide_mask="):
         small(output="glide", kernel=5).rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=draws.rows(slice(0, 2)))

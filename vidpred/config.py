@@ -78,6 +78,7 @@ class ModelConfig:
     generate: bool = True  # decoder=splat, kernels or glide: a generated branch, handed the pixels a mask takes from the moved frame; false: every pixel is moved from the last frame
     generate_after: int = 0  # decoder=splat, kernels or glide: training steps with every output pixel moved (the branch out of the output, as with generate=false), then the branch is blended in over as many steps again; 0: blended from the start
     glide_mask: GlideMask = "features"  # decoder=glide: what sets its mask: a head on the decoder's features, z included, trained through the blend (features) | a head that reads the glided frame, its coverage and age only and is trained to tell where constant motion holds (trust: the same mask for every sampled future)
+    bounce_box: int = 0  # glide_mask=trust: the side of the square an object is drawn in, which sampled futures bounce off the walls (configs/smmnist.toml: 28, an MNIST digit's image; its visible box stays inside by the slack); 0: the visible box itself meets the wall (the sprites)
     feedback: Feedback = "frames"  # what a rollout feeds back for a predicted frame: the frame, encoded again (frames) | the decoder's features of it, z included (latent: SRVP-like dynamics in feature space; trains free-running, rollout=true)
 
 
@@ -276,6 +277,10 @@ def validate(cfg: Config) -> Config:
     if cfg.model.glide_mask == "trust" and (cfg.model.decoder != "glide" or not cfg.model.generate):
         raise ConfigError(f"model.glide_mask=trust sets the glide decoder's mask (decoder={cfg.model.decoder}, generate="
                           f"{str(cfg.model.generate).lower()}): it needs model.decoder=glide with model.generate=true")
+    if cfg.model.bounce_box and (cfg.model.glide_mask != "trust" or not 0 < cfg.model.bounce_box <= cfg.data.size):
+        raise ConfigError(f"model.bounce_box={cfg.model.bounce_box}: the side of the square objects bounce in, in sampled "
+                          f"futures; expected 0 (their visible box) or 1 .. data.size={cfg.data.size}, with "
+                          f"model.glide_mask=trust (got {cfg.model.glide_mask})")
     levels = len(cfg.model.widths) - 1
     if cfg.data.size % (2 ** levels):
         raise ConfigError(f"data.size={cfg.data.size} must be divisible by 2^{levels} "
@@ -444,7 +449,8 @@ def from_dict(tree: dict, base: Config | None = None, *, source: str = "config")
 
 # Keys added after checkpoints were first written whose default is not what the older checkpoints were
 # trained with: a saved config that lacks one was trained under the value here.
-SAVED_BEFORE = {"model.skips": "recent", "model.content": 0, "model.recall": False}  # the decoder of checkpoints saved before stop 24
+SAVED_BEFORE = {"model.skips": "recent", "model.content": 0, "model.recall": False,  # the decoder of checkpoints saved before stop 24
+                "model.bounce_box": 0}
 
 
 def saved_config(tree: dict, *, source: str = "saved config") -> Config:

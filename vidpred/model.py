@@ -257,7 +257,7 @@ class GlideDraws(NamedTuple):
     fill: Tensor  # (n,) 1.0: where a glided pixel is not kept, the background shows; 0.0: the generated pixels
     levels: Tensor  # (n, L) object j's glided pixels are kept where trust > levels[:, j]
     bounce: Tensor  # (n, L) bool: object j goes on by bouncing off the walls instead (dropped at its second bounce)
-    margins: Tensor  # (n, L, 4) integers: how far inside the walls (top, bottom, left, right) its visible box bounces
+    split: Tensor  # (n, L, 2) integers: per axis (rows, columns), the pixels of its box's slack beyond half on the low side
     speeds: Tensor  # (n, L, 2) uniforms in [0, 1): its velocity after the bounce, per axis (normal or tangential)
 
     def rows(self, index: Tensor | slice) -> "GlideDraws":
@@ -273,17 +273,26 @@ class Paths(NamedTuple):
     hits: Tensor  # (n, L) integers: the walls it has bounced off
 
 
-def bounce_step(paths: Paths, boxes: Tensor, draws: GlideDraws, *, size: tuple[int, int], radius: int) -> Paths:
+def bounce_step(paths: Paths, boxes: Tensor, draws: GlideDraws, *, size: tuple[int, int], radius: int, box: int = 0
+                ) -> Paths:
     """The objects one frame on. An object of `draws.bounce` whose visible box (`object_boxes`, shifted by its
     offset) crosses the margin of a wall it moves toward is put back on it and leaves with a new velocity: away
     from that wall at a speed of 1..r and, along it, -r..r, drawn from `draws.speeds` (the stochastic bounce of
-    SVG's Moving MNIST; a corner draws both normal speeds); every other object goes on at its velocity."""
+    SVG's Moving MNIST; a corner draws both normal speeds); every other object goes on at its velocity.
+
+    The margins: each object is drawn in a square of side `box` that bounces where it meets a wall (an MNIST digit's
+    28 x 28 image), and its visible box is smaller by a slack, per axis, shared by the two sides: the low side (top,
+    left) gets half of it (rounded down) plus `draws.split`, at most all of it, the high side the rest. `box` 0 (or
+    an object wider than it): no slack, the visible box itself meets the wall (the sprites)."""
     offsets = paths.offsets + paths.velocity
     moves = draws.bounce
     low, high = [], []
     for axis, extent in enumerate(size):
-        first, last = boxes[..., 2 * axis] + offsets[..., axis], boxes[..., 2 * axis + 1] + offsets[..., axis]
-        floor, ceiling = draws.margins[..., 2 * axis], extent - 1 - draws.margins[..., 2 * axis + 1]
+        top, bottom = boxes[..., 2 * axis], boxes[..., 2 * axis + 1]
+        slack = (box - (bottom - top + 1)).clamp(min=0)
+        margin = (slack // 2 + draws.split[..., axis]).clamp(min=0).minimum(slack)  # the low side's; the high: the rest
+        first, last = top + offsets[..., axis], bottom + offsets[..., axis]
+        floor, ceiling = margin, extent - 1 - (slack - margin)
         heading = paths.velocity[..., axis]  # only an object moving toward a wall meets it
         low.append(moves & (heading < 0) & (first < floor))
         high.append(moves & (heading > 0) & (last > ceiling))
@@ -807,7 +816,8 @@ class VideoPredictor(nn.Module):
                  window: int = 3, blocks: int = 1, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
                  skips: SkipSource = "recent", recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7,
                  sharp: bool = False, content: int = 0, recall: bool = False, generate: bool = True,
-                 generate_after: int = 0, feedback: Feedback = "frames", glide_mask: GlideMask = "features"):
+                 generate_after: int = 0, feedback: Feedback = "frames", glide_mask: GlideMask = "features",
+                 bounce_box: int = 0):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
@@ -824,6 +834,10 @@ class VideoPredictor(nn.Module):
         self.skip_frames, self.skips, self.recurrent, self.widths = skip_frames, skips, recurrent, tuple(widths)
         self.motion_radius = kernel // 2 if output == "splat" else None  # the splat decoder reads motion costs
         self.glide_radius = kernel // 2 if output == "glide" else None  # the glide decoder's largest displacement a frame
+        if bounce_box and (glide_mask != "trust" or not 0 < bounce_box <= size):
+            raise ValueError(f"bounce_box={bounce_box}: the side of the box sampled futures bounce objects in; it needs "
+                             f"glide_mask='trust' (got {glide_mask!r}) and 0 < bounce_box <= size ({size})")
+        self.bounce_box = bounce_box  # sampled futures: the square each object bounces in (`bounce_step`)
         self.encoder = FrameEncoder(channels=channels, widths=widths)
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks, recurrent=recurrent)
         self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim,
@@ -1091,7 +1105,8 @@ class VideoPredictor(nn.Module):
 
     def next_paths(self, state: RolloutState) -> Paths:
         """Where the rows' objects stand one frame after `state.paths` (`bounce_step`)."""
-        return bounce_step(state.paths, state.boxes, state.draws, size=tuple(state.last.shape[-2:]), radius=self.glide_radius)
+        return bounce_step(state.paths, state.boxes, state.draws, size=tuple(state.last.shape[-2:]), radius=self.glide_radius,
+                           box=self.bounce_box)
 
     def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
         """The conditioning of the next frame, and the predictor memory that includes it."""
