@@ -1307,6 +1307,27 @@ def test_a_future_that_bounces_a_square_off_the_wall_shows_it_where_the_bounce_p
     assert frames[1, 3].max() < 2e-3  # straight on, with no trust kept: gone, the background (black) fills
 
 
+def test_sampled_futures_that_keep_every_glided_pixel_run_no_decoder():
+    """A future whose mask keeps every glided pixel (one that fills with the background) shows the glided frame
+    whatever the decoder generates: a rollout with draws runs the decoder on the other futures only, and its frames
+    are those of the decoder run on every row (to float rounding: the convolutions see fewer rows)."""
+    model = small(output="glide", kernel=5, glide_mask="trust", sharp=True, perturb=True)
+    wall = square(3, start=(6, 4), velocity=(0, 2)).expand(4, -1, -1, -1, -1)
+    levels = torch.tensor([0.0, 1.0, 0.0, 1.0])[:, None].expand(4, model.glide_objects)  # keep all, or none
+    draws = draws_of(levels, fill=torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    draw_z = lambda h, k: torch.ones(h.shape[0], 3)  # noqa: E731
+    rows = []
+    hook = model.decoder.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    frames, _ = model.rollout(wall, 3, draw_z, draws=draws)
+    hook.remove()
+    assert rows == [2, 2, 2]  # the two futures that fill with generated pixels, at each of the 3 frames
+    every_row = lambda cond, z, glided_only=None: (model.decode(cond, z), None)  # noqa: E731
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model, "decode_step", every_row)
+        expected, _ = model.rollout(wall, 3, draw_z, draws=draws)
+    assert torch.allclose(frames, expected, atol=1e-5) and frames[0, 0].amax() > 0.5  # the square, glided
+
+
 def test_a_bounced_object_is_kept_until_its_second_bounce_whatever_its_trust():
     """In drawn_glide an object drawn to bounce is shown where its path has it, kept until its second hit (its trust
     was learnt of objects that go straight), then dropped to the fill; the others follow their level and trust."""

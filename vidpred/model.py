@@ -785,6 +785,12 @@ class Conditioning(NamedTuple):
         return Conditioning(rep(self.h), [rep(s) for s in self.skips], rep(self.last), rep(self.motion), rep(self.content),
                             rep(self.recall), rep(self.glided), rep(self.trust))
 
+    def rows(self, index: Tensor) -> "Conditioning":
+        """The conditioning of the rows `index` picks."""
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return Conditioning(self.h[index], [s[index] for s in self.skips], self.last[index], pick(self.motion),
+                            pick(self.content), pick(self.recall), pick(self.glided), pick(self.trust))
+
     def detach(self) -> "Conditioning":
         """The same conditioning cut from the graph: latent inference moves z only."""
         cut = lambda t: None if t is None else t.detach()  # noqa: E731
@@ -1020,10 +1026,23 @@ class VideoPredictor(nn.Module):
                                       cond.glided, cond.trust, with_levels=True)
         return self.corrected(logits, cond), levels
 
-    def decode_step(self, cond: Conditioning, z: Tensor) -> tuple[Tensor, list[Tensor] | None]:
+    def decode_step(self, cond: Conditioning, z: Tensor, *, glided_only: Tensor | None = None
+                    ) -> tuple[Tensor, list[Tensor] | None]:
         """A rollout step's logits and what `advance` needs of the decoder: its features with latent feedback,
-        None with frame feedback (the plain decoder call then, the one training compiles and runs)."""
-        return self.decode_levels(cond, z) if self.feedback == "latent" else (self.decode(cond, z), None)
+        None with frame feedback (the plain decoder call then, the one training compiles and runs).
+
+        `glided_only` (n,) bool, with frame feedback: rows whose mask keeps every glided pixel (a sampled future of a
+        trust glide decoder that fills with the background, `drawn_glide`), so that their frame is the glided one
+        whatever the decoder generates: the decoder runs on the other rows only (the same logits, bit for bit)."""
+        if self.feedback == "latent":
+            return self.decode_levels(cond, z)
+        if glided_only is None or not glided_only.any():
+            return self.decode(cond, z), None
+        logits = self.decoder.blend(cond.glided[:, :self.channels], None, None)
+        rest = (~glided_only).nonzero().squeeze(1)
+        if len(rest):
+            logits[rest] = self.decode(cond.rows(rest), z[rest])
+        return logits, None
 
     def corrected(self, logits: Tensor, cond: Conditioning) -> Tensor:
         """The decoder's logits, as a correction of the last frame's where the model is `residual`."""
@@ -1167,7 +1186,8 @@ class VideoPredictor(nn.Module):
         for k in range(horizon):
             cond, memory = self.condition(state)
             z = draw_z(cond.h, k)
-            out, levels = self.decode_step(cond, z)
+            glided_only = None if state.draws is None else (cond.trust == 1).flatten(1).all(dim=1)
+            out, levels = self.decode_step(cond, z, glided_only=glided_only)
             if k + 1 < horizon:  # the last frame is not fed back: nothing reads it
                 state = self.advance(state, memory, torch.sigmoid(out), levels)
             logits.append(out)
