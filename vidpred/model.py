@@ -1033,7 +1033,8 @@ class VideoPredictor(nn.Module):
 
         `glided_only` (n,) bool, with frame feedback: rows whose mask keeps every glided pixel (a sampled future of a
         trust glide decoder that fills with the background, `drawn_glide`), so that their frame is the glided one
-        whatever the decoder generates: the decoder runs on the other rows only (the same logits, bit for bit)."""
+        whatever the decoder generates: the decoder runs on the other rows only (the same logits: theirs to float
+        rounding, as the convolutions see fewer rows)."""
         if self.feedback == "latent":
             return self.decode_levels(cond, z)
         if glided_only is None or not glided_only.any():
