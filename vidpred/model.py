@@ -813,8 +813,9 @@ class RolloutState(NamedTuple):
     rows: Tensor | None = None  # (n,) with repeats: the context (row of `glide`) of each of the n rows; None: n = b
     draws: GlideDraws | None = None  # glide_mask='trust': how each future realizes its glided frame (`drawn_glide`); None: mask > 1/2
     background: Tensor | None = None  # (n, c, H, W) with draws: each row's context background (`background`)
+    objects: Tensor | None = None  # (n, H, W) with draws: the object of each pixel of the row's last context frame (`displacement_objects`)
     boxes: Tensor | None = None  # (n, L, 4) with draws: where each object of the row's last context frame shows (`object_boxes`)
-    paths: Paths | None = None  # with draws: where each row's objects stand after `step` frames (`bounce_step`)
+    paths: Paths | None = None  # with draws: where each row's objects stand in the next frame to predict, step + 1 (`bounce_step`)
 
 
 class VideoPredictor(nn.Module):
@@ -1108,20 +1109,22 @@ class VideoPredictor(nn.Module):
 
     def begin_paths(self, state: RolloutState, context: Tensor, draws: GlideDraws) -> RolloutState:
         """`state` with what a rollout of sampled futures (`draws`) adds, fixed over the rollout and one copy per row,
-        made once: each row's background, its objects' boxes, and their paths at step 0 (each at its own velocity)."""
+        made once: each row's background, its pixels' objects and the objects' boxes, and where its objects stand in
+        the first predicted frame (each one frame on at its own velocity)."""
         c, radius, count = self.channels, self.glide_radius, self.glide_objects
-        frame, displacement = state.glide[:, :c], state.glide[:, c:].long()
+        objects = displacement_objects(state.glide[:, c:].long(), radius=radius)
         back = background(context)
-        boxes, present = object_boxes(frame, back, displacement_objects(displacement, radius=radius), count)
+        boxes, present = object_boxes(state.glide[:, :c], back, objects, count)
         present[:, count // 2] = False  # what stays never bounces
         if state.rows is not None:
-            back, boxes, present = back[state.rows], boxes[state.rows], present[state.rows]
+            back, objects, boxes, present = back[state.rows], objects[state.rows], boxes[state.rows], present[state.rows]
         n, k = len(boxes), 2 * radius + 1
         each = torch.arange(count, device=context.device)
         velocity = torch.stack([each // k - radius, each % k - radius], dim=-1).expand(n, count, 2)
-        paths = Paths(torch.zeros_like(velocity), velocity.clone(), torch.zeros_like(velocity[..., 0]))
-        return state._replace(draws=draws._replace(bounce=draws.bounce & present), background=back, boxes=boxes,
-                              paths=paths)
+        state = state._replace(draws=draws._replace(bounce=draws.bounce & present), background=back, objects=objects,
+                               boxes=boxes, paths=Paths(torch.zeros_like(velocity), velocity.clone(),
+                                                        torch.zeros_like(velocity[..., 0])))
+        return state._replace(paths=self.next_paths(state))
 
     def next_paths(self, state: RolloutState) -> Paths:
         """Where the rows' objects stand one frame after `state.paths` (`bounce_step`)."""
@@ -1139,10 +1142,10 @@ class VideoPredictor(nn.Module):
             if state.rows is not None:
                 glided, trust = glided[state.rows], None if trust is None else trust[state.rows]
             if state.draws is not None:  # each future moves the last context frame's objects its own way
-                source = state.glide if state.rows is None else state.glide[state.rows]
-                objects = displacement_objects(source[:, self.channels:].long(), radius=self.glide_radius)
-                glided, trust = drawn_glide(source[:, :self.channels], objects, self.next_paths(state), trust, glided,
-                                            state.draws, state.background)
+                source = state.glide[:, :self.channels]
+                source = source if state.rows is None else source[state.rows]
+                glided, trust = drawn_glide(source, state.objects, state.paths, trust, glided, state.draws,
+                                            state.background)
         return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
                             state.content, state.recall, glided, trust), memory
 
