@@ -13,7 +13,7 @@ from vidpred.config import Config, ConfigError, float_keys, from_dict, parse_arg
 
 
 def test_overrides_are_typed():
-    cfg = parse_args(["--steps=7", "--lr", "0.5", "--model.widths=8,16", "--data.size=16", "--model.residual=true",
+    cfg = parse_args(["--steps=7", "--lr", "0.5", "--model.widths=8,16", "--data.size=16", "--model.decoder=pixels", "--model.residual=true",
                       "--data.path=none", "--model.window=2"])
     assert cfg.steps == 7 and cfg.lr == 0.5 and cfg.model.widths == (8, 16) and cfg.model.residual is True
     assert cfg.data.path is None
@@ -72,6 +72,44 @@ def test_config_file_errors(tmp_path):
     bad.write_text(json.dumps({"latent": {"l3": 1}}))
     with pytest.raises(ConfigError, match=r"bad.json: unknown config key 'latent.l3'"):
         parse_args([f"--config={bad}"])
+
+
+def test_the_default_decoder_is_the_sharp_trust_glide_and_another_decoder_takes_its_own_sharp_and_mask(tmp_path):
+    """The default model glides with a sharp trust mask (Config() and `python train.py` alike); a decoder named
+    without model.sharp or model.glide_mask takes its own values of them (the others: soft, no trust), on the
+    command line or in a config file, and a value given wins (or is refused where it means nothing)."""
+    def model(*argv):
+        m = parse_args(list(argv)).model
+        return m.decoder, m.sharp, m.glide_mask
+
+    assert model() == ("glide", True, "trust") == (Config().model.decoder, Config().model.sharp, Config().model.glide_mask)
+    assert model("--model.decoder=pixels") == ("pixels", False, "features")
+    assert model("--model.decoder=kernels") == ("kernels", False, "features")
+    assert model("--model.decoder=kernels", "--model.sharp=true") == ("kernels", True, "features")
+    assert model("--model.generate=false") == ("glide", True, "features")  # trust needs the generated branch
+    assert model("--model.glide_mask=features", "--model.sharp=false") == ("glide", False, "features")
+    path = tmp_path / "splat.toml"
+    path.write_text('[model]\ndecoder = "splat"\n')
+    assert model(f"--config={path}") == ("splat", False, "features")
+    assert model(f"--config={path}", "--model.decoder=glide") == ("glide", True, "trust")  # the command line's decoder
+    path.write_text('[model]\ndecoder = "kernels"\nsharp = true\n')
+    assert model(f"--config={path}") == ("kernels", True, "features")  # the file's own value
+    with pytest.raises(ConfigError, match="model.sharp=true needs model.decoder=kernels, splat or glide"):
+        parse_args(["--model.decoder=pixels", "--model.sharp=true"])
+
+
+def test_a_saved_config_without_the_decoder_keys_loads_as_it_was_trained():
+    """Checkpoints written before model.decoder, model.sharp or model.glide_mask existed were trained with the
+    pixels decoder, soft, under the features mask: they load so, not with today's defaults."""
+    from vidpred.config import saved_config
+
+    tree = to_dict(parse_args(["--model.decoder=pixels"]))
+    for key in ("decoder", "sharp", "glide_mask"):
+        del tree["model"][key]
+    m = saved_config(tree).model
+    assert (m.decoder, m.sharp, m.glide_mask) == ("pixels", False, "features")
+    tree["model"]["decoder"] = "kernels"  # saved after decoder, before sharp
+    assert saved_config(tree).model.decoder == "kernels" and saved_config(tree).model.sharp is False
 
 
 def test_round_trip_through_plain_data():

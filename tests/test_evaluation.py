@@ -30,12 +30,14 @@ GROUP_KEYS = ["psnr", "ssim", "mse", "psnr_ci95", "ssim_ci95", "mse_ci95", "psnr
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """Tiny models (seconds to train): one on sprites, one on the 3-way fork toy."""
+    """Tiny models (seconds to train): the default one on sprites, and one with the pixels decoder on the 3-way
+    fork toy (its futures differ by z alone: with six steps the glide decoder's trust mask keeps every pixel)."""
     from conftest import tiny_args
 
     root = tmp_path_factory.mktemp("eval")
     sprites = train(parse_args(tiny_args(root / "sprites")))
-    fork = train(parse_args(tiny_args(root / "fork", "--data.kind=fork", "--data.branches=3", "--data.sprite_min=4")))
+    fork = train(parse_args(tiny_args(root / "fork", "--data.kind=fork", "--data.branches=3", "--data.sprite_min=4",
+                                      "--model.decoder=pixels")))
     for ckpt in (sprites, fork):  # 6 steps leave every z* at 0: give the bank spread-out latents instead
         state = load_checkpoint(ckpt)
         bank = LatentBank(4, 64)

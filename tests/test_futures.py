@@ -189,7 +189,7 @@ def test_without_a_generated_branch_every_pixel_is_moved_and_every_weight_learns
     unused = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is None}
     assert unused == {"latent_encoder", "prior"}  # the heads that decoding does not read (inference and sampling do)
     with pytest.raises(ConfigError, match="model.generate=false needs model.decoder=kernels, splat or glide"):
-        parse_args(["--model.generate=false"])
+        parse_args(["--model.generate=false", "--model.decoder=pixels"])
     assert not parse_args(["--model.generate=false", f"--model.decoder={output}"]).model.generate
     with pytest.raises(ValueError, match="generate=False leaves the pixels decoder nothing to output"):
         Decoder(channels=1, widths=(8, 16), z_dim=3, output="pixels", generate=False)
@@ -244,7 +244,7 @@ def test_generate_after_needs_a_moving_decoder_with_its_branch_and_travels_in_ch
     from vidpred.checkpoint import load_checkpoint
     from vidpred.training import train
 
-    for wrong, why in [(["--model.generate_after=3"], "it needs model.decoder=kernels, splat or glide with model.generate=true"),
+    for wrong, why in [(["--model.decoder=pixels", "--model.generate_after=3"], "it needs model.decoder=kernels, splat or glide with model.generate=true"),
                        (["--model.decoder=kernels", "--model.generate=false", "--model.generate_after=3"],
                         "with model.generate=true"),
                        (["--model.decoder=kernels", "--model.generate_after=-1"], "expected 0 \\(off\\) or a number")]:
@@ -263,7 +263,7 @@ def test_generate_after_needs_a_moving_decoder_with_its_branch_and_travels_in_ch
 
 def test_sharp_needs_a_decoder_that_moves_pixels():
     with pytest.raises(ConfigError, match="model.sharp=true needs model.decoder=kernels, splat or glide.*pixels decoder moves none"):
-        parse_args(["--model.sharp=true"])
+        parse_args(["--model.sharp=true", "--model.decoder=pixels"])
     assert parse_args(["--model.sharp=true", "--model.decoder=kernels"]).model.sharp
 
 
@@ -1031,7 +1031,8 @@ def test_glide_decoder_in_the_config():
     assert cfg.model.decoder == "glide" and not cfg.model.generate
     assert parse_args(["--model.decoder=glide", "--model.sharp=true"]).model.sharp
     assert parse_args(["--model.decoder=glide", "--model.glide_mask=trust"]).model.glide_mask == "trust"
-    for wrong in (["--model.glide_mask=trust"], ["--model.decoder=glide", "--model.generate=false", "--model.glide_mask=trust"]):
+    for wrong in (["--model.decoder=kernels", "--model.glide_mask=trust"],
+                  ["--model.decoder=glide", "--model.generate=false", "--model.glide_mask=trust"]):
         with pytest.raises(ConfigError, match="model.glide_mask=trust sets the glide decoder's mask.*needs model.decoder=glide "
                                               "with model.generate=true"):
             parse_args(wrong)
@@ -1042,7 +1043,7 @@ def test_glide_decoder_in_the_config():
     trust = ["--model.decoder=glide", "--model.glide_mask=trust", "--data.size=64"]
     assert parse_args(trust + ["--model.bounce_box=28"]).model.bounce_box == 28
     assert build_model(parse_args(trust + ["--model.bounce_box=28"])).bounce_box == 28
-    for wrong in (["--model.bounce_box=28"], trust + ["--model.bounce_box=65"], trust + ["--model.bounce_box=-1"]):
+    for wrong in (["--model.decoder=glide", "--model.glide_mask=features", "--model.bounce_box=28"], trust + ["--model.bounce_box=65"], trust + ["--model.bounce_box=-1"]):
         with pytest.raises(ConfigError, match=r"model.bounce_box=-?\d+: the side of the square objects bounce in.*expected 0 "
                                               r"\(their visible box\) or 1 .. data.size="):
             parse_args(wrong)

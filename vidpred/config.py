@@ -1,8 +1,9 @@
 """One dataclass config tree, overridable from the command line with `--key=value`.
 
 Precedence is simple and total: dataclass defaults < `--config=FILE` (JSON or TOML) < command-line
-overrides; the one refinement is that a data kind may have its own default for a key neither sets
-(mmnist: the 64x64 canvas and speed 4 of Stochastic Moving MNIST). An unknown key or a value of the
+overrides; the one refinement is that a data kind or a decoder may have its own default for a key neither
+sets (mmnist: the 64x64 canvas and speed 4 of Stochastic Moving MNIST; a decoder other than glide: model.sharp
+false and model.glide_mask features). An unknown key or a value of the
 wrong type refuses to start with a message naming the key and what was expected (nanoGPT's
 configurator, made strict).
 """
@@ -72,12 +73,12 @@ class ModelConfig:
     encoder_reads: EncoderInput = "residual"  # what A reads: residual (y - Dec(h, 0), EEN) | target (the state and Enc(y), as a VAE posterior)
     kind: ModelKind = "energy"  # energy | deterministic (z = 0, no latent) | vae (SVG-LP-style baseline); see objectives.py
     recurrent: bool = False  # a ConvGRU memory in the predictor, carried through the whole clip
-    decoder: DecoderOutput = "pixels"  # pixels (generated) | kernels (per-pixel kernels move the last frame, a mask adds generated pixels) | splat (per-pixel kernels send the last frame's pixels) | glide (the last context frame carried on at each pixel's constant motion, a mask adds generated pixels)
+    decoder: DecoderOutput = "glide"  # glide (the last context frame carried on at each pixel's constant motion, a mask adds generated pixels) | pixels (generated) | kernels (per-pixel kernels move the last frame, a mask adds generated pixels) | splat (per-pixel kernels send the last frame's pixels)
     kernel: int = 7  # decoder=kernels|splat: side of the per-pixel kernels (moves up to kernel // 2 pixels a frame); glide: finds motion of up to kernel // 2 pixels a frame
-    sharp: bool = False  # decoder=splat or kernels: each pixel moves by its likeliest displacement (kernels: copies its likeliest source), never a blend; glide: each pixel is the glided or the generated one (mask > 1/2), never a blend
+    sharp: bool = True  # decoder=splat or kernels: each pixel moves by its likeliest displacement (kernels: copies its likeliest source), never a blend; glide: each pixel is the glided or the generated one (mask > 1/2), never a blend (unless set: true for glide, false for the others)
     generate: bool = True  # decoder=splat, kernels or glide: a generated branch, handed the pixels a mask takes from the moved frame; false: every pixel is moved from the last frame
     generate_after: int = 0  # decoder=splat, kernels or glide: training steps with every output pixel moved (the branch out of the output, as with generate=false), then the branch is blended in over as many steps again; 0: blended from the start
-    glide_mask: GlideMask = "features"  # decoder=glide: what sets its mask: a head on the decoder's features, z included, trained through the blend (features) | a head that reads the glided frame, its coverage and age only and is trained to tell where constant motion holds (trust: the same mask for every sampled future)
+    glide_mask: GlideMask = "trust"  # decoder=glide: what sets its mask: a head on the decoder's features, z included, trained through the blend (features) | a head that reads the glided frame, its coverage and age only and is trained to tell where constant motion holds (trust: the same mask for every sampled future) (unless set: trust for glide with generate=true, else features)
     bounce_box: int = 0  # glide_mask=trust: the side of the square an object is drawn in, which sampled futures bounce off the walls (configs/smmnist.toml: 28, an MNIST digit's image; its visible box stays inside by the slack); 0: the visible box itself meets the wall (the sprites)
     feedback: Feedback = "frames"  # what a rollout feeds back for a predicted frame: the frame, encoded again (frames) | the decoder's features of it, z included (latent: SRVP-like dynamics in feature space; trains free-running, rollout=true)
 
@@ -117,7 +118,7 @@ class Config:
     name: str = "default"  # the run's name (its folder under runs/, its wandb name)
     out: str = ""  # output folder; empty means runs/<name>
     seed: int = 0  # seeds the weights, the data (clip i is a function of seed and i) and every draw of a step
-    steps: int = 3000  # optimizer steps (about 10 minutes of the default model on 2 CPU cores)
+    steps: int = 2000  # optimizer steps (about 10 minutes of the default model on 2 CPU cores)
     batch_size: int = 16  # clips per optimizer step (the global batch, split over torchrun processes)
     lr: float = 2e-3  # AdamW learning rate (peak, after warmup)
     warmup: int = 100  # linear learning-rate warmup steps, then cosine decay to lr / 10
@@ -161,6 +162,15 @@ class Config:
 # Stochastic Moving MNIST is defined on a 64x64 canvas at speed 4: those are mmnist's values of
 # these keys unless the command line or the config file sets them.
 KIND_DEFAULTS = {"mmnist": {"data.size": 64, "data.max_speed": 4}}
+
+
+def decoder_defaults(model: ModelConfig) -> dict[str, object]:
+    """The decoder's own values of the keys only some decoders read, for a decoder the command line or the config
+    file names without setting them: the glide decoder (the default) picks each pixel sharp, under a mask that
+    trusts constant motion where it holds; the others blend, and have no glided frame to trust."""
+    glide = model.decoder == "glide"
+    return {"model.sharp": glide, "model.glide_mask": "trust" if glide and model.generate else "features"}
+
 
 DEVICE_NAMES = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
@@ -263,7 +273,8 @@ def validate(cfg: Config) -> Config:
     if cfg.model.kernel < 1 or cfg.model.kernel % 2 == 0:  # (checked whatever the decoder: a later --model.decoder=kernels reads it)
         raise ConfigError(f"model.kernel={cfg.model.kernel}: expected an odd size >= 1 (the kernel is centred on the pixel)")
     if cfg.model.residual and cfg.model.decoder != "pixels":
-        raise ConfigError("model.residual=true needs model.decoder=pixels: the kernels decoder already moves the last frame")
+        raise ConfigError(f"model.residual=true needs model.decoder=pixels (got {cfg.model.decoder}): the {cfg.model.decoder} decoder "
+                          "already moves the last frame")
     if cfg.model.sharp and cfg.model.decoder == "pixels":
         raise ConfigError("model.sharp=true needs model.decoder=kernels, splat or glide: it picks one source per output pixel, "
                           "and the pixels decoder moves none")
@@ -450,7 +461,7 @@ def from_dict(tree: dict, base: Config | None = None, *, source: str = "config")
 # Keys added after checkpoints were first written whose default is not what the older checkpoints were
 # trained with: a saved config that lacks one was trained under the value here.
 SAVED_BEFORE = {"model.skips": "recent", "model.content": 0, "model.recall": False,  # the decoder of checkpoints saved before stop 24
-                "model.bounce_box": 0}
+                "model.bounce_box": 0, "model.decoder": "pixels", "model.sharp": False, "model.glide_mask": "features"}
 
 
 def saved_config(tree: dict, *, source: str = "saved config") -> Config:
@@ -504,7 +515,8 @@ def parse_overrides(argv: list[str]) -> dict[str, str]:
 
 def parse_args(argv: list[str], base: Config | None = None) -> Config:
     """The training config: defaults, then `--config=FILE`, then the other overrides; validated.
-    Keys of KIND_DEFAULTS that neither sets take the data kind's own default."""
+    Keys of KIND_DEFAULTS that neither sets take the data kind's own default, and those of `decoder_defaults`
+    the decoder's own."""
     overrides = parse_overrides(argv)
     cfg = base or Config()
     given = set(overrides)
@@ -515,7 +527,8 @@ def parse_args(argv: list[str], base: Config | None = None) -> Config:
         cfg = from_dict(tree, cfg, source=str(path))
     for key, value in overrides.items():
         set_key(cfg, key, value)
-    for key, value in KIND_DEFAULTS.get(cfg.data.kind, {}).items():
+    implied = {**KIND_DEFAULTS.get(cfg.data.kind, {}), **decoder_defaults(cfg.model)}
+    for key, value in implied.items():
         if key not in given:
             set_key(cfg, key, value)
     return validate(cfg)
