@@ -17,9 +17,9 @@ SIZE, CONTEXT, HORIZON = 16, 3, 5
 def _train(out, *args: str) -> TrainedPredictor:
     """The pixels decoder, whose every predicted pixel reads z: scoring and fill-in work through z, and the
     default glide decoder's futures differ mostly in the draws its sampling makes apart from z."""
-    cfg = parse_args([f"--out={out}", "--wandb=disabled", "--model.decoder=pixels", f"--data.size={SIZE}", "--data.sprite_min=4",
-                      "--data.max_speed=2", "--model.widths=8,16,16", "--model.window=2", "--model.blocks=1",
-                      "--latent.dim=2", "--lr=3e-3", "--warmup=20", "--log_every=50", "--prior.kind=bank", *args])
+    cfg = parse_args([f"--out={out}", "--wandb=disabled", "--model.decoder=pixels", f"--data.size={SIZE}",
+                      "--data.sprite_min=4", "--data.max_speed=2", "--model.widths=8,16,16", "--model.window=2",
+                      "--model.blocks=1", "--latent.dim=2", "--lr=3e-3", "--warmup=20", "--log_every=50", "--prior.kind=bank", *args])
     return load(train(cfg), device="cpu")
 
 

@@ -13,8 +13,8 @@ from vidpred.config import Config, ConfigError, float_keys, from_dict, parse_arg
 
 
 def test_overrides_are_typed():
-    cfg = parse_args(["--steps=7", "--lr", "0.5", "--model.widths=8,16", "--data.size=16", "--model.decoder=pixels", "--model.residual=true",
-                      "--data.path=none", "--model.window=2"])
+    cfg = parse_args(["--steps=7", "--lr", "0.5", "--model.widths=8,16", "--data.size=16", "--model.decoder=pixels",
+                      "--model.residual=true", "--data.path=none", "--model.window=2"])
     assert cfg.steps == 7 and cfg.lr == 0.5 and cfg.model.widths == (8, 16) and cfg.model.residual is True
     assert cfg.data.path is None
 

@@ -244,7 +244,8 @@ def test_generate_after_needs_a_moving_decoder_with_its_branch_and_travels_in_ch
     from vidpred.checkpoint import load_checkpoint
     from vidpred.training import train
 
-    for wrong, why in [(["--model.decoder=pixels", "--model.generate_after=3"], "it needs model.decoder=kernels, splat or glide with model.generate=true"),
+    for wrong, why in [(["--model.decoder=pixels", "--model.generate_after=3"],
+                        "it needs model.decoder=kernels, splat or glide with model.generate=true"),
                        (["--model.decoder=kernels", "--model.generate=false", "--model.generate_after=3"],
                         "with model.generate=true"),
                        (["--model.decoder=kernels", "--model.generate_after=-1"], "expected 0 \\(off\\) or a number")]:
@@ -1043,7 +1044,8 @@ def test_glide_decoder_in_the_config():
     trust = ["--model.decoder=glide", "--model.glide_mask=trust", "--data.size=64"]
     assert parse_args(trust + ["--model.bounce_box=28"]).model.bounce_box == 28
     assert build_model(parse_args(trust + ["--model.bounce_box=28"])).bounce_box == 28
-    for wrong in (["--model.decoder=glide", "--model.glide_mask=features", "--model.bounce_box=28"], trust + ["--model.bounce_box=65"], trust + ["--model.bounce_box=-1"]):
+    for wrong in (["--model.decoder=glide", "--model.glide_mask=features", "--model.bounce_box=28"],
+                  trust + ["--model.bounce_box=65"], trust + ["--model.bounce_box=-1"]):
         with pytest.raises(ConfigError, match=r"model.bounce_box=-?\d+: the side of the square objects bounce in.*expected 0 "
                                               r"\(their visible box\) or 1 .. data.size="):
             parse_args(wrong)

@@ -108,8 +108,8 @@ def test_fork_toy_best_of_k_beats_the_blurry_deterministic_prediction(tmp_path):
     generates only where its trust mask gives up, which these 300 steps do not teach it to do at the fork.)"""
     from vidpred.data import ForkToy
 
-    cfg = parse_args([f"--out={tmp_path}", "--wandb=disabled", "--model.decoder=pixels", "--data.kind=fork", "--data.size=16",
-                      "--data.sprite_min=4", "--data.max_speed=2", "--data.frames=5", "--context=3", "--horizon=2",
+    cfg = parse_args([f"--out={tmp_path}", "--wandb=disabled", "--model.decoder=pixels", "--data.kind=fork",
+                      "--data.size=16", "--data.sprite_min=4", "--data.max_speed=2", "--data.frames=5", "--context=3", "--horizon=2",
                       "--model.widths=8,16,16", "--model.window=2", "--model.blocks=1", "--latent.dim=2",
                       "--steps=300", "--batch_size=32", "--lr=3e-3", "--warmup=20", "--log_every=100",
                       "--prior.fit_clips=256", "--prior.kind=bank"])
