@@ -11,8 +11,8 @@ from vidpred.build import build_model, predictor_of_kind
 from vidpred.config import ConfigError, parse_args, saved_config, to_dict
 from vidpred.energy import Energy
 from vidpred.model import (ConditionalPrior, Decoder, GlideDraws, Paths, VideoPredictor, arrivals, background,
-                           bounce_step, constant_motion, displacement_objects, drawn_glide, glide, motion_costs,
-                           object_boxes, placed_objects, shift)
+                           bounce_step, constant_motion, displacement_objects, drawn_glide, glide, joined,
+                           motion_costs, object_boxes, object_motion, placed_objects, shift)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -967,6 +967,36 @@ def test_constant_motion_finds_each_pixels_displacement_and_keeps_what_shows_non
     assert (d[0, :, 8:14, 5:11] == torch.tensor([2, -1]).view(2, 1, 1)).all()  # the square's second position
     # the still patch and the empty corner (farther than the block-matching windows reach from the square)
     assert (d[0, :, 0:3, 25:29] == 0).all() and (d[0, :, 26:, :4] == 0).all()
+
+
+def test_an_object_at_a_fractional_speed_moves_by_one_displacement_and_touching_objects_keep_their_own():
+    """A square moving 5 pixels a frame at 64x64, averaged down to 32x32 (2.5 pixels a frame): block matching gives
+    its rows two displacements, which would glide apart; object_motion gives it one, the one that explains the
+    whole square best. What does not show (the dark background) and what does not move keep their own."""
+    big = torch.zeros(2, 1, 64, 64)
+    big[0, 0, 31:47, 20:36] = 0.8  # a 16-pixel square (its edge rows half covered at 32x32), then 5 rows up and 2 right
+    big[1, 0, 26:42, 22:38] = 0.8
+    big[:, 0, 50:56, 50:56] = 0.5  # a still patch
+    small_ = F.avg_pool2d(big, 2)
+    each = constant_motion(small_[:1], small_[1:], radius=3)
+    one = object_motion(small_[:1], small_[1:], radius=3)
+    square_ = small_[1, 0] > 0.1
+    square_[25:28, 25:28] = False  # (the still patch)
+    assert len({tuple(d) for d in each[0][:, square_].T.tolist()}) > 1  # per pixel: bands of rows apart
+    assert {tuple(d) for d in one[0][:, square_].T.tolist()} in ({(-2, 1)}, {(-3, 1)})  # one for the whole square
+    assert one.shape == (1, 2, 32, 32) and one.dtype == torch.long
+    assert (one[0, :, 25:28, 25:28] == 0).all()  # the still patch
+    dark = small_[1, 0] <= 0.1
+    assert torch.equal(one[0][:, dark], each[0][:, dark])  # the background's displacements as block matching found
+    # two touching groups whose displacements span two pixels keep their own; two one pixel apart join
+    d = torch.zeros(1, 2, 6, 6, dtype=torch.long)
+    d[0, 0, 1:3, 1:5], d[0, 0, 3:5, 1:5] = 1, 3
+    member = d.abs().sum(dim=1) > 0
+    groups = joined(d, member)
+    assert groups[0, 1, 1] != groups[0, 3, 1] and len(groups[0, 1:3, 1:5].unique()) == 1
+    assert (groups[0][~member[0]] == 0).all()
+    d[0, 0, 3:5, 1:5] = 2
+    assert len(joined(d, member)[0, 1:5, 1:5].unique()) == 1
 
 
 def test_glide_moves_pixels_whole_lets_moving_ones_win_and_leaves_holes():

@@ -97,7 +97,8 @@ def parse_eval_args(argv: list[str]) -> tuple[EvalConfig, dict[str, str]]:
 def constant_motion_floor(context: Tensor, horizon: int) -> Tensor:
     """The last context frame with each pixel carried on at its own constant motion, the displacement that
     block matching finds between the last two context frames (`model.glide`; the glide decoder's untrained
-    prediction): (n, C0, c, H, W) -> (n, horizon, c, H, W). A context of one frame shows no motion: its copy."""
+    prediction but that it moves each object by one displacement, `model.object_motion`):
+    (n, C0, c, H, W) -> (n, horizon, c, H, W). A context of one frame shows no motion: its copy."""
     last = context[:, -1]
     if context.shape[1] < 2:
         return last[:, None].expand(-1, horizon, -1, -1, -1)

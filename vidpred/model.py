@@ -146,6 +146,14 @@ def constant_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
     SM-MNIST's test clips the floor it gives (`evaluation.constant_motion_floor`) rose from 17.56 dB / 0.748 with
     `motion_costs` to 18.92 / 0.752 (bench/README.md).
     """
+    cost, dy, dx = matching_costs(previous, last, radius=radius)
+    best = cost.argmin(dim=1)
+    return torch.stack([dy[best], dx[best]], dim=1)
+
+
+def matching_costs(previous: Tensor, last: Tensor, *, radius: int) -> tuple[Tensor, Tensor, Tensor]:
+    """`constant_motion`'s cost of every displacement at every pixel, (n, k², H, W) with GLIDE_TIE added, and the
+    displacements of its channels, dy and dx (k²,): channel j is d_j = (j // k - r, j % k - r), k = 2r + 1."""
     n, c, hh, ww = last.shape
     k = 2 * radius + 1
     padded = F.pad(previous, (radius,) * 4, mode="replicate")
@@ -154,9 +162,60 @@ def constant_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
     diff = (patches - last[:, :, None]).pow(2).mean(dim=1)  # (n, k², H, W)
     cost = sum(box_mean(diff, side) for side in GLIDE_WINDOWS)
     offsets = torch.arange(k, device=last.device) - radius
-    dy, dx = offsets.repeat_interleave(k), offsets.repeat(k)  # channel j: d_j = (j // k - r, j % k - r)
-    best = (cost + GLIDE_TIE * (dy * dy + dx * dx).to(cost.dtype)[:, None, None]).argmin(dim=1)
-    return torch.stack([dy[best], dx[best]], dim=1)
+    dy, dx = offsets.repeat_interleave(k), offsets.repeat(k)
+    return cost + GLIDE_TIE * (dy * dy + dx * dx).to(cost.dtype)[:, None, None], dy, dx
+
+
+@torch.no_grad()
+def object_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
+    """`constant_motion` with one displacement per object: (n, c, H, W) x 2 -> (n, 2, H, W) integers.
+
+    An object that moves by a fraction of a pixel a frame (a clip resized to the model's size: 5 pixels a frame at
+    64x64 are 2.5 at 32x32) is matched at the two integers around its speed, in bands of rows or columns, which
+    would glide apart at their own speeds and tear it into stripes. So the pixels that show (brighter than
+    OBJECT_LEVEL in some channel of `last`) and move are joined to their 4-neighbours whose displacement differs by
+    at most one pixel per axis (`joined`), and a group whose displacements span at most one pixel per axis moves
+    by the one displacement of least cost summed over its pixels (two objects that touch at speeds further apart
+    keep their pixels' own). The constant-motion floor of evaluation stays per pixel (`constant_motion`)."""
+    cost, dy, dx = matching_costs(previous, last, radius=radius)
+    n, k2, hh, ww = cost.shape
+    best = cost.argmin(dim=1)
+    each = torch.stack([dy[best], dx[best]], dim=1).flatten(2)  # (n, 2, H·W)
+    member = (last.amax(dim=1).flatten(1) > OBJECT_LEVEL) & (each.abs().sum(dim=1) > 0)
+    group = joined(each.view(n, 2, hh, ww), member.view(n, hh, ww)).flatten(1)  # (n, H·W), 0: no group
+    m = hh * ww + 1
+    summed = cost.new_zeros(n, k2, m).scatter_add_(2, group[:, None].expand(-1, k2, -1), cost.flatten(2))
+    pick = summed.argmin(dim=1)  # (n, m): each group's displacement of least summed cost
+    at = group[:, None].expand(-1, 2, -1)
+    low = each.new_full((n, 2, m), radius + 1).scatter_reduce(2, at, each, reduce="amin")
+    high = each.new_full((n, 2, m), -radius - 1).scatter_reduce(2, at, each, reduce="amax")
+    rigid = ((high - low) <= 1).all(dim=1)  # (n, m)
+    rigid[:, 0] = False  # the pixels in no group keep their own
+    chosen = torch.stack([dy[pick], dx[pick]], dim=1).gather(2, at)  # (n, 2, H·W)
+    return torch.where(rigid.gather(1, group)[:, None], chosen, each).view(n, 2, hh, ww)
+
+
+def joined(displacement: Tensor, member: Tensor) -> Tensor:
+    """Groups of the `member` pixels (n, H, W) bool, each joined to its 4-neighbours in `member` whose displacement
+    (n, 2, H, W) differs by at most one pixel per axis: (n, H, W) integers, a group named by the largest 1 + flat
+    index of its pixels, 0 outside `member`."""
+    n, hh, ww = member.shape
+    near = []
+    padded = F.pad(displacement, (1, 1, 1, 1))
+    padded_member = F.pad(member, (1, 1, 1, 1))
+    for oy, ox in ((0, 1), (2, 1), (1, 0), (1, 2)):  # up, down, left, right
+        other = padded[:, :, oy:oy + hh, ox:ox + ww]
+        near.append(member & padded_member[:, oy:oy + hh, ox:ox + ww] & ((other - displacement).abs() <= 1).all(dim=1))
+    names = torch.arange(1, hh * ww + 1, device=member.device).view(1, hh, ww)
+    group = torch.where(member, names, 0)
+    while True:  # each pass spreads the largest name one pixel on: as many passes as a group is long
+        padded_group = F.pad(group, (1, 1, 1, 1))
+        spread = group
+        for (oy, ox), close in zip(((0, 1), (2, 1), (1, 0), (1, 2)), near):
+            spread = torch.where(close, torch.maximum(spread, padded_group[:, oy:oy + hh, ox:ox + ww]), spread)
+        if torch.equal(spread, group):
+            return group
+        group = spread
 
 
 def box_mean(x: Tensor, side: int) -> Tensor:
@@ -890,10 +949,10 @@ class VideoPredictor(nn.Module):
 
     def glide_source(self, previous: Tensor, last: Tensor) -> Tensor | None:
         """What the glide decoder carries on: (n, c + 2, H, W), the last context frame and each pixel's displacement
-        per frame (`constant_motion`); None for the other decoders."""
+        per frame (`object_motion`: one per object); None for the other decoders."""
         if self.glide_radius is None:
             return None
-        return torch.cat([last, constant_motion(previous, last, radius=self.glide_radius).to(last.dtype)], dim=1)
+        return torch.cat([last, object_motion(previous, last, radius=self.glide_radius).to(last.dtype)], dim=1)
 
     def glided(self, source: Tensor | None, steps: Tensor) -> Tensor | None:
         """`glide_source`'s frame carried `steps` (n,) frames on, with its coverage and its age, steps / GLIDE_AGE
