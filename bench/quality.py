@@ -10,7 +10,10 @@ Models (`--models=energy,vae,...` picks some):
 
     energy          the default energy model: one inference step from the amortized guess, taken in the
                     training pass's backward (latent.fused), the noisy channel (z in the ball of radius 2,
-                    decoded at z + 0.75·ε) and latent dropout
+                    decoded at z + 0.75·ε) and latent dropout; the default decoder, which since 2026-12-06 is
+                    the glide decoder with its trust mask (the pixels decoder before: the figures in
+                    bench/README.md until stop 44 were measured with it: add --model.decoder=pixels to repeat
+                    them). The baselines below take the same decoder
     energy_separate the default until 2026-12-04: the same step in separate decoder passes (latent.fused=false;
                     four decoder passes a step against two). The models below measured before that date
                     (joint ... step0.3, former ... dropout, noise ..., target_noise_b2) keep the separate step
