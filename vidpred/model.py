@@ -200,10 +200,11 @@ def joined(displacement: Tensor, member: Tensor) -> Tensor:
     (n, 2, H, W) differs by at most one pixel per axis: (n, H, W) integers, a group named by the largest 1 + flat
     index of its pixels, 0 outside `member`."""
     n, hh, ww = member.shape
+    neighbours = ((0, 1), (2, 1), (1, 0), (1, 2))  # where each pixel's up, down, left, right neighbour sits, padded by 1
     near = []
     padded = F.pad(displacement, (1, 1, 1, 1))
     padded_member = F.pad(member, (1, 1, 1, 1))
-    for oy, ox in ((0, 1), (2, 1), (1, 0), (1, 2)):  # up, down, left, right
+    for oy, ox in neighbours:
         other = padded[:, :, oy:oy + hh, ox:ox + ww]
         near.append(member & padded_member[:, oy:oy + hh, ox:ox + ww] & ((other - displacement).abs() <= 1).all(dim=1))
     names = torch.arange(1, hh * ww + 1, device=member.device).view(1, hh, ww)
@@ -211,7 +212,7 @@ def joined(displacement: Tensor, member: Tensor) -> Tensor:
     while True:  # each pass spreads the largest name one pixel on: as many passes as a group is long
         padded_group = F.pad(group, (1, 1, 1, 1))
         spread = group
-        for (oy, ox), close in zip(((0, 1), (2, 1), (1, 0), (1, 2)), near):
+        for (oy, ox), close in zip(neighbours, near):
             spread = torch.where(close, torch.maximum(spread, padded_group[:, oy:oy + hh, ox:ox + ww]), spread)
         if torch.equal(spread, group):
             return group
