@@ -971,19 +971,20 @@ class VideoPredictor(nn.Module):
         feats = self.encoder(channels_last(rearrange(frames, "b t c h w -> (b t) c h w")))
         return [rearrange(f, "(b t) c h w -> b t c h w", b=b) for f in feats]
 
-    def teacher_forced_pairs(self, video: Tensor, context: int,
-                             inputs: Tensor | None = None) -> tuple[Conditioning, Tensor]:
+    def teacher_forced_pairs(self, video: Tensor, context: int, inputs: Tensor | None = None,
+                             glided: Tensor | None = None) -> tuple[Conditioning, Tensor]:
         """`teacher_forced` with the frames it predicts: (conditioning, targets (n, c, H, W)), n = b * T clip-major.
 
         With `inputs` (shaped like `video`) the conditioning reads those frames instead of the true
         ones (the pushforward trick feeds the model's own predictions), and the targets stay `video`'s."""
         if inputs is not None and inputs.shape != video.shape:
             raise ValueError(f"inputs have shape {tuple(inputs.shape)}; expected the video's {tuple(video.shape)}")
-        cond = self.teacher_forced(video if inputs is None else inputs, context)
+        cond = self.teacher_forced(video if inputs is None else inputs, context, glided)
         return cond, rearrange(video[:, context:], "b t c h w -> (b t) c h w")
 
-    def teacher_forced(self, video: Tensor, context: int) -> Conditioning:
-        """Conditioning for every future frame of `video` (b, t, ...) from the *true* past frames.
+    def teacher_forced(self, video: Tensor, context: int, glided: Tensor | None = None) -> Conditioning:
+        """Conditioning for every future frame of `video` (b, t, ...) from the *true* past frames; `glided`: the
+        glide decoder's frames `glided_targets(video, context)` where the caller already has them.
 
         Returns tensors for n = b * (t - context) frames, ordered clip-major `(b T)`. Every frame is
         encoded once; the window predictor then runs all frames in one batch, the recurrent one
@@ -1020,7 +1021,7 @@ class VideoPredictor(nn.Module):
         content = None if content is None else content.repeat_interleave(horizon, dim=0)
         recall = self.recall_keys_values(feats[-1][:, :end])  # once per clip, then one copy per target
         recall = None if recall is None else recall.repeat_interleave(horizon, dim=0)
-        glided = self.glided_targets(video, context)
+        glided = self.glided_targets(video, context) if glided is None else glided
         return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last), content, recall, glided,
                             self.glide_trust(glided))
 
@@ -1041,15 +1042,16 @@ class VideoPredictor(nn.Module):
         once per context and step; only its own cost (`trust_cost`) trains it."""
         return None if glided is None or self.decoder.trust is None else torch.sigmoid(self.decoder.trust(glided))
 
-    def trust_cost(self, video: Tensor, context: int) -> Tensor | None:
+    def trust_cost(self, video: Tensor, context: int, glided: Tensor | None = None) -> Tensor | None:
         """The glide decoder's trust head (glide_mask='trust') as a classifier: the mean BCE of its logits against
         where each future frame of `video` is right in the glided frame (within GLIDE_TRUST in every channel);
         None for other decoders. It reads no z, so the mask is the same for every sampled future and does not
-        learn from the generated pixels of a z inferred from the target."""
+        learn from the generated pixels of a z inferred from the target. `glided`: `glided_targets(video, context)`
+        where the caller already has them."""
         if self.decoder.trust is None:
             return None
         with torch.no_grad():
-            glided = self.glided_targets(video, context)
+            glided = self.glided_targets(video, context) if glided is None else glided
             target = rearrange(video[:, context:], "b t c h w -> (b t) c h w")
             right = (glided[:, :self.channels] - target).abs().amax(dim=1, keepdim=True) < GLIDE_TRUST
         return F.binary_cross_entropy_with_logits(self.decoder.trust(glided), right.to(glided.dtype))

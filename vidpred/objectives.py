@@ -275,9 +275,14 @@ class Objective:
              rollout: bool = False) -> tuple[Tensor, dict, Tensor]:
         """The loss of one batch `(b, t, c, H, W)` (`context` frames given), its statistics (floats),
         and the latents to keep (n, d); free-running with `rollout`."""
+        glided = None
         if not rollout:
             inputs = self.pushed_inputs(video, context=context, energy=energy) if self.pushforward else None
-            loss, stats, kept = self.teacher_forced_loss(video, context=context, energy=energy, draws=draws, inputs=inputs)
+            # the glide decoder's frames, once: the conditioning and the trust cost read the same (`glided_targets`
+            # reads only the last two context frames, which the pushforward's inputs keep)
+            glided = self.model.glided_targets(video, context)
+            loss, stats, kept = self.teacher_forced_loss(video, context=context, energy=energy, draws=draws, inputs=inputs,
+                                                         glided=glided)
         else:
             b, frames = video.shape[0], video.shape[1] - context
             per_clip = lambda t: None if t is None else t.view(b, frames, *t.shape[1:])  # noqa: E731
@@ -285,15 +290,16 @@ class Objective:
             result = free_running(self.model, video, context=context, energy=energy, latents=latents,
                                   feedback_grad=self.feedback_grad)
             loss, stats, kept = result.loss, result.stats, result.kept
-        trust = self.model.trust_cost(video, context)  # the glide decoder's trust head, on the true frames either way
+        trust = self.model.trust_cost(video, context, glided)  # the glide decoder's trust head, on the true frames either way
         if trust is not None:
             loss = loss + trust
             stats = {**stats, "loss": loss.item(), "trust_cost": trust.item()}
         return loss, stats, kept
 
     def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
-                            inputs: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
-        """The teacher-forced loss; with `inputs` the conditioning reads those frames (the pushforward's)."""
+                            inputs: Tensor | None = None, glided: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
+        """The teacher-forced loss; with `inputs` the conditioning reads those frames (the pushforward's); `glided`:
+        the glide decoder's frames if already computed (`VideoPredictor.teacher_forced`)."""
         raise NotImplementedError
 
     def target_latent(self, cond: Conditioning, target: Tensor, energy: Energy) -> Tensor:
@@ -508,11 +514,11 @@ class EnergyObjective(Objective):
         return z0, guess
 
     def infer(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws | None = None,
-              inputs: Tensor | None = None):
+              inputs: Tensor | None = None, glided: Tensor | None = None):
         """Teacher-forced conditioning, target frames, the amortized guess and the inference result of a batch
-        (the conditioning read from `inputs` where given)."""
+        (the conditioning read from `inputs` where given; `glided` as in `teacher_forced_loss`)."""
         model = self.model
-        cond, target = model.teacher_forced_pairs(video, context, inputs)  # n = b * T frames to predict
+        cond, target = model.teacher_forced_pairs(video, context, inputs, glided)  # n = b * T frames to predict
         z0, guess = self.start(cond, target, energy, draws)
         frozen = cond.detach()
         inference = infer_latent(lambda z: model.decode(frozen, z), target, z0, energy, steps=self.steps,
@@ -527,14 +533,15 @@ class EnergyObjective(Objective):
                             step_size=self.step_size).z
 
     def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
-                            inputs: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
+                            inputs: Tensor | None = None, glided: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
         model = self.model
         if self.fuses(energy):  # the step is taken in this pass's backward (fused_latent): no inference passes
-            cond, target = model.teacher_forced_pairs(video, context, inputs)
+            cond, target = model.teacher_forced_pairs(video, context, inputs, glided)
             z, z_star = self.fused_latent(model.amortized_latent(cond, target), energy, rows=target.shape[0])
             encoder_loss, inferred = None, {}
         else:
-            cond, target, z0, inference = self.infer(video, context=context, energy=energy, draws=draws, inputs=inputs)
+            cond, target, z0, inference = self.infer(video, context=context, energy=energy, draws=draws, inputs=inputs,
+                                                     glided=glided)
             z_star = inference.z
             z = z0 + (z_star - z0).detach()  # straight-through into A
             encoder_loss = (z0 - z_star).pow(2).sum(dim=1).mean()
@@ -639,9 +646,9 @@ class VAEObjective(Objective):
         return self.model.posterior_params(cond, target)[0]
 
     def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
-                            inputs: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
+                            inputs: Tensor | None = None, glided: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
         model = self.model
-        cond, target = model.teacher_forced_pairs(video, context, inputs)
+        cond, target = model.teacher_forced_pairs(video, context, inputs, glided)
         mu_q, log_sigma_q = model.posterior_params(cond, target)  # (n, d) each
         mu_p, log_sigma_p = model.prior.params(cond.h)
         z = mu_q + log_sigma_q.exp() * draws.noise.to(mu_q)  # reparameterized z ~ q
@@ -705,9 +712,9 @@ class DeterministicObjective(Objective):
         return target.new_zeros(target.shape[0], self.model.z_dim)
 
     def teacher_forced_loss(self, video: Tensor, *, context: int, energy: Energy, draws: StepDraws,
-                            inputs: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
+                            inputs: Tensor | None = None, glided: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
         model = self.model
-        cond, target = model.teacher_forced_pairs(video, context, inputs)
+        cond, target = model.teacher_forced_pairs(video, context, inputs, glided)
         z = target.new_zeros(target.shape[0], model.z_dim)
         logits = model.decode(cond, z)
         cost = energy.reconstruction(logits, target)  # (n,)
