@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from vidpred.build import build_model, predictor_of_kind
 from vidpred.config import ConfigError, parse_args, saved_config, to_dict
 from vidpred.energy import Energy
-from vidpred.model import (ConditionalPrior, Decoder, GlideDraws, Paths, VideoPredictor, arrivals, background,
+from vidpred.model import (BOUNCE_KEEP, ConditionalPrior, Decoder, GlideDraws, VideoPredictor, arrivals, background,
                            bounce_step, constant_motion, displacement_objects, drawn_glide, glide, joined,
-                           motion_costs, object_boxes, object_motion, placed_objects, shift)
+                           motion_costs, object_boxes, object_motion, placed_objects, shift, start_paths)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -1200,17 +1200,18 @@ def test_a_glide_run_trains_samples_from_repeats_and_evaluates(tmp_path, mask):
     assert len(metrics["best_of_k"]["psnr_per_frame"]) == 4 and (tmp_path / "eval" / "samples.png").is_file()
 
 
-def still_paths(n: int, count: int) -> Paths:
+def still_paths(n: int, count: int):
     """Every object of n futures where the last context frame has it, still (`bounce_step`'s paths)."""
-    zeros = torch.zeros(n, count, 2, dtype=torch.long)
-    return Paths(zeros, zeros.clone(), zeros[..., 0].clone())
+    return start_paths(torch.zeros(n, count, 2, dtype=torch.long))
 
 
 def draws_of(levels: torch.Tensor, *, fill=None, bounce=None, split=0, speeds=None) -> GlideDraws:
+    """Draws for n futures of `levels` (n, L); `speeds` (n, L, 2): every bounce's uniforms, or (n, L, B, 2)."""
     n, count = levels.shape
+    speeds = torch.zeros(n, count, 2) if speeds is None else speeds
     return GlideDraws(fill=torch.zeros(n) if fill is None else fill, levels=levels,
                       bounce=torch.zeros(n, count, dtype=torch.bool) if bounce is None else bounce,
-                      split=torch.full((n, count, 2), split), speeds=torch.zeros(n, count, 2) if speeds is None else speeds)
+                      split=torch.full((n, count, 2), split), speeds=speeds[:, :, None] if speeds.dim() == 3 else speeds)
 
 
 def test_drawn_glide_keeps_the_glided_pixels_over_their_objects_level_and_fills_the_rest():
@@ -1277,7 +1278,7 @@ def test_a_bouncing_object_is_put_back_inside_the_wall_margin_and_leaves_at_a_dr
     speeds; an object not drawn to bounce goes straight on, out of the frame."""
     boxes = torch.tensor([[[2, 5, 10, 13], [2, 5, 10, 13], [1, 4, 1, 4]]])  # (1 future, 3 objects, top bottom left right)
     velocity = torch.tensor([[[-2, 1], [-2, 1], [-3, -3]]])
-    paths = Paths(torch.zeros(1, 3, 2, dtype=torch.long), velocity, torch.zeros(1, 3, dtype=torch.long))
+    paths = start_paths(velocity)
     draws = draws_of(torch.zeros(1, 3), bounce=torch.tensor([[True, False, True]]),
                      speeds=torch.tensor([[[0.99, 0.0], [0.5, 0.5], [0.0, 0.3]]]))
     step = bounce_step(paths, boxes, draws, size=(16, 16), radius=4, box=6)  # 4-pixel boxes in 6: a margin of 1
@@ -1288,7 +1289,7 @@ def test_a_bouncing_object_is_put_back_inside_the_wall_margin_and_leaves_at_a_dr
     assert step.offsets[0, 2].tolist() == [0, 0] and step.velocity[0, 2].tolist() == [1, 2] and step.hits[0, 2] == 1
     again = bounce_step(step, boxes, draws, size=(16, 16), radius=4, box=6)
     assert again.offsets[0, 0].tolist() == [3, -3] and again.hits[0, 0] == 1  # on its way, no new hit
-    far = bounce_step(Paths(torch.tensor([[[10, 0]] * 3]), velocity.abs(), torch.zeros(1, 3, dtype=torch.long)),
+    far = bounce_step(start_paths(velocity.abs())._replace(offsets=torch.tensor([[[10, 0]] * 3])),
                       boxes, draws, size=(16, 16), radius=4, box=6)
     assert far.offsets[0, 0, 0] == 16 - 1 - 1 - 5 and far.velocity[0, 0, 0] == -4  # the bottom wall: back up
 
@@ -1299,7 +1300,7 @@ def test_an_object_bounces_where_the_box_it_is_drawn_in_meets_the_wall():
     object as wide as the box, or box 0, meets the wall with its visible box."""
     boxes = torch.tensor([[[3, 12, 5, 7], [3, 12, 5, 7], [3, 12, 5, 7]]])  # 10 rows, 3 columns
     velocity = torch.tensor([[[-4, -4], [-4, -4], [4, 4]]])
-    paths = Paths(torch.zeros(1, 3, 2, dtype=torch.long), velocity, torch.zeros(1, 3, dtype=torch.long))
+    paths = start_paths(velocity)
     split = torch.tensor([[[0, 0], [1, 1], [0, 1]]])
     draws = draws_of(torch.zeros(1, 3), bounce=torch.ones(1, 3, dtype=torch.bool))._replace(split=split)
     step = bounce_step(paths, boxes, draws, size=(20, 20), radius=4, box=12)
@@ -1361,9 +1362,10 @@ def test_sampled_futures_that_keep_every_glided_pixel_run_no_decoder():
     assert torch.allclose(frames, expected, atol=1e-5) and frames[0, 0].amax() > 0.5  # the square, glided
 
 
-def test_a_bounced_object_is_kept_until_its_second_bounce_whatever_its_trust():
-    """In drawn_glide an object drawn to bounce is shown where its path has it, kept until its second hit (its trust
-    was learnt of objects that go straight), then dropped to the fill; the others follow their level and trust."""
+def test_a_bounced_object_is_kept_while_its_path_is_likely_whatever_its_trust():
+    """In drawn_glide an object drawn to bounce is shown where its path has it while the chance of what its bounces
+    drew is BOUNCE_KEEP or more, however many they were (its trust was learnt of objects that go straight), then
+    dropped to the fill; the others follow their level and trust."""
     source = torch.zeros(1, 1, 8, 8)
     source[0, 0, 1:3, 1:3] = 1.0  # object 6 of 9 (radius 1): d = (1, 0)
     objects = torch.full((1, 8, 8), 4)
@@ -1376,9 +1378,12 @@ def test_a_bounced_object_is_kept_until_its_second_bounce_whatever_its_trust():
     frame, mask = drawn_glide(source, objects, paths, trust, glided, draws, torch.zeros(1, 1, 8, 8))
     assert (frame[0, 0, 4:6, 5:7] == 1).all() and frame[0, 0].sum() == 4  # moved by (3, 4), kept
     assert (mask == 1).all()  # kept there, the background (fill) elsewhere
-    frame, mask = drawn_glide(source, objects, paths._replace(hits=torch.full((1, 9), 2)), trust, glided, draws,
-                              torch.zeros(1, 1, 8, 8))
-    assert frame[0, 0].sum() == 0  # its second bounce: dropped to the background
+    likely = paths._replace(hits=torch.full((1, 9), 3), chance=torch.full((1, 9), BOUNCE_KEEP))
+    again, _ = drawn_glide(source, objects, likely, trust, glided, draws, torch.zeros(1, 1, 8, 8))
+    assert torch.equal(again, frame)  # after three likely bounces: still there
+    unlikely = likely._replace(chance=torch.full((1, 9), BOUNCE_KEEP * 0.99))
+    dropped, _ = drawn_glide(source, objects, unlikely, trust, glided, draws, torch.zeros(1, 1, 8, 8))
+    assert dropped[0, 0].sum() == 0  # a path fewer futures would follow: dropped to the background
     _, mask = drawn_glide(source, objects, paths, trust, glided, draws._replace(fill=torch.zeros(1)), torch.zeros(1, 1, 8, 8))
     assert mask[0, 0].sum() == 4  # with the generated fill: only the bounced object is glided
 

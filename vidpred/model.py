@@ -35,6 +35,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
@@ -83,6 +84,8 @@ GLIDE_AGE = 10.0  # VideoPredictor.glided: the age channel is the frames carried
 TRUST_WIDTH = 16  # channels of the glide decoder's trust head (glide_mask='trust')
 OBJECT_LEVEL = 0.1  # object_boxes: a pixel shows its object where it stands out of the background by more (every channel's largest)
 OBJECT_PIXELS = 8  # object_boxes: an object with fewer pixels that show (a fringe of odd displacements) never bounces
+BOUNCE_KEEP = 0.02  # drawn_glide: a bounced object is kept while the velocities its bounces drew had this chance or more
+BOUNCE_PRIOR = 1.0  # VideoPredictor.bounce_law: the count every cell of the bounce law starts with
 GLIDE_TRUST = 0.1  # VideoPredictor.trust_cost: a glided pixel is right where it is within this of the true one (every channel)
 GLIDE_WINDOWS = (5, 11)  # constant_motion: the sides of the windows its block-matching costs are averaged over
 COPY_WEIGHT = 0.99  # the kernels decoder's untrained centre tap: each pixel starts as 99% of the same pixel of the last frame
@@ -295,13 +298,19 @@ def background(context: Tensor) -> Tensor:
     return context.amin(dim=1)
 
 
+def shows(frame: Tensor, back: Tensor) -> Tensor:
+    """Where `frame` (n, c, H, W) shows an object: (n, H, W), over OBJECT_LEVEL from the background `back` in some
+    channel."""
+    return (frame - back).abs().amax(dim=1) > OBJECT_LEVEL
+
+
 @torch.no_grad()
 def object_boxes(frame: Tensor, back: Tensor, objects: Tensor, count: int) -> tuple[Tensor, Tensor]:
     """Where each of `count` objects shows in `frame` (n, c, H, W): the box (n, count, 4) of its pixels (`objects`
     (n, H, W) names them) that stand out of the background `back` by over OBJECT_LEVEL in some channel, as
     (top, bottom, left, right) rows and columns, and whether it has OBJECT_PIXELS such pixels (n, count)."""
     n, _, hh, ww = frame.shape
-    seen = (frame - back).abs().amax(dim=1) > OBJECT_LEVEL  # (n, H, W)
+    seen = shows(frame, back)
     member = F.one_hot(objects, count).permute(0, 3, 1, 2).bool() & seen[:, None]  # (n, count, H, W)
     rows, cols = member.any(dim=3), member.any(dim=2)
     ys, xs = torch.arange(hh, device=frame.device), torch.arange(ww, device=frame.device)
@@ -316,9 +325,9 @@ class GlideDraws(NamedTuple):
 
     fill: Tensor  # (n,) 1.0: where a glided pixel is not kept, the background shows; 0.0: the generated pixels
     levels: Tensor  # (n, L) object j's glided pixels are kept where trust > levels[:, j]
-    bounce: Tensor  # (n, L) bool: object j goes on by bouncing off the walls instead (dropped at its second bounce)
+    bounce: Tensor  # (n, L) bool: object j goes on by bouncing off the walls instead (kept while its path is likely)
     split: Tensor  # (n, L, 2) integers: per axis (rows, columns), the pixels of its box's slack beyond half on the low side
-    speeds: Tensor  # (n, L, 2) uniforms in [0, 1): its velocity after the bounce, per axis (normal or tangential)
+    speeds: Tensor  # (n, L, B, 2) uniforms in [0, 1): its velocity after its b-th bounce (the last B - 1 reused), per axis
 
     def rows(self, index: Tensor | slice) -> "GlideDraws":
         """The draws of the futures `index` picks."""
@@ -331,39 +340,208 @@ class Paths(NamedTuple):
     offsets: Tensor  # (n, L, 2) integers: each object's displacement from the last context frame
     velocity: Tensor  # (n, L, 2) integers: its displacement a frame
     hits: Tensor  # (n, L) integers: the walls it has bounced off
+    chance: Tensor  # (n, L) the chance of the velocities its bounces drew, by the law they were drawn from
 
 
-def bounce_step(paths: Paths, boxes: Tensor, draws: GlideDraws, *, size: tuple[int, int], radius: int, box: int = 0
-                ) -> Paths:
-    """The objects one frame on. An object of `draws.bounce` whose visible box (`object_boxes`, shifted by its
-    offset) crosses the margin of a wall it moves toward is put back on it and leaves with a new velocity: away
-    from that wall at a speed of 1..r and, along it, -r..r, drawn from `draws.speeds` (the stochastic bounce of
-    SVG's Moving MNIST; a corner draws both normal speeds); every other object goes on at its velocity.
+def start_paths(velocity: Tensor) -> Paths:
+    """Objects (n, L) at their place in the last context frame, moving at `velocity` (n, L, 2), no bounce yet."""
+    return Paths(torch.zeros_like(velocity), velocity.clone(), torch.zeros_like(velocity[..., 0]),
+                 torch.ones(velocity.shape[:-1], device=velocity.device))
+
+
+class BounceLaw(NamedTuple):
+    """How sampled futures' objects leave a wall (`bounce_step`): per axis, a categorical law of the velocity after
+    a bounce given the one before, learnt from the bounces the training clips show (`observed_bounces`,
+    `VideoPredictor.bounce_law`). r = the glide radius."""
+
+    normal: Tensor  # (r, r): row i, the chances of leaving the wall at 1..r pixels a frame, having met it at i + 1
+    tangential: Tensor  # (2r + 1, 2r + 1): row i, the chances of going along it at -r..r, having gone along it at i - r
+
+
+def drawn_from(chances: Tensor, uniform: Tensor) -> Tensor:
+    """The category each uniform in [0, 1) picks from its row of `chances` (..., m) (the inverse of the rows'
+    cumulative sums): integers in 0..m-1, shaped like `uniform`."""
+    return (uniform[..., None] >= chances.cumsum(dim=-1)).sum(dim=-1).clamp(max=chances.shape[-1] - 1)
+
+
+def wall_hits(offsets: Tensor, velocity: Tensor, boxes: Tensor, moves: Tensor, split: Tensor, *, size: tuple[int, int],
+              box: int = 0) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Objects at `offsets` (n, L, 2) one frame on at `velocity` (n, L, 2), those of `moves` (n, L) whose visible
+    box (`object_boxes`' (n, L, 4), shifted by its offset) crosses the margin of a wall they move toward put back on
+    it: the new offsets and, per axis (rows, columns), which objects met the low wall (top, left) and the high one
+    (n, L) each.
 
     The margins: each object is drawn in a square of side `box` that bounces where it meets a wall (an MNIST digit's
-    28 x 28 image), and its visible box is smaller by a slack, per axis, shared by the two sides: the low side (top,
-    left) gets half of it (rounded down) plus `draws.split`, at most all of it, the high side the rest. `box` 0 (or
-    an object wider than it): no slack, the visible box itself meets the wall (the sprites)."""
-    offsets = paths.offsets + paths.velocity
-    moves = draws.bounce
+    28 x 28 image), and its visible box is smaller by a slack, per axis, shared by the two sides: the low side gets
+    half of it (rounded down) plus `split` (n, L, 2), at most all of it, the high side the rest. `box` 0 (or an
+    object wider than it): no slack, the visible box itself meets the wall (the sprites)."""
+    offsets = offsets + velocity
     low, high = [], []
     for axis, extent in enumerate(size):
         top, bottom = boxes[..., 2 * axis], boxes[..., 2 * axis + 1]
         slack = (box - (bottom - top + 1)).clamp(min=0)
-        margin = (slack // 2 + draws.split[..., axis]).clamp(min=0).minimum(slack)  # the low side's; the high: the rest
+        margin = (slack // 2 + split[..., axis]).clamp(min=0).minimum(slack)  # the low side's; the high: the rest
         first, last = top + offsets[..., axis], bottom + offsets[..., axis]
         floor, ceiling = margin, extent - 1 - (slack - margin)
-        heading = paths.velocity[..., axis]  # only an object moving toward a wall meets it
+        heading = velocity[..., axis]  # only an object moving toward a wall meets it
         low.append(moves & (heading < 0) & (first < floor))
         high.append(moves & (heading > 0) & (last > ceiling))
         offsets[..., axis] += torch.where(low[-1], floor - first, 0) + torch.where(high[-1], ceiling - last, 0)
+    return offsets, low, high
+
+
+def bounced_velocity(velocity: Tensor, low: list[Tensor], high: list[Tensor], uniforms: Tensor, *, radius: int,
+                     law: BounceLaw | None = None) -> tuple[Tensor, Tensor]:
+    """The velocity (n, L, 2) objects at `velocity` leave with, those that met a wall (`wall_hits`' low and high)
+    drawn from `uniforms` (n, L, 2), per axis: away from that wall at a speed of 1..r and, along it, -r..r, by the
+    bounce `law` given the velocity before, or uniformly without one (the stochastic bounce of SVG's Moving MNIST);
+    a corner draws both normal speeds. The others keep theirs. Also the chance (n, L) of what was drawn (1 where
+    nothing was)."""
     hit = low[0] | high[0] | low[1] | high[1]
-    velocity = paths.velocity.clone()
+    out, chance = velocity.clone(), torch.ones(hit.shape, device=velocity.device)
     for axis in (0, 1):
-        normal = (1 + (draws.speeds[..., axis] * radius).long()) * torch.where(low[axis], 1, -1)
-        tangential = (draws.speeds[..., axis] * (2 * radius + 1)).long() - radius
-        velocity[..., axis] = torch.where(low[axis] | high[axis], normal, torch.where(hit, tangential, velocity[..., axis]))
-    return Paths(offsets, velocity, paths.hits + hit.long())
+        uniform, before = uniforms[..., axis], velocity[..., axis]
+        if law is None:
+            speed, along = 1 + (uniform * radius).long(), (uniform * (2 * radius + 1)).long() - radius
+            normal_chance, along_chance = torch.full_like(uniform, 1 / radius), torch.full_like(uniform, 1 / (2 * radius + 1))
+        else:
+            normals, alongs = law.normal[before.abs().clamp(1, radius) - 1], law.tangential[before + radius]
+            speed, along = 1 + drawn_from(normals, uniform), drawn_from(alongs, uniform) - radius
+            normal_chance = normals.gather(-1, (speed - 1)[..., None]).squeeze(-1)
+            along_chance = alongs.gather(-1, (along + radius)[..., None]).squeeze(-1)
+        met = low[axis] | high[axis]
+        out[..., axis] = torch.where(met, speed * torch.where(low[axis], 1, -1), torch.where(hit, along, before))
+        chance = chance * torch.where(met, normal_chance, torch.where(hit, along_chance, 1.0))
+    return out, chance
+
+
+def bounce_uniforms(draws: GlideDraws, hits: Tensor) -> Tensor:
+    """The uniforms (n, L, 2) of each object's next bounce: its draws.speeds after `hits` (n, L) bounces so far (the
+    last ones again after B)."""
+    index = hits.clamp(max=draws.speeds.shape[2] - 1)[..., None, None].expand(-1, -1, 1, 2)
+    return draws.speeds.gather(2, index).squeeze(2)
+
+
+def bounce_step(paths: Paths, boxes: Tensor, draws: GlideDraws, *, size: tuple[int, int], radius: int, box: int = 0,
+                law: BounceLaw | None = None) -> Paths:
+    """The objects one frame on. An object of `draws.bounce` that meets a wall (`wall_hits`: its box crosses the
+    wall's margin, `box` and `draws.split` set it) is put back on it and leaves with a new velocity
+    (`bounced_velocity`, from the uniforms of its next bounce and the `law`); every other object goes on at its
+    velocity."""
+    offsets, low, high = wall_hits(paths.offsets, paths.velocity, boxes, draws.bounce, draws.split, size=size, box=box)
+    velocity, chance = bounced_velocity(paths.velocity, low, high, bounce_uniforms(draws, paths.hits), radius=radius,
+                                        law=law)
+    return Paths(offsets, velocity, paths.hits + (low[0] | high[0] | low[1] | high[1]).long(), paths.chance * chance)
+
+
+def bounced_already(paths: Paths, before: Tensor, known: Tensor, boxes: Tensor, draws: GlideDraws, *,
+                    size: tuple[int, int], radius: int, box: int = 0, law: BounceLaw | None = None) -> Paths:
+    """`paths` (each object at offset 0, at its velocity between the last two context frames) with the objects that
+    met a wall in the last context frame already bouncing. Such an object was put back on the wall there, so its
+    last displacement is its velocity `before` (n, L, 2; where `known`, the displacement a frame earlier, toward
+    the wall or along it) cut short; left as it is, it would stay on the wall one more frame. An object of
+    `draws.bounce` whose box, at its place a frame earlier moved on at `before`, crosses a wall's margin
+    (`wall_hits`) leaves it now, at the velocity its first bounce draws from `before`."""
+    velocity = paths.velocity
+    moves = draws.bounce & known & (before * velocity >= 0).all(dim=-1) & (before != velocity).any(dim=-1)
+    _, low, high = wall_hits(-velocity, before, boxes, moves, draws.split, size=size, box=box)
+    hit = low[0] | high[0] | low[1] | high[1]
+    left, chance = bounced_velocity(before, low, high, bounce_uniforms(draws, paths.hits), radius=radius, law=law)
+    return Paths(paths.offsets, torch.where(hit[..., None], left, velocity), paths.hits + hit.long(), paths.chance * chance)
+
+
+def velocities_before(objects: Tensor, seen: Tensor, displacement: Tensor, before: Tensor, *, radius: int
+                      ) -> tuple[Tensor, Tensor]:
+    """Each object's velocity a frame earlier: over the pixels of `objects` (n, H, W; `displacement_objects`) that
+    show (`seen` (n, H, W)), the displacement `before` (n, 2, H, W: `object_motion` of the two frames before) of
+    the pixel each came from (p - `displacement` (n, 2, H, W)), the most common per object: (n, L, 2), and
+    whether any of its pixels told (n, L)."""
+    n, hh, ww = objects.shape
+    count = (2 * radius + 1) ** 2
+    ys = torch.arange(hh, device=objects.device).view(1, hh, 1) - displacement[:, 0]
+    xs = torch.arange(ww, device=objects.device).view(1, 1, ww) - displacement[:, 1]
+    inside = (ys >= 0) & (ys < hh) & (xs >= 0) & (xs < ww)
+    came = (ys.clamp(0, hh - 1) * ww + xs.clamp(0, ww - 1)).flatten(1)
+    earlier = displacement_objects(before, radius=radius).flatten(1).gather(1, came)
+    votes = (seen & inside).flatten(1).long()
+    tally = objects.new_zeros(n, count * count).scatter_add_(1, objects.flatten(1) * count + earlier, votes)
+    tally = tally.view(n, count, count)
+    return object_velocities(1, radius, objects.device)[0][tally.argmax(dim=-1)], tally.sum(dim=-1) > 0
+
+
+def source_objects(source: Tensor, back: Tensor, *, channels: int, radius: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The objects of a glide source (n, c + 2, H, W; `VideoPredictor.glide_source`) over its background `back`:
+    each pixel's object (n, H, W; `displacement_objects`), the objects' boxes (n, L, 4) and whether each shows
+    (n, L; `object_boxes`), the still one never (what stays never bounces)."""
+    objects = displacement_objects(source[:, channels:].long(), radius=radius)
+    count = (2 * radius + 1) ** 2
+    boxes, present = object_boxes(source[:, :channels], back, objects, count)
+    present[:, count // 2] = False
+    return objects, boxes, present
+
+
+def object_velocities(n: int, radius: int, device: torch.device) -> Tensor:
+    """The velocity (n, L, 2) of each object `displacement_objects` names, L = (2r + 1)², for n rows."""
+    k, each = 2 * radius + 1, torch.arange((2 * radius + 1) ** 2, device=device)
+    return torch.stack([each // k - radius, each % k - radius], dim=-1).expand(n, k * k, 2)
+
+
+def template_costs(frame: Tensor, ys: Tensor, xs: Tensor, values: Tensor, shifts: Tensor) -> Tensor:
+    """How far `frame` (c, H, W) is from pixels of `values` (c, P) put at (ys + dy, xs + dx) for each of `shifts`
+    (m, 2): the mean absolute difference over the pixels and channels, a pixel put off the frame costing 1: (m,)."""
+    _, hh, ww = frame.shape
+    y, x = ys + shifts[:, :1], xs + shifts[:, 1:]  # (m, P)
+    inside = (y >= 0) & (y < hh) & (x >= 0) & (x < ww)
+    found = frame[:, y.clamp(0, hh - 1), x.clamp(0, ww - 1)]  # (c, m, P)
+    differ = (found - values[:, None]).abs().mean(dim=0)
+    return torch.where(inside, differ, torch.ones_like(differ)).mean(dim=1)
+
+
+@torch.no_grad()
+def observed_bounces(source: Tensor, frames: Tensor, back: Tensor, *, radius: int, box: int = 0
+                     ) -> tuple[Tensor, Tensor]:
+    """The bounces off the walls that `frames` (n, T, c, H, W) show after a glide source (n, c + 2, H, W:
+    `VideoPredictor.glide_source` of the two frames before them; `back` (n, c, H, W) their background), as counts
+    of `BounceLaw`'s cells: normal (r, r) and tangential (2r + 1, 2r + 1) integers, r = `radius`.
+
+    Each object of the source (`displacement_objects`, one with OBJECT_PIXELS that show) goes straight on, as
+    sampled futures carry it, until it meets a wall (`wall_hits`, no split). If the true frame there shows its
+    pixels where that put it (back on the wall; within GLIDE_TRUST, `template_costs`), the velocity it leaves with
+    is the displacement, of the (2r + 1)², that puts its pixels closest to the next true frame: the energy of this
+    discrete latent minimized by trying every value. It counts when within GLIDE_TRUST too and moving away from
+    the wall it met: per axis that met a wall, a normal cell (speed before, speed after), and a tangential one
+    (velocity along the wall before, after) for the other axis where only one did."""
+    n, steps, c, hh, ww = frames.shape
+    k = 2 * radius + 1
+    normal = torch.zeros(radius, radius, dtype=torch.long, device=frames.device)
+    tangential = torch.zeros(k, k, dtype=torch.long, device=frames.device)
+    last = source[:, :c]
+    objects, boxes, present = source_objects(source, back, channels=c, radius=radius)
+    seen = shows(last, back)
+    velocity = object_velocities(n, radius, frames.device)
+    shifts = object_velocities(1, radius, frames.device)[0]
+    offsets, split = torch.zeros_like(velocity), torch.zeros_like(velocity)
+    for step in range(steps - 1):  # frames[:, step] is where the objects stand `step + 1` frames on
+        offsets, low, high = wall_hits(offsets, velocity, boxes, present, split, size=(hh, ww), box=box)
+        met = low[0] | high[0] | low[1] | high[1]
+        for i, j in met.nonzero().tolist():
+            ys, xs = ((objects[i] == j) & seen[i]).nonzero(as_tuple=True)
+            values, at = last[i][:, ys, xs], offsets[i, j]
+            if template_costs(frames[i, step], ys, xs, values, at[None])[0] >= GLIDE_TRUST:
+                continue  # the true frame does not show it there: it met the wall elsewhere, or was not one object
+            costs = template_costs(frames[i, step + 1], ys, xs, values, at + shifts)
+            best = int(costs.argmin())
+            after, before = shifts[best], velocity[i, j]
+            walls = [(axis, 1 if low[axis][i, j] else -1) for axis in (0, 1) if low[axis][i, j] or high[axis][i, j]]
+            if costs[best] >= GLIDE_TRUST or any(after[axis] * away <= 0 for axis, away in walls):
+                continue
+            for axis, away in walls:
+                normal[before[axis].abs() - 1, after[axis] * away - 1] += 1
+            if len(walls) == 1:
+                along = 1 - walls[0][0]
+                tangential[before[along] + radius, after[along] + radius] += 1
+        present = present & ~met  # each object's first bounce only: the velocity it had before is known
+    return normal, tangential
 
 
 def drawn_glide(source: Tensor, objects: Tensor, paths: Paths, trust: Tensor, glided: Tensor, draws: GlideDraws,
@@ -376,8 +554,11 @@ def drawn_glide(source: Tensor, objects: Tensor, paths: Paths, trust: Tensor, gl
     Row i keeps object j's pixels where trust > levels[i, j], one level per object for the whole future: drawn
     uniformly, every pixel is then kept with probability trust, an object's pixels, which share a trust, go together
     (a sample of the chance that constant motion still holds for it, e.g. that it has not yet bounced), and whether
-    one object is kept says nothing of another's. An object that bounces instead (draws.bounce) is kept until its
-    second bounce, whatever its trust (which was learnt of objects that go straight). Where it does not keep them,
+    one object is kept says nothing of another's. An object that bounces instead (draws.bounce) is kept, whatever
+    its trust (which was learnt of objects that go straight), while the chance of the velocities its bounces drew
+    is at least BOUNCE_KEEP (paths.chance): a path that about one in fifty futures would follow, those that bounce
+    an object at K = 100. By a uniform law (SVG's bounces; r = 3 or 4) that is until its second bounce; by a law
+    learnt of two-branch bounces, until its fifth. Where it does not keep them,
     the generated pixels fill in, or, where draws.fill is 1, the background: what a glided object that has left
     leaves behind. The deterministic prediction (no draws) keeps the pixels with trust over 1/2 and fills in the
     generated ones, as training does."""
@@ -389,7 +570,7 @@ def drawn_glide(source: Tensor, objects: Tensor, paths: Paths, trust: Tensor, gl
     named = placed_objects(objects, to, wins, still=still).flatten(1)
     pick = lambda per_object: per_object.gather(1, named).view_as(trust)  # noqa: E731  each pixel's object's
     bounced = pick(draws.bounce)
-    keep = torch.where(bounced, pick(paths.hits < 2), trust > pick(draws.levels))
+    keep = torch.where(bounced, pick(paths.chance >= BOUNCE_KEEP), trust > pick(draws.levels))
     fill = draws.fill.view(n, 1, 1, 1) > 0.5
     frame = torch.where(fill & ~keep, back, frame)
     return torch.cat([frame, glided[:, c:]], dim=1), (keep | fill).to(trust.dtype)
@@ -878,6 +1059,15 @@ class RolloutState(NamedTuple):
     paths: Paths | None = None  # with draws: where each row's objects stand in the next frame to predict, step + 1 (`bounce_step`)
 
 
+def uncounted_bounces(module: nn.Module, state: dict, prefix: str, *_) -> None:
+    """Load hook: a checkpoint saved before bounce laws were counted gets empty counts (the uniform law it sampled
+    with) where its model has a bounce law."""
+    for name in ("bounce_normal", "bounce_tangential"):
+        counts = getattr(module, name)
+        if counts is not None and prefix + name not in state:
+            state[prefix + name] = torch.zeros_like(counts)
+
+
 class VideoPredictor(nn.Module):
     def __init__(self, *, channels: int = 1, size: int = 32, widths: tuple[int, ...] = (16, 32, 64),
                  window: int = 3, blocks: int = 1, z_dim: int = 8, residual: bool = False, skip_frames: int = 2,
@@ -911,6 +1101,13 @@ class VideoPredictor(nn.Module):
                                skip_frames=2 * skip_frames if skips == "both" else skip_frames,
                                output=output, kernel=kernel, sharp=sharp, content=content, recall=recall, generate=generate,
                                generate_after=generate_after, glide_mask=glide_mask)
+        # The bounce law of sampled futures (glide_mask='trust'): counts of the bounces training clips show
+        # (`count_bounces`), integers, so a weight average copies them; none yet: the uniform law (`bounce_law`).
+        laws = self.decoder.trust is not None
+        r = self.glide_radius or 0
+        self.register_buffer("bounce_normal", torch.zeros(r, r, dtype=torch.long) if laws else None)
+        self.register_buffer("bounce_tangential", torch.zeros(2 * r + 1, 2 * r + 1, dtype=torch.long) if laws else None)
+        self.register_load_state_dict_pre_hook(uncounted_bounces)
         # The content code (DrNet, SRVP): what the context's objects look like, wherever they are: the
         # bottleneck features of the context frames the state reads, pooled over space (mean and max) and
         # time, then a linear map; it reaches the decoder beside z for every predicted frame.
@@ -954,6 +1151,29 @@ class VideoPredictor(nn.Module):
         if self.glide_radius is None:
             return None
         return torch.cat([last, object_motion(previous, last, radius=self.glide_radius).to(last.dtype)], dim=1)
+
+    def count_bounces(self, video: Tensor, context: int, source: Tensor | None) -> None:
+        """Add the bounces the future frames of `video` (b, t, ...) show to the bounce law's counts (`observed_bounces`;
+        `source`: `glide_source` of its last two context frames); nothing without a bounce law. Under torchrun every
+        rank adds the bounces of the whole global batch, so the counts are those one process would make."""
+        if self.bounce_normal is None or source is None:
+            return
+        normal, tangential = observed_bounces(source, video[:, context:], background(video[:, :context]),
+                                              radius=self.glide_radius, box=self.bounce_box)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:  # every rank's clips
+            both = torch.cat([normal.flatten(), tangential.flatten()])
+            dist.all_reduce(both, op=dist.ReduceOp.SUM)
+            normal, tangential = both[:normal.numel()].view_as(normal), both[normal.numel():].view_as(tangential)
+        self.bounce_normal += normal
+        self.bounce_tangential += tangential
+
+    def bounce_law(self) -> BounceLaw | None:
+        """The law sampled futures' objects leave a wall by (`bounce_step`): the bounces counted in training, each row
+        with BOUNCE_PRIOR more of every cell (a row never seen: uniform); None (uniform) before any is counted."""
+        if self.bounce_normal is None or not (self.bounce_normal.any() or self.bounce_tangential.any()):
+            return None
+        chances = lambda counts: (counts + BOUNCE_PRIOR) / (counts + BOUNCE_PRIOR).sum(dim=1, keepdim=True)  # noqa: E731
+        return BounceLaw(chances(self.bounce_normal.float()), chances(self.bounce_tangential.float()))
 
     def glided(self, source: Tensor | None, steps: Tensor) -> Tensor | None:
         """`glide_source`'s frame carried `steps` (n,) frames on, with its coverage and its age, steps / GLIDE_AGE
@@ -1025,10 +1245,11 @@ class VideoPredictor(nn.Module):
         return Conditioning(h, skips, last, None if previous is None else self.motion(previous, last), content, recall, glided,
                             self.glide_trust(glided))
 
-    def glided_targets(self, video: Tensor, context: int) -> Tensor | None:
+    def glided_targets(self, video: Tensor, context: int, source: Tensor | None = None) -> Tensor | None:
         """The glide decoder's frame for every future frame of `video` (b, t, ...): the last context frame carried
-        on, target j by j + 1 frames, as a rollout does: (b T, c + 2, H, W) clip-major (`glided`); None without one."""
-        source = self.glide_source(video[:, context - 2], video[:, context - 1])
+        on, target j by j + 1 frames, as a rollout does: (b T, c + 2, H, W) clip-major (`glided`); None without one.
+        `source`: `glide_source` of the last two context frames where the caller already has it."""
+        source = self.glide_source(video[:, context - 2], video[:, context - 1]) if source is None else source
         if source is None:
             return None
         horizon = video.shape[1] - context
@@ -1173,25 +1394,29 @@ class VideoPredictor(nn.Module):
         """`state` with what a rollout of sampled futures (`draws`) adds, fixed over the rollout and one copy per row,
         made once: each row's background, its pixels' objects and the objects' boxes, and where its objects stand in
         the first predicted frame (each one frame on at its own velocity)."""
-        c, radius, count = self.channels, self.glide_radius, self.glide_objects
-        objects = displacement_objects(state.glide[:, c:].long(), radius=radius)
+        c, radius = self.channels, self.glide_radius
         back = background(context)
-        boxes, present = object_boxes(state.glide[:, :c], back, objects, count)
-        present[:, count // 2] = False  # what stays never bounces
+        objects, boxes, present = source_objects(state.glide, back, channels=c, radius=radius)
+        before = known = None
+        if context.shape[1] >= 3:  # the objects' velocities a frame earlier: which met a wall in the last context frame
+            before, known = velocities_before(objects, shows(state.glide[:, :c], back), state.glide[:, c:].long(),
+                                              object_motion(context[:, -3], context[:, -2], radius=radius), radius=radius)
         if state.rows is not None:
             back, objects, boxes, present = back[state.rows], objects[state.rows], boxes[state.rows], present[state.rows]
-        n, k = len(boxes), 2 * radius + 1
-        each = torch.arange(count, device=context.device)
-        velocity = torch.stack([each // k - radius, each % k - radius], dim=-1).expand(n, count, 2)
-        state = state._replace(draws=draws._replace(bounce=draws.bounce & present), background=back, objects=objects,
-                               boxes=boxes, paths=Paths(torch.zeros_like(velocity), velocity.clone(),
-                                                        torch.zeros_like(velocity[..., 0])))
+            before, known = (None, None) if before is None else (before[state.rows], known[state.rows])
+        velocity = object_velocities(len(boxes), radius, context.device)
+        draws = draws._replace(bounce=draws.bounce & present)
+        paths = start_paths(velocity)
+        if before is not None:
+            paths = bounced_already(paths, before, known, boxes, draws, size=tuple(context.shape[-2:]), radius=radius,
+                                    box=self.bounce_box, law=self.bounce_law())
+        state = state._replace(draws=draws, background=back, objects=objects, boxes=boxes, paths=paths)
         return state._replace(paths=self.next_paths(state))
 
     def next_paths(self, state: RolloutState) -> Paths:
         """Where the rows' objects stand one frame after `state.paths` (`bounce_step`)."""
         return bounce_step(state.paths, state.boxes, state.draws, size=tuple(state.last.shape[-2:]), radius=self.glide_radius,
-                           box=self.bounce_box)
+                           box=self.bounce_box, law=self.bounce_law())
 
     def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
         """The conditioning of the next frame, and the predictor memory that includes it."""

@@ -275,12 +275,14 @@ class Objective:
              rollout: bool = False) -> tuple[Tensor, dict, Tensor]:
         """The loss of one batch `(b, t, c, H, W)` (`context` frames given), its statistics (floats),
         and the latents to keep (n, d); free-running with `rollout`."""
-        glided = None
+        # the glide decoder's source and frames, once: the conditioning, the trust cost and the bounce law read the
+        # same (they read only the last two context frames, which the pushforward's inputs keep)
+        source = self.model.glide_source(video[:, context - 2], video[:, context - 1])
+        glided = self.model.glided_targets(video, context, source)
+        if self.model.training:
+            self.model.count_bounces(video, context, source)
         if not rollout:
             inputs = self.pushed_inputs(video, context=context, energy=energy) if self.pushforward else None
-            # the glide decoder's frames, once: the conditioning and the trust cost read the same (`glided_targets`
-            # reads only the last two context frames, which the pushforward's inputs keep)
-            glided = self.model.glided_targets(video, context)
             loss, stats, kept = self.teacher_forced_loss(video, context=context, energy=energy, draws=draws, inputs=inputs,
                                                          glided=glided)
         else:

@@ -28,6 +28,7 @@ from .prior import LatentBank
 SAMPLE_BLOCK = 25  # futures of one clip that draw their latents from one random stream
 BACKGROUND_FILL = 0.75  # glide_draws: the share of futures whose glided pixels not kept leave the background (else generated)
 BOUNCE_SHARE = 0.5  # glide_draws: the share of objects (per future) that bounce off the walls instead of gliding on
+BOUNCE_DRAWS = 8  # glide_draws: the bounces of an object that draw their own velocity (later ones reuse the last draw)
 BOUNCE_SPLIT = (0, 1)  # glide_draws: pixels beyond half of its box's slack on an object's low side (per axis), drawn uniformly
 
 
@@ -48,13 +49,13 @@ def glide_draws(rows: int, seed: int, objects: int) -> GlideDraws:
     """How `rows` futures of a glide decoder with glide_mask='trust' realize their glided frame, per object (`model.
     drawn_glide`): the background as the fill for BACKGROUND_FILL of them on average (else the generated pixels), a
     uniform level per object, and for BOUNCE_SHARE of the objects a bounce off the walls instead, its box's slack split
-    by BOUNCE_SPLIT (`model.bounce_step`) and a uniform draw of the velocity."""
+    by BOUNCE_SPLIT (`model.bounce_step`) and a uniform draw of the velocity for each of its first BOUNCE_DRAWS bounces."""
     generator = torch.Generator().manual_seed(seed)
     uniform = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     return GlideDraws(fill=(uniform(rows) < BACKGROUND_FILL).float(), levels=uniform(rows, objects),
                       bounce=uniform(rows, objects) < BOUNCE_SHARE,
                       split=torch.randint(BOUNCE_SPLIT[0], BOUNCE_SPLIT[1] + 1, (rows, objects, 2), generator=generator),
-                      speeds=uniform(rows, objects, 2))
+                      speeds=uniform(rows, objects, BOUNCE_DRAWS, 2))
 
 
 @torch.no_grad()
