@@ -1393,7 +1393,8 @@ class VideoPredictor(nn.Module):
     def begin_paths(self, state: RolloutState, context: Tensor, draws: GlideDraws) -> RolloutState:
         """`state` with what a rollout of sampled futures (`draws`) adds, fixed over the rollout and one copy per row,
         made once: each row's background, its pixels' objects and the objects' boxes, and where its objects stand in
-        the first predicted frame (each one frame on at its own velocity)."""
+        the first predicted frame (each one frame on at its own velocity, or off the wall that cut its last context
+        step short: `bounced_already`)."""
         c, radius = self.channels, self.glide_radius
         back = background(context)
         objects, boxes, present = source_objects(state.glide, back, channels=c, radius=radius)
