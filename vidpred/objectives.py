@@ -275,14 +275,15 @@ class Objective:
              rollout: bool = False) -> tuple[Tensor, dict, Tensor]:
         """The loss of one batch `(b, t, c, H, W)` (`context` frames given), its statistics (floats),
         and the latents to keep (n, d); free-running with `rollout`."""
-        # the glide decoder's source and frames, once: the conditioning, the trust cost and the bounce law read the
-        # same (they read only the last two context frames, which the pushforward's inputs keep)
-        source = self.model.glide_source(video[:, context - 2], video[:, context - 1])
-        glided = self.model.glided_targets(video, context, source)
+        # the glide decoder's source, once: the bounce law and the glided frames read it, and the conditioning and
+        # the trust cost the same glided frames (all read only the last two context frames, which the pushforward's
+        # inputs keep)
+        source, glided = self.model.glide_source(video[:, context - 2], video[:, context - 1]), None
         if self.model.training:
             self.model.count_bounces(video, context, source)
         if not rollout:
             inputs = self.pushed_inputs(video, context=context, energy=energy) if self.pushforward else None
+            glided = self.model.glided_targets(video, context, source)
             loss, stats, kept = self.teacher_forced_loss(video, context=context, energy=energy, draws=draws, inputs=inputs,
                                                          glided=glided)
         else:
