@@ -1263,16 +1263,17 @@ class VideoPredictor(nn.Module):
         once per context and step; only its own cost (`trust_cost`) trains it."""
         return None if glided is None or self.decoder.trust is None else torch.sigmoid(self.decoder.trust(glided))
 
-    def trust_cost(self, video: Tensor, context: int, glided: Tensor | None = None) -> Tensor | None:
+    def trust_cost(self, video: Tensor, context: int, glided: Tensor | None = None, source: Tensor | None = None
+                   ) -> Tensor | None:
         """The glide decoder's trust head (glide_mask='trust') as a classifier: the mean BCE of its logits against
         where each future frame of `video` is right in the glided frame (within GLIDE_TRUST in every channel);
         None for other decoders. It reads no z, so the mask is the same for every sampled future and does not
         learn from the generated pixels of a z inferred from the target. `glided`: `glided_targets(video, context)`
-        where the caller already has them."""
+        where the caller already has them; else `source`: `glide_source` of the last two context frames, likewise."""
         if self.decoder.trust is None:
             return None
         with torch.no_grad():
-            glided = self.glided_targets(video, context) if glided is None else glided
+            glided = self.glided_targets(video, context, source) if glided is None else glided
             target = rearrange(video[:, context:], "b t c h w -> (b t) c h w")
             right = (glided[:, :self.channels] - target).abs().amax(dim=1, keepdim=True) < GLIDE_TRUST
         return F.binary_cross_entropy_with_logits(self.decoder.trust(glided), right.to(glided.dtype))

@@ -293,7 +293,7 @@ class Objective:
             result = free_running(self.model, video, context=context, energy=energy, latents=latents,
                                   feedback_grad=self.feedback_grad)
             loss, stats, kept = result.loss, result.stats, result.kept
-        trust = self.model.trust_cost(video, context, glided)  # the glide decoder's trust head, on the true frames either way
+        trust = self.model.trust_cost(video, context, glided, source)  # the glide decoder's trust head, on the true frames either way
         if trust is not None:
             loss = loss + trust
             stats = {**stats, "loss": loss.item(), "trust_cost": trust.item()}
