@@ -12,7 +12,7 @@ from vidpred.config import ConfigError, parse_args, saved_config, to_dict
 from vidpred.energy import Energy
 from vidpred.model import (BOUNCE_KEEP, ConditionalPrior, Decoder, GlideDraws, VideoPredictor, arrivals, background,
                            bounce_step, constant_motion, displacement_objects, drawn_glide, glide, joined,
-                           motion_costs, object_boxes, object_motion, placed_objects, shift, start_paths)
+                           main_motion, motion_costs, object_boxes, object_motion, placed_objects, shift, start_paths)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -997,6 +997,47 @@ def test_an_object_at_a_fractional_speed_moves_by_one_displacement_and_touching_
     assert (groups[0][~member[0]] == 0).all()
     d[0, 0, 3:5, 1:5] = 2
     assert len(joined(d, member)[0, 1:5, 1:5].unique()) == 1
+
+
+def test_overlapping_objects_split_their_pixels_between_their_two_motions_and_leave_no_fragment():
+    """Two squares overlap (combined by max), moving at (2, 2) and (-2, -1): block matching gives the pixels near the
+    overlap blends of both, (2, 3), (2, 4), (3, 3), which would glide off as fragments; object_motion gives every
+    pixel of the region one of the two, and each square's own corner its own."""
+    previous, last = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
+    for frame, t in ((previous, -1), (last, 0)):
+        frame[0, 0, 10 + 2 * t:18 + 2 * t, 9 + 2 * t:17 + 2 * t] = 0.8
+        frame[0, 0, 14 - 2 * t:22 - 2 * t, 14 - t:22 - t] = frame[0, 0, 14 - 2 * t:22 - 2 * t, 14 - t:22 - t].clamp(min=0.6)
+    shown = last[0, 0] > 0.1
+    each = constant_motion(previous, last, radius=4)
+    assert len({tuple(d) for d in each[0][:, shown].T.tolist()}) > 2  # per pixel: fragments at blended motions
+    one = object_motion(previous, last, radius=4)
+    assert {tuple(d) for d in one[0][:, shown].T.tolist()} == {(2, 2), (-2, -1)}
+    assert (one[0, :, 10:13, 9:12] == torch.tensor([2, 2]).view(2, 1, 1)).all()  # the first square's far corner
+    assert (one[0, :, 19:22, 19:22] == torch.tensor([-2, -1]).view(2, 1, 1)).all()  # the second's
+    assert (one[0][:, ~shown] == each[0][:, ~shown]).all()  # the background as block matching found it
+
+
+def test_main_motion_keeps_the_displacements_a_region_holds_and_gives_each_pixel_the_cheapest():
+    """A region of 10 pixels: 5 at displacement a, 4 at b, 1 at c (under REGION_SHARE): the c pixel takes whichever
+    of a, b costs least at it; a separate one-pixel region keeps its own displacement (the most common of it)."""
+    radius, k = 1, 3
+    dy, dx = torch.arange(k).repeat_interleave(k) - radius, torch.arange(k).repeat(k) - radius
+    member = torch.zeros(1, 3, 12, dtype=torch.bool)
+    member[0, 0, :10] = True
+    member[0, 2, 11] = True
+    d = torch.zeros(1, 2, 3, 12, dtype=torch.long)
+    d[0, :, 0, :5] = torch.tensor([0, 1]).view(2, 1)  # a: channel 5
+    d[0, :, 0, 5:9] = torch.tensor([1, 0]).view(2, 1)  # b: channel 7
+    d[0, :, 0, 9] = torch.tensor([-1, -1])  # c: channel 0, cheapest where it is
+    d[0, :, 2, 11] = torch.tensor([-1, 1])  # alone: channel 2
+    cost = torch.ones(1, k * k, 3, 12)
+    cost[0, 0, 0, 9], cost[0, 7, 0, 9], cost[0, 5, 0, 9] = 0.0, 0.2, 0.5
+    cost[0, 5, 0, :5], cost[0, 7, 0, 5:9] = 0.1, 0.1
+    cost[0, 2, 2, 11] = 0.1
+    out = main_motion(cost, d, member, dy, dx, radius=radius)
+    assert out[0, :, 0, 9].tolist() == [1, 0]  # c joined b, its cheapest of a and b
+    assert torch.equal(out[0, :, 0, :9], d[0, :, 0, :9]) and out[0, :, 2, 11].tolist() == [-1, 1]
+    assert torch.equal(out[0][:, ~member[0]], d[0][:, ~member[0]])
 
 
 def test_glide_moves_pixels_whole_lets_moving_ones_win_and_leaves_holes():

@@ -83,6 +83,7 @@ GLIDE_TIE = 1e-6  # constant_motion: the cost added per squared pixel of displac
 GLIDE_AGE = 10.0  # VideoPredictor.glided: the age channel is the frames carried / GLIDE_AGE
 TRUST_WIDTH = 16  # channels of the glide decoder's trust head (glide_mask='trust')
 OBJECT_LEVEL = 0.1  # object_boxes: a pixel shows its object where it stands out of the background by more (every channel's largest)
+REGION_SHARE = 0.2  # object_motion: a displacement held by this share of a region's pixels is one of the region's objects
 OBJECT_PIXELS = 8  # object_boxes: an object with fewer pixels that show (a fringe of odd displacements) never bounces
 BOUNCE_KEEP = 0.02  # drawn_glide: a bounced object is kept while the velocities its bounces drew had this chance or more
 BOUNCE_PRIOR = 1.0  # VideoPredictor.bounce_law: the count every cell of the bounce law starts with
@@ -179,7 +180,11 @@ def object_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
     OBJECT_LEVEL in some channel of `last`) and move are joined to their 4-neighbours whose displacement differs by
     at most one pixel per axis (`joined`), and a group whose displacements span at most one pixel per axis moves
     by the one displacement of least cost summed over its pixels (two objects that touch at speeds further apart
-    keep their pixels' own). The constant-motion floor of evaluation stays per pixel (`constant_motion`)."""
+    keep their pixels' own). Where objects touch or overlap, the pixels between them match displacements of neither
+    (a blend of both) and would glide off as fragments of their own; so, in each region of such pixels joined
+    whatever their displacements (`regions`), every pixel then takes, of the displacements that REGION_SHARE of
+    the region's pixels (or the most of them) hold, the one of least cost at it (`main_motion`). The
+    constant-motion floor of evaluation stays per pixel (`constant_motion`)."""
     cost, dy, dx = matching_costs(previous, last, radius=radius)
     n, k2, hh, ww = cost.shape
     best = cost.argmin(dim=1)
@@ -195,21 +200,46 @@ def object_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
     rigid = ((high - low) <= 1).all(dim=1)  # (n, m)
     rigid[:, 0] = False  # the pixels in no group keep their own
     chosen = torch.stack([dy[pick], dx[pick]], dim=1).gather(2, at)  # (n, 2, H·W)
-    return torch.where(rigid.gather(1, group)[:, None], chosen, each).view(n, 2, hh, ww)
+    moved = torch.where(rigid.gather(1, group)[:, None], chosen, each).view(n, 2, hh, ww)
+    return main_motion(cost, moved, member.view(n, hh, ww), dy, dx, radius=radius)
 
 
-def joined(displacement: Tensor, member: Tensor) -> Tensor:
+def main_motion(cost: Tensor, displacement: Tensor, member: Tensor, dy: Tensor, dx: Tensor, *, radius: int) -> Tensor:
+    """`displacement` (n, 2, H, W) with each pixel of `member` (n, H, W) given, of the displacements its region
+    (`regions`) holds on REGION_SHARE of its pixels or more (at least the most common one), the one of least `cost`
+    (n, k², H, W; channel j the displacement (dy[j], dx[j])) at it; the other pixels keep theirs."""
+    n, k2, hh, ww = cost.shape
+    region = regions(member).flatten(1)  # (n, H·W), 0: no region
+    m = hh * ww + 1
+    index = region * k2 + displacement_objects(displacement, radius=radius).flatten(1)
+    counts = cost.new_zeros(n, m * k2).scatter_add_(1, index, member.flatten(1).to(cost.dtype)).view(n, m, k2)
+    bar = torch.minimum(REGION_SHARE * counts.sum(dim=2, keepdim=True), counts.amax(dim=2, keepdim=True))
+    main = (counts >= bar) & (counts > 0)  # (n, m, k²): the displacements each region keeps
+    allowed = main.gather(1, region[..., None].expand(-1, -1, k2)).transpose(1, 2)  # (n, k², H·W)
+    pick = torch.where(allowed, cost.flatten(2), torch.inf).argmin(dim=1)  # (n, H·W)
+    snapped = torch.stack([dy[pick], dx[pick]], dim=1).view(n, 2, hh, ww)
+    return torch.where(member[:, None], snapped, displacement)
+
+
+def regions(member: Tensor) -> Tensor:
+    """The 4-connected regions of the `member` pixels (n, H, W) bool, named as `joined` names its groups."""
+    return joined(None, member)
+
+
+def joined(displacement: Tensor | None, member: Tensor) -> Tensor:
     """Groups of the `member` pixels (n, H, W) bool, each joined to its 4-neighbours in `member` whose displacement
-    (n, 2, H, W) differs by at most one pixel per axis: (n, H, W) integers, a group named by the largest 1 + flat
-    index of its pixels, 0 outside `member`."""
+    (n, 2, H, W) differs by at most one pixel per axis (None: whatever it is): (n, H, W) integers, a group named by
+    the largest 1 + flat index of its pixels, 0 outside `member`."""
     n, hh, ww = member.shape
     neighbours = ((0, 1), (2, 1), (1, 0), (1, 2))  # where each pixel's up, down, left, right neighbour sits, padded by 1
     near = []
-    padded = F.pad(displacement, (1, 1, 1, 1))
+    padded = None if displacement is None else F.pad(displacement, (1, 1, 1, 1))
     padded_member = F.pad(member, (1, 1, 1, 1))
     for oy, ox in neighbours:
-        other = padded[:, :, oy:oy + hh, ox:ox + ww]
-        near.append(member & padded_member[:, oy:oy + hh, ox:ox + ww] & ((other - displacement).abs() <= 1).all(dim=1))
+        close = member & padded_member[:, oy:oy + hh, ox:ox + ww]
+        if padded is not None:
+            close = close & ((padded[:, :, oy:oy + hh, ox:ox + ww] - displacement).abs() <= 1).all(dim=1)
+        near.append(close)
     names = torch.arange(1, hh * ww + 1, device=member.device).view(1, hh, ww)
     group = torch.where(member, names, 0)
     while True:  # each pass spreads the largest name one pixel on: as many passes as a group is long
