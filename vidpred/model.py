@@ -420,6 +420,11 @@ def wall_hits(offsets: Tensor, velocity: Tensor, boxes: Tensor, moves: Tensor, s
     return offsets, low, high
 
 
+def any_wall(low: list[Tensor], high: list[Tensor]) -> Tensor:
+    """Which objects met some wall, from `wall_hits`' low and high walls per axis: (n, L) bool."""
+    return low[0] | high[0] | low[1] | high[1]
+
+
 def bounced_velocity(velocity: Tensor, low: list[Tensor], high: list[Tensor], uniforms: Tensor, *, radius: int,
                      law: BounceLaw | None = None) -> tuple[Tensor, Tensor]:
     """The velocity (n, L, 2) objects at `velocity` leave with, those that met a wall (`wall_hits`' low and high)
@@ -427,7 +432,7 @@ def bounced_velocity(velocity: Tensor, low: list[Tensor], high: list[Tensor], un
     bounce `law` given the velocity before, or uniformly without one (the stochastic bounce of SVG's Moving MNIST);
     a corner draws both normal speeds. The others keep theirs. Also the chance (n, L) of what was drawn (1 where
     nothing was)."""
-    hit = low[0] | high[0] | low[1] | high[1]
+    hit = any_wall(low, high)
     out, chance = velocity.clone(), torch.ones(hit.shape, device=velocity.device)
     for axis in (0, 1):
         uniform, before = uniforms[..., axis], velocity[..., axis]
@@ -461,7 +466,7 @@ def bounce_step(paths: Paths, boxes: Tensor, draws: GlideDraws, *, size: tuple[i
     offsets, low, high = wall_hits(paths.offsets, paths.velocity, boxes, draws.bounce, draws.split, size=size, box=box)
     velocity, chance = bounced_velocity(paths.velocity, low, high, bounce_uniforms(draws, paths.hits), radius=radius,
                                         law=law)
-    return Paths(offsets, velocity, paths.hits + (low[0] | high[0] | low[1] | high[1]).long(), paths.chance * chance)
+    return Paths(offsets, velocity, paths.hits + any_wall(low, high).long(), paths.chance * chance)
 
 
 def bounced_already(paths: Paths, before: Tensor, known: Tensor, boxes: Tensor, draws: GlideDraws, *,
@@ -475,7 +480,7 @@ def bounced_already(paths: Paths, before: Tensor, known: Tensor, boxes: Tensor, 
     velocity = paths.velocity
     moves = draws.bounce & known & (before * velocity >= 0).all(dim=-1) & (before != velocity).any(dim=-1)
     _, low, high = wall_hits(-velocity, before, boxes, moves, draws.split, size=size, box=box)
-    hit = low[0] | high[0] | low[1] | high[1]
+    hit = any_wall(low, high)
     left, chance = bounced_velocity(before, low, high, bounce_uniforms(draws, paths.hits), radius=radius, law=law)
     return Paths(paths.offsets, torch.where(hit[..., None], left, velocity), paths.hits + hit.long(), paths.chance * chance)
 
@@ -553,7 +558,7 @@ def observed_bounces(source: Tensor, frames: Tensor, back: Tensor, *, radius: in
     offsets, split = torch.zeros_like(velocity), torch.zeros_like(velocity)
     for step in range(steps - 1):  # frames[:, step] is where the objects stand `step + 1` frames on
         offsets, low, high = wall_hits(offsets, velocity, boxes, present, split, size=(hh, ww), box=box)
-        met = low[0] | high[0] | low[1] | high[1]
+        met = any_wall(low, high)
         for i, j in met.nonzero().tolist():
             ys, xs = ((objects[i] == j) & seen[i]).nonzero(as_tuple=True)
             values, at = last[i][:, ys, xs], offsets[i, j]
