@@ -1161,6 +1161,26 @@ def test_trust_mask_learns_where_constant_motion_holds_from_its_own_cost_only():
                              kernel=5).trust_cost(video, context=3) is None  # the features mask: no such cost
 
 
+def test_glide_age_stops_at_the_trained_horizon_while_the_frame_glides_on():
+    """`trained_horizon`: past the frames a training clip predicts, the age channel the heads read stays the horizon's
+    (they never saw older ages), and the glided frame still carries the objects on; the config's horizon sets it,
+    so a checkpoint samples with the cap of its own training, and 0 (a model built without one) caps nothing."""
+    moving = square(12, start=(1, 1), velocity=(1, 1))
+    capped, free = small(output="glide", kernel=5, trained_horizon=3), small(output="glide", kernel=5)
+    source = capped.glide_source(moving[:, 1], moving[:, 2])
+    steps = torch.arange(1, 10)
+    glided = capped.glided(source.expand(9, -1, -1, -1), steps)
+    unbounded = free.glided(source.expand(9, -1, -1, -1), steps)
+    assert glided[:, -1, 0, 0].tolist() == pytest.approx([0.1, 0.2, 0.3] + [0.3] * 6)
+    assert unbounded[:, -1, 0, 0].tolist() == pytest.approx([s / 10 for s in range(1, 10)])
+    assert torch.equal(glided[:, :-1], unbounded[:, :-1])  # the frame and its coverage: the same, frame 9 included
+    assert (glided[:, 0] - moving[0, 3:12, 0]).abs().max() < 1e-6  # the square carried on, 9 frames
+    assert build_model(parse_args(["--model.decoder=glide", "--model.glide_mask=trust", "--horizon=7",
+                                  "--data.frames=12"])).trained_horizon == 7
+    with pytest.raises(ValueError, match="trained_horizon=-1"):
+        small(output="glide", kernel=5, trained_horizon=-1)
+
+
 @pytest.mark.parametrize("mask", ["features", "trust"])
 def test_sharp_glide_takes_each_pixel_whole_from_the_glided_or_the_generated_frame(mask):
     """sharp=True with the glide decoder: forward, each output pixel is the glided one where the mask is over 1/2 and

@@ -31,6 +31,7 @@ def build_model(cfg: Config) -> VideoPredictor:
         blocks=cfg.model.blocks, z_dim=cfg.latent.dim, skip_frames=cfg.model.skip_frames, skips=cfg.model.skips, content=cfg.model.content, recall=cfg.model.recall, residual=cfg.model.residual,
         recurrent=cfg.model.recurrent, output=cfg.model.decoder, kernel=cfg.model.kernel, sharp=cfg.model.sharp, generate=cfg.model.generate,
         generate_after=cfg.model.generate_after, feedback=cfg.model.feedback, glide_mask=cfg.model.glide_mask, bounce_box=cfg.model.bounce_box,
+        trained_horizon=cfg.horizon,
     ).to(memory_format=torch.channels_last)
 
 

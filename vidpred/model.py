@@ -1109,7 +1109,7 @@ class VideoPredictor(nn.Module):
                  skips: SkipSource = "recent", recurrent: bool = False, output: DecoderOutput = "pixels", kernel: int = 7,
                  sharp: bool = False, content: int = 0, recall: bool = False, generate: bool = True,
                  generate_after: int = 0, feedback: Feedback = "frames", glide_mask: GlideMask = "features",
-                 bounce_box: int = 0):
+                 bounce_box: int = 0, trained_horizon: int = 0):
         super().__init__()
         if not 1 <= skip_frames <= window:
             raise ValueError(f"skip_frames={skip_frames} must be between 1 and the window ({window})")
@@ -1130,6 +1130,9 @@ class VideoPredictor(nn.Module):
             raise ValueError(f"bounce_box={bounce_box}: the side of the box sampled futures bounce objects in; it needs "
                              f"glide_mask='trust' (got {glide_mask!r}) and 0 < bounce_box <= size ({size})")
         self.bounce_box = bounce_box  # sampled futures: the square each object bounces in (`bounce_step`)
+        if trained_horizon < 0:
+            raise ValueError(f"trained_horizon={trained_horizon}: the frames a training clip predicts, or 0 (unknown); expected >= 0")
+        self.trained_horizon = trained_horizon  # `glided`: the age the heads read stops where training's clips stop
         self.encoder = FrameEncoder(channels=channels, widths=widths)
         self.predictor = Predictor(width=widths[-1], window=window, blocks=blocks, recurrent=recurrent)
         self.decoder = Decoder(channels=channels, widths=widths, z_dim=z_dim,
@@ -1213,11 +1216,17 @@ class VideoPredictor(nn.Module):
     def glided(self, source: Tensor | None, steps: Tensor) -> Tensor | None:
         """`glide_source`'s frame carried `steps` (n,) frames on, with its coverage and its age, steps / GLIDE_AGE
         everywhere: (n, c + 2, H, W); None without one. The age tells the decoder's heads how far constant motion has
-        been carried (exact at frame 1, wrong after a bounce), which the frame alone does not show."""
+        been carried (exact at frame 1, wrong after a bounce), which the frame alone does not show.
+
+        Past `trained_horizon` (the frames a training clip predicts; 0: not capped) the age stays the horizon's, while
+        the frame glides on: the heads never saw older ages, and read at them they extrapolated (README's run, 5
+        frames trained and rolled out to 20: the trust head let objects go and the generated branch greyed the z = 0
+        future from frame 13 on; bench/README.md, "The glide age stops at the trained horizon")."""
         if source is None:
             return None
         n, _, hh, ww = source.shape
-        age = (steps.to(source.dtype) / GLIDE_AGE).view(n, 1, 1, 1).expand(n, 1, hh, ww)
+        aged = steps.clamp(max=self.trained_horizon) if self.trained_horizon else steps
+        age = (aged.to(source.dtype) / GLIDE_AGE).view(n, 1, 1, 1).expand(n, 1, hh, ww)
         return torch.cat([glide(source[:, :self.channels], source[:, self.channels:].long(), steps), age], dim=1)
 
     def encode(self, frames: Tensor) -> list[Tensor]:
