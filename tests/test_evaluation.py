@@ -227,6 +227,7 @@ def test_a_source_with_short_clips_is_refused(checkpoints, tmp_path, monkeypatch
     (["--ckpt=x.pt", "--data.sprite=3"], "unknown config key 'sprite'"),
     (["--samples=3"], "--ckpt=PATH is required"),
     (["--ckpt=x.pt", "--device=inf"], "device='inf': expected auto, cpu, cuda, cuda:N or mps"),
+    (["--ckpt=x.pt", "--background_fill=1.5"], r"background_fill=1.5: expected a share in \[0, 1\]"),
 ])
 def test_bad_options_are_refused(argv, message):
     with pytest.raises(ConfigError, match=message):

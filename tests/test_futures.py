@@ -1492,3 +1492,30 @@ def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
         small(output="glide", kernel=5).rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=draws.rows(slice(0, 2)))
     with pytest.raises(ValueError, match=r"draws: expected levels \(n = 2, L = 25\).*got \(3, 25\)"):
         model.rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=draws.rows(slice(0, 3)))
+
+
+def test_background_fill_sets_how_many_futures_show_the_latents_where_they_drop_an_object():
+    """draw_futures' background_fill: the share of a trust-glide model's futures whose dropped objects leave the
+    background. The same seed draws nested fills (a future that leaves the background at 1/2 leaves it at 3/4); at 1
+    the drawn latents change no future (only the glide's draws do), at 0 every future shows them; outside [0, 1] it
+    is refused."""
+    from vidpred.sampling import draw_futures, glide_draws
+    fills = {share: glide_draws(400, seed=1, objects=9, background_fill=share).fill for share in (0.0, 0.5, 0.75, 1.0)}
+    assert fills[0.0].sum() == 0 and fills[1.0].sum() == 400 and abs(fills[0.5].mean() - 0.5) < 0.08
+    assert torch.all(fills[0.5] <= fills[0.75])
+    model = small(perturb=True, output="glide", kernel=5, glide_mask="trust", sharp=True)
+    with torch.no_grad():
+        model.decoder.trust[-1].bias.fill_(0.0)  # trust 1/2 everywhere: each future keeps the square or drops it
+    objective = EnergyObjective(model)
+    video = stopping_square(9, stop=3)
+    zero = lambda *args, **kwargs: (lambda h, k: torch.zeros(h.shape[0], 3))  # noqa: E731
+    loud = lambda *args, **kwargs: (lambda h, k: torch.full((h.shape[0], 3), 3.0))  # noqa: E731
+
+    def futures(drawer, share):
+        objective.drawer = drawer
+        return draw_futures(objective, video[:, :3], samples=50, horizon=3, seed=0, background_fill=share)[0]
+
+    assert torch.equal(futures(zero, 1.0), futures(loud, 1.0))
+    assert not torch.allclose(futures(zero, 0.0), futures(loud, 0.0))
+    with pytest.raises(ValueError, match=r"background_fill=1.5: expected a share between 0 and 1"):
+        futures(zero, 1.5)

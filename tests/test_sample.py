@@ -179,6 +179,7 @@ def poisoned(value: float) -> np.ndarray:
     ("x.npy", FRAMES[:4], ["--score"], r"--score needs the input's continuation: .* holds 4 frames, and context 3 "
                                        r"\+ horizon 3 = 6 are needed"),
     ("x.npy", FRAMES, ["--video=avi"], "video='avi': expected mp4 or gif"),
+    ("x.npy", FRAMES, ["--background_fill=-0.1"], r"background_fill=-0.1: expected a share in \[0, 1\]"),
 ])
 def test_bad_input_is_refused_with_a_message_naming_it(ckpt, tmp_path, capsys, name, content, extra, message):
     path = tmp_path / name

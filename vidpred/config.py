@@ -182,14 +182,18 @@ def check_device(name: str, key: str = "device") -> str:
     return name
 
 
-def check_numbers(cfg, *, positive=(), nonneg=()) -> None:
-    """Refuse, naming the first offending key, a value of `positive` that is <= 0 or of `nonneg` that is < 0."""
+def check_numbers(cfg, *, positive=(), nonneg=(), shares=()) -> None:
+    """Refuse, naming the first offending key, a value of `positive` that is <= 0, of `nonneg` that is < 0 or of
+    `shares` that is outside [0, 1]."""
     for key in positive:
         if get_key(cfg, key) <= 0:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a positive number")
     for key in nonneg:
         if get_key(cfg, key) < 0:
             raise ConfigError(f"{key}={get_key(cfg, key)}: expected a number >= 0")
+    for key in shares:
+        if not 0 <= get_key(cfg, key) <= 1:
+            raise ConfigError(f"{key}={get_key(cfg, key)}: expected a share in [0, 1]")
 
 
 def float_keys(cfg, prefix: str = "") -> list[str]:

@@ -40,7 +40,7 @@ from .perceptual import (I3D_MIN_FRAMES, I3D_SIZE, LPIPS, file_digest, frechet_d
                          load_lpips, lpips_description)
 from .report import (FLOOR_LABELS, GROUP_LABELS, VIDEO_FORMATS, format_table, save_per_frame_plot, save_samples_png,
                      save_video, video_frames)
-from .sampling import SAMPLE_BLOCK, sample_futures
+from .sampling import BACKGROUND_FILL, SAMPLE_BLOCK, sample_futures
 
 GROUPS, FLOORS = tuple(GROUP_LABELS), tuple(FLOOR_LABELS)  # the report names each; one list of them
 FUTURES_BUDGET_BYTES = 256 * 2**20  # the futures of one batch of clips, when --batch=0 picks the batch
@@ -57,6 +57,7 @@ class EvalConfig:
     clips: int = 256  # test clips
     seed: int = 0  # seeds the test clips and the sampled latents
     prior: PriorKind | None = None  # bank | fitted | learned; empty: what the checkpoint was trained to use
+    background_fill: float = BACKGROUND_FILL  # glide_mask=trust: the share of futures that leave the background where they drop a glided object (the rest: generated pixels, where z shows)
     batch: int = 0  # clips whose K futures are held at once; 0: as many as fit in 256 MB
     rollout_batch: int = 0  # futures rolled out together (bounds memory); 0: 100 at 32x32 on a CPU, 25 at 64x64
     show: int = 4  # clips drawn in samples.png and samples.mp4
@@ -85,7 +86,7 @@ def parse_eval_args(argv: list[str]) -> tuple[EvalConfig, dict[str, str]]:
         except ConfigError as e:
             raise ConfigError(f"data.{e}") from None
     check_numbers(ecfg, positive=("samples", "context", "horizon", "clips"),
-                  nonneg=("batch", "rollout_batch", "show", "show_samples"))
+                  nonneg=("batch", "rollout_batch", "show", "show_samples"), shares=("background_fill",))
     check_device(ecfg.device)
     if ecfg.weights not in WEIGHTS:
         raise ConfigError(f"weights={ecfg.weights}: expected one of {', '.join(WEIGHTS)}")
@@ -150,10 +151,11 @@ def summarize(per_metric: dict[str, Tensor]) -> dict:
 
 
 def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, step: int, *,
-                      lpips: LPIPS | None = None, weights: str = "raw") -> dict:
+                      lpips: LPIPS | None = None, weights: str = "raw", glide_draws: bool = False) -> dict:
     """The protocol block of metrics.json: the numbers that define it and what each group means; with
     --lpips/--fvd, what those measure and the weights they used (path and SHA-256, so a figure names them);
-    `weights`: the model's weights scored, "average" (a run trained with --ema) or "raw"."""
+    `weights`: the model's weights scored, "average" (a run trained with --ema) or "raw"; `glide_draws`: the model's
+    futures draw how they realize the glided frame (glide_mask=trust), and --background_fill is recorded."""
     protocol = {
         "name": f"best of K = {ecfg.samples}, {ecfg.context} -> {ecfg.horizon} frames (SRVP/SAVP; SVG variant "
                 f"beside it)",
@@ -185,6 +187,8 @@ def describe_protocol(ecfg: EvalConfig, data: DataConfig, prior: str, step: int,
                     "frame and the nearest other one (a blank frame where all agree); coverage is its mean over "
                     "frames, coverage_per_frame the curve; null when the data cannot list its futures",
     }
+    if glide_draws:
+        protocol["background_fill"] = ecfg.background_fill
     weights = {}
     if lpips is not None:
         protocol["metrics"]["lpips"] = f"per frame, {lpips_description(lpips)}"
@@ -289,7 +293,8 @@ def _evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None, ranks: Ra
             video = torch.stack([source[i][:frames] for i in idx]).to(device)
             context, truth = video[:, :ecfg.context], video[:, ecfg.context:]
             futures = sample_futures(objective, context, samples=ecfg.samples, horizon=ecfg.horizon, prior=prior,
-                                     bank=bank, seed=ecfg.seed, clip_ids=idx, max_batch=ecfg.rollout_batch or None)
+                                     bank=bank, seed=ecfg.seed, clip_ids=idx, max_batch=ecfg.rollout_batch or None,
+                                     background_fill=ecfg.background_fill)
             det = objective.deterministic(context, horizon=ecfg.horizon)  # (n, T, c, H, W)
             scores, svg_pick = score_clips(futures, det, context, truth, metric_fns)
             for group, per_metric in scores.items():
@@ -320,8 +325,8 @@ def _evaluate(ecfg: EvalConfig, data_overrides: dict[str, str] | None, ranks: Ra
                                                  for k in ("diversity", "covered", "fvd_real", "fvd_sampled"))
     merged = {g: {m: torch.cat(v) for m, v in per.items()} for g, per in per_frame.items()}
     metrics = {
-        "protocol": describe_protocol(ecfg, data, prior, int(state["step"]), lpips=lpips,
-                                      weights=state["weights"]),
+        "protocol": describe_protocol(ecfg, data, prior, int(state["step"]), lpips=lpips, weights=state["weights"],
+                                      glide_draws=objective.model.decoder.trust is not None),
         **{g: summarize(merged[g]) for g in GROUPS},
         "floors": {g: summarize(merged[g]) for g in FLOORS},
     }

@@ -35,6 +35,7 @@ from .choices import PriorKind
 from .config import ConfigError, check_device, check_numbers, describe, parse_overrides, set_key
 from .data.clips import DataError
 from .media import read_clip, to_model_frames, write_video
+from .sampling import BACKGROUND_FILL
 
 
 @dataclass
@@ -51,6 +52,7 @@ class SampleConfig:
     layout: str = "auto"  # axes of an array file, e.g. tnhw (mnist_test_seq.npy), nthwc, thw
     seed: int = 0  # seeds the sampled latents
     prior: PriorKind | None = None  # bank | fitted | learned; empty: the checkpoint's
+    background_fill: float = BACKGROUND_FILL  # glide_mask=trust: the share of futures that leave the background where they drop a glided object (the rest: generated pixels)
     video: str = "mp4"  # mp4 | gif
     fps: float = 4.0  # frame rate of the written video
     scale: int = 0  # output pixels per model pixel (0: frames about 128 pixels high)
@@ -72,7 +74,7 @@ def parse_sample_args(argv: list[str]) -> SampleConfig:
         if not getattr(scfg, key):
             raise ConfigError(f"--{key}=PATH is required: {what}")
     check_numbers(scfg, positive=("samples", "steps", "starts", "fps"),
-                  nonneg=("context", "horizon", "start", "clip", "scale"))
+                  nonneg=("context", "horizon", "start", "clip", "scale"), shares=("background_fill",))
     check_device(scfg.device)
     if scfg.video not in ("mp4", "gif"):
         raise ConfigError(f"video={scfg.video!r}: expected mp4 or gif")
@@ -207,7 +209,8 @@ def fill_in(scfg: SampleConfig, predictor, context: Tensor, truth: Tensor, input
     try:
         filled = predictor.infer(context, truth, mask, steps=scfg.steps, starts=scfg.starts, seed=scfg.seed,
                                  prior=prior)
-        ranked = predictor.rank(context, truth, mask, k=scfg.samples, seed=scfg.seed, prior=prior)
+        ranked = predictor.rank(context, truth, mask, k=scfg.samples, seed=scfg.seed, prior=prior,
+                                background_fill=scfg.background_fill)
     except ValueError as e:
         raise DataError(f"--mask={scfg.mask or 'all'} --mask_frames={scfg.mask_frames or 'all'}: {e}") from None
     full = mask.expand_as(truth)
@@ -242,7 +245,7 @@ def run(scfg: SampleConfig) -> dict:
                    "energy, best first"]
     else:
         futures = predictor.sample(context, k=scfg.samples, horizon=horizon, seed=scfg.seed,
-                                   prior=scfg.prior or None)[0]
+                                   prior=scfg.prior or None, background_fill=scfg.background_fill)[0]
         legend.append(f"{scfg.samples} samples")
     rows += list(futures)
     if scfg.score:

@@ -26,7 +26,7 @@ from .prior import LatentBank
 
 
 SAMPLE_BLOCK = 25  # futures of one clip that draw their latents from one random stream
-BACKGROUND_FILL = 0.75  # glide_draws: the share of futures whose glided pixels not kept leave the background (else generated)
+BACKGROUND_FILL = 0.75  # glide_draws' default: the share of futures whose glided pixels not kept leave the background (else generated)
 BOUNCE_SHARE = 0.5  # glide_draws: the share of objects (per future) that bounce off the walls instead of gliding on
 BOUNCE_DRAWS = 8  # glide_draws: the bounces of an object that draw their own velocity (later ones reuse the last draw)
 BOUNCE_SPLIT = (0, 1)  # glide_draws: pixels beyond half of its box's slack on an object's low side (per axis), drawn uniformly
@@ -45,14 +45,14 @@ def block_seed(seed: int, clip: int, block: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([seed, clip, block, stream] if stream else [seed, clip, block]).generate_state(1)[0])
 
 
-def glide_draws(rows: int, seed: int, objects: int) -> GlideDraws:
+def glide_draws(rows: int, seed: int, objects: int, *, background_fill: float = BACKGROUND_FILL) -> GlideDraws:
     """How `rows` futures of a glide decoder with glide_mask='trust' realize their glided frame, per object (`model.
-    drawn_glide`): the background as the fill for BACKGROUND_FILL of them on average (else the generated pixels), a
+    drawn_glide`): the background as the fill for `background_fill` of them on average (else the generated pixels), a
     uniform level per object, and for BOUNCE_SHARE of the objects a bounce off the walls instead, its box's slack split
     by BOUNCE_SPLIT (`model.bounce_step`) and a uniform draw of the velocity for each of its first BOUNCE_DRAWS bounces."""
     generator = torch.Generator().manual_seed(seed)
     uniform = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    return GlideDraws(fill=(uniform(rows) < BACKGROUND_FILL).float(), levels=uniform(rows, objects),
+    return GlideDraws(fill=(uniform(rows) < background_fill).float(), levels=uniform(rows, objects),
                       bounce=uniform(rows, objects) < BOUNCE_SHARE,
                       split=torch.randint(BOUNCE_SPLIT[0], BOUNCE_SPLIT[1] + 1, (rows, objects, 2), generator=generator),
                       speeds=uniform(rows, objects, BOUNCE_DRAWS, 2))
@@ -61,26 +61,32 @@ def glide_draws(rows: int, seed: int, objects: int) -> GlideDraws:
 @torch.no_grad()
 def sample_futures(objective: Objective, context: Tensor, *, samples: int, horizon: int, prior: PriorKind = "learned",
                    bank: LatentBank | None = None, seed: int = 0, clip_ids: Sequence[int] | None = None,
-                   max_batch: int | None = None) -> Tensor:
+                   max_batch: int | None = None, background_fill: float = BACKGROUND_FILL) -> Tensor:
     """(b, C0, c, H, W) -> (b, samples, horizon, c, H, W).
 
     The futures of clip i depend only on (seed, clip_ids[i]) (default: i), never on which clips or
     how many futures are rolled out together: each block of SAMPLE_BLOCK samples of a clip draws
     its latents from its own generator. Rollouts run whole blocks, about `max_batch` futures at a
     time (default `auto_rollout_batch`: 25 at 64x64 on a CPU), so memory stays bounded for K = 100;
-    each context is encoded once per block.
+    each context is encoded once per block. `background_fill`: see `draw_futures`.
     """
     logits, _ = draw_futures(objective, context, samples=samples, horizon=horizon, prior=prior, bank=bank, seed=seed,
-                             clip_ids=clip_ids, max_batch=max_batch)
+                             clip_ids=clip_ids, max_batch=max_batch, background_fill=background_fill)
     return torch.sigmoid(logits)
 
 
 @torch.no_grad()
 def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon: int, prior: PriorKind = "learned",
                  bank: LatentBank | None = None, seed: int = 0, clip_ids: Sequence[int] | None = None,
-                 max_batch: int | None = None) -> tuple[Tensor, Tensor]:
+                 max_batch: int | None = None, background_fill: float = BACKGROUND_FILL) -> tuple[Tensor, Tensor]:
     """`sample_futures` as logits (b, samples, horizon, c, H, W), with the latents drawn (b, samples, horizon, d),
-    so that each future can be scored by the energy (ranking samples against a partial observation)."""
+    so that each future can be scored by the energy (ranking samples against a partial observation).
+
+    `background_fill` (a glide decoder with glide_mask='trust'; other models ignore it): the share of futures that
+    leave the background where they drop a glided object, the rest filling in the generated pixels, where the drawn
+    z shows. 1: z changes no sampled future, only the glide's draws do; 0: every dropped object is generated."""
+    if not 0 <= background_fill <= 1:
+        raise ValueError(f"background_fill={background_fill}: expected a share between 0 and 1")
     model, b = objective.model, context.shape[0]
     if not objective.stochastic:  # all K futures are the one prediction: roll it out once
         logits, z = model.rollout_logits(context, horizon, objective.drawer(prior, bank, None))
@@ -107,7 +113,8 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
         ctx = context[[i for i, *_ in chunk]]
         draws = None if model.decoder.trust is None else GlideDraws(*(  # the glide's draws, a stream per block too
             torch.cat(parts).to(context.device) for parts in zip(*(
-                glide_draws(n, block_seed(seed, clip_ids[i], first // SAMPLE_BLOCK, 1), model.glide_objects)
+                glide_draws(n, block_seed(seed, clip_ids[i], first // SAMPLE_BLOCK, 1), model.glide_objects,
+                            background_fill=background_fill)
                 for i, first, n in chunk))))
         out, z = model.rollout_logits(ctx, horizon, draw, repeats=torch.tensor(sizes, device=context.device), draws=draws)
         for (i, first, n), part, part_z in zip(chunk, out.split(sizes), z.split(sizes)):

@@ -40,7 +40,7 @@ from .energy import Energy
 from .inference import infer_latent
 from .objectives import Objective
 from .prior import LatentBank
-from .sampling import draw_futures
+from .sampling import BACKGROUND_FILL, draw_futures
 
 
 class Score(NamedTuple):
@@ -133,21 +133,25 @@ class TrainedPredictor:
     # --- sampling -------------------------------------------------------------------------------
 
     def sample(self, context, k: int = 8, horizon: int | None = None, seed: int = 0,
-               prior: str | None = None) -> Tensor:
-        """K futures per clip: (b, C0, c, H, W) -> (b, k, horizon, c, H, W). The same seed, the same futures."""
+               prior: str | None = None, background_fill: float = BACKGROUND_FILL) -> Tensor:
+        """K futures per clip: (b, C0, c, H, W) -> (b, k, horizon, c, H, W). The same seed, the same futures.
+        `background_fill` (a glide decoder with glide_mask='trust'): the share of futures that leave the background
+        where they drop a glided object, the rest showing the generated pixels there (`sampling.draw_futures`)."""
         logits, _ = self._draw(self.as_clips(context, "context"), k=k, horizon=horizon or self.horizon, seed=seed,
-                               prior=prior)
+                               prior=prior, background_fill=background_fill)
         return torch.sigmoid(logits)
 
     def deterministic(self, context, horizon: int | None = None) -> Tensor:
         """The rollout of the model's single best guess (b, horizon, c, H, W): z = 0 (the VAE: its prior mean)."""
         return self.objective.deterministic(self.as_clips(context, "context"), horizon=horizon or self.horizon)
 
-    def _draw(self, context: Tensor, *, k: int, horizon: int, seed: int, prior: str | None):
+    def _draw(self, context: Tensor, *, k: int, horizon: int, seed: int, prior: str | None,
+              background_fill: float = BACKGROUND_FILL):
         prior = check_choice("prior", prior or self.prior, PriorKind)
         if k <= 0 or horizon <= 0:
             raise ValueError(f"k={k}, horizon={horizon}: expected positive numbers")
-        return draw_futures(self.objective, context, samples=k, horizon=horizon, prior=prior, bank=self.bank, seed=seed)
+        return draw_futures(self.objective, context, samples=k, horizon=horizon, prior=prior, bank=self.bank, seed=seed,
+                            background_fill=background_fill)
 
     # --- scoring --------------------------------------------------------------------------------
 
@@ -189,17 +193,19 @@ class TrainedPredictor:
         return cost + self.energy_fn.penalty(rearrange(z, "n t d -> (n t) d")).view(n, t)
 
     @torch.no_grad()
-    def rank(self, context, observed, mask, *, k: int = 16, seed: int = 0, prior: str | None = None) -> Ranked:
+    def rank(self, context, observed, mask, *, k: int = 16, seed: int = 0, prior: str | None = None,
+             background_fill: float = BACKGROUND_FILL) -> Ranked:
         """Draw K futures and order them by energy against what is observed of the future.
 
         `observed` (b, T, c, H, W) holds the future where `mask` (broadcastable to it) is 1; other
         pixels are ignored. A sample's energy is its masked cost plus λR of the latents it was drawn
-        with. The futures are those of `sample(context, k, T, seed)`, reordered.
+        with. The futures are those of `sample(context, k, T, seed, prior, background_fill)`, reordered.
         """
         context, observed = self.as_clips(context, "context"), self.as_clips(observed, "observed")
         mask = self._mask(mask, observed)
         b, t = observed.shape[:2]
-        logits, z = self._draw(context, k=k, horizon=t, seed=seed, prior=prior)  # (b, K, T, ...), (b, K, T, d)
+        logits, z = self._draw(context, k=k, horizon=t, seed=seed, prior=prior,  # (b, K, T, ...), (b, K, T, d)
+                               background_fill=background_fill)
         per_frame = self._rollout_energy(observed.repeat_interleave(k, dim=0),
                                          mask.repeat_interleave(k, dim=0), logits.flatten(0, 1), z.flatten(0, 1))
         energy, order = per_frame.sum(dim=1).view(b, k).sort(dim=1)
