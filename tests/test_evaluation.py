@@ -176,18 +176,21 @@ def test_rollout_chunks_default_to_the_frame_size_budget(checkpoints, monkeypatc
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert [auto_rollout_batch(cpu, s, s) for s in (16, 32, 64, 128)] == [400, 100, 25, 25]  # whole blocks, at least one
     assert auto_rollout_batch(gpu, 64, 64) == 400 and auto_rollout_batch(cpu, 32, 64) == 50
+    # where only some futures run the network (a trust glide model's that fill with the background run none), more
+    assert [auto_rollout_batch(cpu, 64, 64, network_share=s) for s in (1.0, 0.25, 0.0)] == [25, 50, 200]
     # without max_batch (TrainedPredictor.sample, `vidpred sample`, training previews) the budget of the frame size
     # applies, not one chunk of every future: at 64x64 on a CPU, K = 100 futures of a clip go 25 at a time
     model, cfg, bank, _ = load_predictor(checkpoints["fork"])
     objective = build_objective(cfg, model)
     sizes, rows = [], []
     monkeypatch.setattr("vidpred.sampling.auto_rollout_batch",
-                        lambda device, h, w: sizes.append((device.type, h, w)) or 2 * SAMPLE_BLOCK + 20)
+                        lambda device, h, w, network_share: sizes.append((device.type, h, w, network_share))
+                        or 2 * SAMPLE_BLOCK + 20)
     rollout = model.rollout_logits
     monkeypatch.setattr(model, "rollout_logits",
                         lambda *a, **kw: rows.append(int(kw["repeats"].sum())) or rollout(*a, **kw))
     sample_futures(objective, torch.rand(3, 3, 1, 16, 16), samples=SAMPLE_BLOCK + 20, horizon=2, prior="learned", seed=1)
-    assert sizes == [("cpu", 16, 16)] and rows == [2 * SAMPLE_BLOCK + 20, SAMPLE_BLOCK + 40]
+    assert sizes == [("cpu", 16, 16, 1.0)] and rows == [2 * SAMPLE_BLOCK + 20, SAMPLE_BLOCK + 40]
 
 
 @pytest.mark.parametrize("branches", [3])

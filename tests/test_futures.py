@@ -1423,6 +1423,43 @@ def test_sampled_futures_that_keep_every_glided_pixel_run_no_decoder():
     assert torch.allclose(frames, expected, atol=1e-5) and frames[0, 0].amax() > 0.5  # the square, glided
 
 
+def test_futures_that_fill_with_the_background_run_no_network_and_read_no_latent():
+    """A future that fills with the background shows only glided and background pixels: a rollout with draws runs the
+    encoder, predictor and decoder on the other futures only, its frames are those of a rollout that runs the network
+    on every row (to float rounding), the drawer still sees every row (its random stream, and so each other future's
+    z, is unchanged) and the futures that read no z report z = 0. With every future filled the network never runs."""
+    model = small(output="glide", kernel=5, glide_mask="trust", sharp=True, perturb=True)
+    wall = square(3, start=(6, 4), velocity=(0, 2)).expand(2, -1, -1, -1, -1)
+    repeats = torch.tensor([3, 2])
+    fill = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0])
+    draws = draws_of(torch.tensor([0.0, 1.0, 0.3, 1.0, 0.6])[:, None].expand(5, model.glide_objects), fill=fill)
+    seen = []
+
+    def draw_z(h, k):  # a drawer that draws one row per row it is given, from its own stream
+        seen.append(h.shape[0])
+        return torch.randn(h.shape[0], 3, generator=generator) + h.flatten(1)[:, :1]
+
+    rows = []
+    hook = model.predictor.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    generator = torch.Generator().manual_seed(0)
+    frames, z = model.rollout_logits(wall, 3, draw_z, repeats=repeats, draws=draws)
+    hook.remove()
+    assert rows == [3, 3, 3] and seen == [5, 5, 5]  # the three generated-fill futures, every row drawn
+    assert torch.equal(z[fill == 1], torch.zeros(2, 3, 3)) and (z[fill == 0] != 0).all()
+    generator = torch.Generator().manual_seed(0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model, "unread_network", lambda state: torch.zeros(state.last.shape[0], dtype=torch.bool))
+        every, every_z = model.rollout_logits(wall, 3, draw_z, repeats=repeats, draws=draws)
+    assert torch.allclose(torch.sigmoid(frames), torch.sigmoid(every), atol=1e-5)
+    assert torch.allclose(z[fill == 0], every_z[fill == 0], atol=1e-5) and (every_z[fill == 1] != 0).all()
+    assert torch.sigmoid(frames[0, 0]).amax() > 0.5  # the square, glided
+    rows.clear()
+    hook = model.predictor.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    alone, _ = model.rollout_logits(wall, 3, draw_z, repeats=repeats, draws=draws._replace(fill=torch.ones(5)))
+    hook.remove()
+    assert rows == [] and torch.equal(alone[0], frames[0]) and alone.shape == frames.shape
+
+
 def test_a_bounced_object_is_kept_while_its_path_is_likely_whatever_its_trust():
     """In drawn_glide an object drawn to bounce is shown where its path has it while the chance of what its bounces
     drew is BOUNCE_KEEP or more, however many they were (its trust was learnt of objects that go straight), then

@@ -1093,6 +1093,18 @@ class RolloutState(NamedTuple):
     boxes: Tensor | None = None  # (n, L, 4) with draws: where each object of the row's last context frame shows (`object_boxes`)
     paths: Paths | None = None  # with draws: where each row's objects stand in the next frame to predict, step + 1 (`bounce_step`)
 
+    def take(self, index: Tensor) -> "RolloutState":
+        """The state of the rows `index` picks; `glide`, one row per context, stays whole (`rows` names each row's)."""
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return self._replace(history=[[f[index] for f in level] for level in self.history], memory=pick(self.memory),
+                             last=self.last[index], previous=self.previous[index],
+                             anchor=None if self.anchor is None else [a[index] for a in self.anchor],
+                             content=pick(self.content), recall=pick(self.recall),
+                             rows=index if self.rows is None else self.rows[index],
+                             draws=None if self.draws is None else self.draws.rows(index),
+                             background=pick(self.background), objects=pick(self.objects), boxes=pick(self.boxes),
+                             paths=None if self.paths is None else Paths(*(t[index] for t in self.paths)))
+
 
 def uncounted_bounces(module: nn.Module, state: dict, prefix: str, *_) -> None:
     """Load hook: a checkpoint saved before bounce laws were counted gets empty counts (the uniform law it sampled
@@ -1465,21 +1477,35 @@ class VideoPredictor(nn.Module):
         return bounce_step(state.paths, state.boxes, state.draws, size=tuple(state.last.shape[-2:]), radius=self.glide_radius,
                            box=self.bounce_box, law=self.bounce_law())
 
-    def condition(self, state: RolloutState) -> tuple[Conditioning, Tensor | None]:
-        """The conditioning of the next frame, and the predictor memory that includes it."""
+    def context_glide(self, glide: Tensor | None, step: int) -> tuple[Tensor, Tensor | None] | None:
+        """The glided frame and its trust of the frame after `step` predicted ones, once per context (the K futures of a
+        clip share them): one row per row of a rollout's `glide`; None without a glide decoder."""
+        if glide is None:
+            return None
+        glided = self.glided(glide, torch.full((glide.shape[0],), step + 1, device=glide.device))
+        return glided, self.glide_trust(glided)
+
+    def row_glide(self, state: RolloutState, shared: tuple[Tensor, Tensor | None]) -> tuple[Tensor, Tensor | None]:
+        """`context_glide`'s frame and trust for each row of `state`; with draws, as each future moves the last context
+        frame's objects its own way (`drawn_glide`)."""
+        glided, trust = shared
+        if state.rows is not None:
+            glided, trust = glided[state.rows], None if trust is None else trust[state.rows]
+        if state.draws is not None:
+            source = state.glide[:, :self.channels]
+            source = source if state.rows is None else source[state.rows]
+            glided, trust = drawn_glide(source, state.objects, state.paths, trust, glided, state.draws, state.background)
+        return glided, trust
+
+    def condition(self, state: RolloutState, shared: tuple[Tensor, Tensor | None] | None = None
+                  ) -> tuple[Conditioning, Tensor | None]:
+        """The conditioning of the next frame, and the predictor memory that includes it. `shared`: `context_glide`'s,
+        where the caller has it."""
         h, memory = self.predictor(torch.stack(state.history[-1], dim=1), state.memory)
         recent = None if self.skips == "context" else [torch.cat(level[-self.skip_frames:], dim=1) for level in state.history]
         glided = trust = None
-        if state.glide is not None:  # once per context (the K futures of a clip share it), then one copy per row
-            glided = self.glided(state.glide, torch.full((state.glide.shape[0],), state.step + 1, device=state.last.device))
-            trust = self.glide_trust(glided)
-            if state.rows is not None:
-                glided, trust = glided[state.rows], None if trust is None else trust[state.rows]
-            if state.draws is not None:  # each future moves the last context frame's objects its own way
-                source = state.glide[:, :self.channels]
-                source = source if state.rows is None else source[state.rows]
-                glided, trust = drawn_glide(source, state.objects, state.paths, trust, glided, state.draws,
-                                            state.background)
+        if state.glide is not None:
+            glided, trust = self.row_glide(state, shared if shared is not None else self.context_glide(state.glide, state.step))
         return Conditioning(h, self.skip_features(recent, state.anchor), state.last, self.motion(state.previous, state.last),
                             state.content, state.recall, glided, trust), memory
 
@@ -1520,14 +1546,45 @@ class VideoPredictor(nn.Module):
         grad, the energy of the whole future can be minimized over z (fill-in-the-blank inference).
         """
         state = self.begin(context, repeats=repeats, draws=draws)
-        logits, zs = [], []
+        n = state.last.shape[0]
+        apart = self.unread_network(state)
+        run, fixed = None, None
+        if apart.any():  # those futures are glided only; the network runs on the others
+            run = (~apart).nonzero().squeeze(1)
+            fixed, state = state.take(apart.nonzero().squeeze(1)), state.take(run)
+        logits, zs, glided = [], [], []
         for k in range(horizon):
-            cond, memory = self.condition(state)
-            z = draw_z(cond.h, k)
+            shared = self.context_glide(state.glide, k)
+            if fixed is not None:
+                glided.append(self.decoder.blend(self.row_glide(fixed, shared)[0][:, :self.channels], None, None))
+                if k + 1 < horizon:
+                    fixed = fixed._replace(step=k + 1, paths=self.next_paths(fixed))
+                if not len(run):
+                    continue
+            cond, memory = self.condition(state, shared)
+            if run is None:
+                z = draw_z(cond.h, k)
+            else:  # the drawer draws every row, as its random streams do: a future's z is the same whichever run
+                z = draw_z(cond.h.new_zeros(n, *cond.h.shape[1:]).index_copy_(0, run, cond.h), k)[run]
             glided_only = None if state.draws is None else (cond.trust == 1).flatten(1).all(dim=1)
             out, levels = self.decode_step(cond, z, glided_only=glided_only)
             if k + 1 < horizon:  # the last frame is not fed back: nothing reads it
                 state = self.advance(state, memory, torch.sigmoid(out), levels)
             logits.append(out)
             zs.append(z)
-        return torch.stack(logits, dim=1), torch.stack(zs, dim=1)
+        if fixed is None:
+            return torch.stack(logits, dim=1), torch.stack(zs, dim=1)
+        frames = context.new_empty(n, horizon, *context.shape[2:])
+        frames[apart] = torch.stack(glided, dim=1)
+        latents = context.new_zeros(n, horizon, self.z_dim)  # a future that reads no z: 0, its energy's least over z
+        if len(run):
+            frames[run], latents[run] = torch.stack(logits, dim=1), torch.stack(zs, dim=1)
+        return frames, latents
+
+    def unread_network(self, state: RolloutState) -> Tensor:
+        """(n,) bool: the rows of a rollout whose frames read nothing the encoder, predictor, decoder or z give: with
+        draws, the futures that fill with the background (`drawn_glide`'s mask keeps every pixel, glided or the
+        background's). `rollout_logits` runs the network on the others only."""
+        if state.draws is None:
+            return torch.zeros(state.last.shape[0], dtype=torch.bool, device=state.last.device)
+        return state.draws.fill > 0.5

@@ -32,10 +32,16 @@ BOUNCE_DRAWS = 8  # glide_draws: the bounces of an object that draw their own ve
 BOUNCE_SPLIT = (0, 1)  # glide_draws: pixels beyond half of its box's slack on an object's low side (per axis), drawn uniformly
 
 
-def auto_rollout_batch(device: torch.device, height: int, width: int) -> int:
+GLIDE_ONLY_COST = 1 / 8  # a future that runs no network (`VideoPredictor.unread_network`) costs ~1/8 of one that does (CPU, 64x64)
+
+
+def auto_rollout_batch(device: torch.device, height: int, width: int, network_share: float = 1.0) -> int:
     """Futures rolled out together: ~10^5 pixels per frame on a CPU (100 futures at 32x32, 25 at
-    64x64: larger chunks measured no faster there, and cost ~4.5 MB each at 64x64), 16x more on a GPU."""
-    rows = 100 * 32 * 32 // (height * width) * (16 if device.type == "cuda" else 1)
+    64x64: larger chunks measured no faster there, and cost ~4.5 MB each at 64x64), 16x more on a GPU; more where only
+    `network_share` of the futures run the network (a trust glide model's futures that fill with the background run
+    none, at GLIDE_ONLY_COST of one that does: 50 at 64x64 for 3 in 4, 200 for all)."""
+    cost = network_share + (1 - network_share) * GLIDE_ONLY_COST
+    rows = int(100 * 32 * 32 // (height * width) * (16 if device.type == "cuda" else 1) / cost)
     return max(SAMPLE_BLOCK, rows // SAMPLE_BLOCK * SAMPLE_BLOCK)
 
 
@@ -67,7 +73,8 @@ def sample_futures(objective: Objective, context: Tensor, *, samples: int, horiz
     The futures of clip i depend only on (seed, clip_ids[i]) (default: i), never on which clips or
     how many futures are rolled out together: each block of SAMPLE_BLOCK samples of a clip draws
     its latents from its own generator. Rollouts run whole blocks, about `max_batch` futures at a
-    time (default `auto_rollout_batch`: 25 at 64x64 on a CPU), so memory stays bounded for K = 100;
+    time (default `auto_rollout_batch`: 25 at 64x64 on a CPU, more for the futures that run no network), so memory
+    stays bounded for K = 100;
     each context is encoded once per block. `background_fill`: see `draw_futures`.
     """
     logits, _ = draw_futures(objective, context, samples=samples, horizon=horizon, prior=prior, bank=bank, seed=seed,
@@ -84,7 +91,11 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
 
     `background_fill` (a glide decoder with glide_mask='trust'; other models ignore it): the share of futures that
     leave the background where they drop a glided object, the rest filling in the generated pixels, where the drawn
-    z shows. 1: z changes no sampled future, only the glide's draws do; 0: every dropped object is generated."""
+    z shows. 1: z changes no sampled future, only the glide's draws do; 0: every dropped object is generated. The
+    futures that fill with the background read nothing of the network, which runs on the others only
+    (`VideoPredictor.unread_network`); their latents are returned as 0 (z = 0 is their energy's least over z: their
+    cost does not depend on it), the others' are those drawn (the drawer still draws every row, so that a future's z
+    is the same whatever the others are)."""
     if not 0 <= background_fill <= 1:
         raise ValueError(f"background_fill={background_fill}: expected a share between 0 and 1")
     model, b = objective.model, context.shape[0]
@@ -94,7 +105,8 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
     clip_ids = list(range(b)) if clip_ids is None else list(clip_ids)
     if len(clip_ids) != b:
         raise ValueError(f"clip_ids names {len(clip_ids)} clips for a context of {b}")
-    max_batch = max_batch or auto_rollout_batch(context.device, *context.shape[-2:])
+    share = 1.0 if model.decoder.trust is None else 1 - background_fill  # the futures that run the network
+    max_batch = max_batch or auto_rollout_batch(context.device, *context.shape[-2:], network_share=share)
     generator_device = context.device if prior == "learned" else "cpu"
     blocks = [(i, first, min(SAMPLE_BLOCK, samples - first)) for i in range(b) for first in range(0, samples, SAMPLE_BLOCK)]
     logits = context.new_empty(b, samples, horizon, *context.shape[2:])
