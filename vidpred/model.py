@@ -1564,7 +1564,7 @@ class VideoPredictor(nn.Module):
             cond, memory = self.condition(state, shared)
             if run is None:
                 z = draw_z(cond.h, k)
-            else:  # the drawer draws every row, as its random streams do: a future's z is the same whichever run
+            else:  # the drawer is given every row, so its random streams, and each future's z, are as if all ran
                 z = draw_z(cond.h.new_zeros(n, *cond.h.shape[1:]).index_copy_(0, run, cond.h), k)[run]
             glided_only = None if state.draws is None else (cond.trust == 1).flatten(1).all(dim=1)
             out, levels = self.decode_step(cond, z, glided_only=glided_only)
