@@ -199,7 +199,8 @@ class TrainedPredictor:
 
         `observed` (b, T, c, H, W) holds the future where `mask` (broadcastable to it) is 1; other
         pixels are ignored. A sample's energy is its masked cost plus λR of the latents it was drawn
-        with. The futures are those of `sample(context, k, T, seed, prior, background_fill)`, reordered.
+        with (z = 0 for a trust-glide future that fills with the background and so reads none: `draw_futures`).
+        The futures are those of `sample(context, k, T, seed, prior, background_fill)`, reordered.
         """
         context, observed = self.as_clips(context, "context"), self.as_clips(observed, "observed")
         mask = self._mask(mask, observed)
