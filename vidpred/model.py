@@ -1381,11 +1381,16 @@ class VideoPredictor(nn.Module):
             return self.decode_levels(cond, z)
         if glided_only is None or not glided_only.any():
             return self.decode(cond, z), None
-        logits = self.decoder.blend(cond.glided[:, :self.channels], None, None)
+        logits = self.glided_logits(cond.glided)
         rest = (~glided_only).nonzero().squeeze(1)
         if len(rest):
             logits[rest] = self.decode(cond.rows(rest), z[rest])
         return logits, None
+
+    def glided_logits(self, glided: Tensor) -> Tensor:
+        """The logits (n, c, H, W) of a frame that is the glided one (n, c + 2, H, W) at every pixel: a future whose
+        mask keeps every glided pixel, whatever the decoder generates."""
+        return self.decoder.blend(glided[:, :self.channels], None, None)
 
     def corrected(self, logits: Tensor, cond: Conditioning) -> Tensor:
         """The decoder's logits, as a correction of the last frame's where the model is `residual`."""
@@ -1556,7 +1561,7 @@ class VideoPredictor(nn.Module):
         for k in range(horizon):
             shared = self.context_glide(state.glide, k)
             if fixed is not None:
-                glided.append(self.decoder.blend(self.row_glide(fixed, shared)[0][:, :self.channels], None, None))
+                glided.append(self.glided_logits(self.row_glide(fixed, shared)[0]))
                 if k + 1 < horizon:
                     fixed = fixed._replace(step=k + 1, paths=self.next_paths(fixed))
                 if not len(run):

@@ -74,8 +74,7 @@ def sample_futures(objective: Objective, context: Tensor, *, samples: int, horiz
     how many futures are rolled out together: each block of SAMPLE_BLOCK samples of a clip draws
     its latents from its own generator. Rollouts run whole blocks, about `max_batch` futures at a
     time (default `auto_rollout_batch`: 25 at 64x64 on a CPU, more for the futures that run no network), so memory
-    stays bounded for K = 100;
-    each context is encoded once per block. `background_fill`: see `draw_futures`.
+    stays bounded for K = 100; each context is encoded once per block. `background_fill`: see `draw_futures`.
     """
     logits, _ = draw_futures(objective, context, samples=samples, horizon=horizon, prior=prior, bank=bank, seed=seed,
                              clip_ids=clip_ids, max_batch=max_batch, background_fill=background_fill)
@@ -105,7 +104,8 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
     clip_ids = list(range(b)) if clip_ids is None else list(clip_ids)
     if len(clip_ids) != b:
         raise ValueError(f"clip_ids names {len(clip_ids)} clips for a context of {b}")
-    share = 1.0 if model.decoder.trust is None else 1 - background_fill  # the futures that run the network
+    draws_glide = model.decoder.trust is not None  # the glide's draws, and futures that fill with the background
+    share = 1 - background_fill if draws_glide else 1.0  # the futures that run the network
     max_batch = max_batch or auto_rollout_batch(context.device, *context.shape[-2:], network_share=share)
     generator_device = context.device if prior == "learned" else "cpu"
     blocks = [(i, first, min(SAMPLE_BLOCK, samples - first)) for i in range(b) for first in range(0, samples, SAMPLE_BLOCK)]
@@ -123,7 +123,7 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
             return torch.cat([d(part, k) for d, part in zip(drawers, h.split(sizes))])
 
         ctx = context[[i for i, *_ in chunk]]
-        draws = None if model.decoder.trust is None else GlideDraws(*(  # the glide's draws, a stream per block too
+        draws = None if not draws_glide else GlideDraws(*(  # the glide's draws, a stream per block too
             torch.cat(parts).to(context.device) for parts in zip(*(
                 glide_draws(n, block_seed(seed, clip_ids[i], first // SAMPLE_BLOCK, 1), model.glide_objects,
                             background_fill=background_fill)
