@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from vidpred.build import build_model, predictor_of_kind
 from vidpred.config import ConfigError, parse_args, saved_config, to_dict
 from vidpred.energy import Energy
-from vidpred.model import (BOUNCE_KEEP, ConditionalPrior, Decoder, GlideDraws, VideoPredictor, arrivals, background,
-                           bounce_step, constant_motion, displacement_objects, drawn_glide, glide, joined,
-                           main_motion, motion_costs, object_boxes, object_motion, placed_objects, shift, start_paths)
+from vidpred.model import (BOUNCE_KEEP, GLIDE_TIE, GLIDE_WINDOWS, ConditionalPrior, Decoder, GlideDraws, VideoPredictor,
+                           arrivals, background, bounce_step, box_mean, by_pixel, constant_motion, displacement_objects,
+                           drawn_glide, glide, joined, main_motion, matching_costs, motion_costs, object_boxes,
+                           object_motion, placed_objects, shift, start_paths)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -1015,6 +1016,25 @@ def test_overlapping_objects_split_their_pixels_between_their_two_motions_and_le
     assert (one[0, :, 10:13, 9:12] == torch.tensor([2, 2]).view(2, 1, 1)).all()  # the first square's far corner
     assert (one[0, :, 19:22, 19:22] == torch.tensor([-2, -1]).view(2, 1, 1)).all()  # the second's
     assert (one[0][:, ~shown] == each[0][:, ~shown]).all()  # the background as block matching found it
+
+
+def test_matching_costs_are_the_per_plane_window_means_laid_out_with_the_displacements_innermost():
+    """The block-matching cost, pooled channels-last for speed, equals pooling each displacement's plane on its own
+    (the same sums, bit for bit), and `by_pixel` reads it as (n, H·W, k²) without a copy."""
+    torch.manual_seed(0)
+    previous, last = torch.rand(2, 3, 12, 10), torch.rand(2, 3, 12, 10)
+    radius, k = 2, 5
+    cost, dy, dx = matching_costs(previous, last, radius=radius)
+    padded = F.pad(previous, (radius,) * 4, mode="replicate")
+    planes = []
+    for j in range(k * k):  # previous at p - d_j, d_j = (dy[j], dx[j])
+        moved = padded[:, :, radius - dy[j]:radius - dy[j] + 12, radius - dx[j]:radius - dx[j] + 10]
+        diff = (moved - last).pow(2).mean(dim=1, keepdim=True).contiguous()
+        planes.append(sum(box_mean(diff, side) for side in GLIDE_WINDOWS) + GLIDE_TIE * float(dy[j] ** 2 + dx[j] ** 2))
+    assert torch.equal(cost, torch.cat(planes, dim=1))
+    flat = by_pixel(cost)
+    assert flat.shape == (2, 12 * 10, k * k) and flat.data_ptr() == cost.data_ptr()
+    assert torch.equal(flat[1, 3 * 10 + 4], cost[1, :, 3, 4])
 
 
 def test_main_motion_keeps_the_displacements_a_region_holds_and_gives_each_pixel_the_cheapest():

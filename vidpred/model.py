@@ -156,14 +156,17 @@ def constant_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
 
 
 def matching_costs(previous: Tensor, last: Tensor, *, radius: int) -> tuple[Tensor, Tensor, Tensor]:
-    """`constant_motion`'s cost of every displacement at every pixel, (n, k², H, W) with GLIDE_TIE added, and the
-    displacements of its channels, dy and dx (k²,): channel j is d_j = (j // k - r, j % k - r), k = 2r + 1."""
+    """`constant_motion`'s cost of every displacement at every pixel, (n, k², H, W) with GLIDE_TIE added, stored
+    channels-last (each pixel's k² costs side by side: `by_pixel`), and the displacements of its channels, dy and dx
+    (k²,): channel j is d_j = (j // k - r, j % k - r), k = 2r + 1."""
     n, c, hh, ww = last.shape
     k = 2 * radius + 1
     padded = F.pad(previous, (radius,) * 4, mode="replicate")
     # unfold reads padded[p + o_j], o_j = (j // k, j % k) - r: previous at p - d with d = -o_j (the flip)
     patches = F.unfold(padded, k).view(n, c, k * k, hh, ww).flip(2)
     diff = (patches - last[:, :, None]).pow(2).mean(dim=1)  # (n, k², H, W)
+    # pooled with the k² displacements innermost: the same sums, 4-6x faster on the CPU than pooling each plane
+    diff = diff.contiguous(memory_format=torch.channels_last)
     cost = sum(box_mean(diff, side) for side in GLIDE_WINDOWS)
     offsets = torch.arange(k, device=last.device) - radius
     dy, dx = offsets.repeat_interleave(k), offsets.repeat(k)
@@ -187,13 +190,14 @@ def object_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
     constant-motion floor of evaluation stays per pixel (`constant_motion`)."""
     cost, dy, dx = matching_costs(previous, last, radius=radius)
     n, k2, hh, ww = cost.shape
-    best = cost.argmin(dim=1)
-    each = torch.stack([dy[best], dx[best]], dim=1).flatten(2)  # (n, 2, H·W)
+    at_pixel = by_pixel(cost)  # (n, H·W, k²)
+    best = at_pixel.argmin(dim=2)
+    each = torch.stack([dy[best], dx[best]], dim=1)  # (n, 2, H·W)
     member = (last.amax(dim=1).flatten(1) > OBJECT_LEVEL) & (each.abs().sum(dim=1) > 0)
     group = joined(each.view(n, 2, hh, ww), member.view(n, hh, ww)).flatten(1)  # (n, H·W), 0: no group
     m = hh * ww + 1
-    summed = cost.new_zeros(n, k2, m).scatter_add_(2, group[:, None].expand(-1, k2, -1), cost.flatten(2))
-    pick = summed.argmin(dim=1)  # (n, m): each group's displacement of least summed cost
+    summed = cost.new_zeros(n, m, k2).scatter_add_(1, group[..., None].expand(-1, -1, k2), at_pixel)
+    pick = summed.argmin(dim=2)  # (n, m): each group's displacement of least summed cost
     at = group[:, None].expand(-1, 2, -1)
     low = each.new_full((n, 2, m), radius + 1).scatter_reduce(2, at, each, reduce="amin")
     high = each.new_full((n, 2, m), -radius - 1).scatter_reduce(2, at, each, reduce="amax")
@@ -202,6 +206,14 @@ def object_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
     chosen = torch.stack([dy[pick], dx[pick]], dim=1).gather(2, at)  # (n, 2, H·W)
     moved = torch.where(rigid.gather(1, group)[:, None], chosen, each).view(n, 2, hh, ww)
     return main_motion(cost, moved, member.view(n, hh, ww), dy, dx, radius=radius)
+
+
+def by_pixel(cost: Tensor) -> Tensor:
+    """`matching_costs`' cost (n, k², H, W) as (n, H·W, k²): each pixel's k² costs side by side (a view of the
+    channels-last tensor matching_costs returns; a copy of any other), where the reductions over displacements
+    read them."""
+    n, k2, hh, ww = cost.shape
+    return cost.permute(0, 2, 3, 1).reshape(n, hh * ww, k2)
 
 
 def main_motion(cost: Tensor, displacement: Tensor, member: Tensor, dy: Tensor, dx: Tensor, *, radius: int) -> Tensor:
@@ -215,8 +227,8 @@ def main_motion(cost: Tensor, displacement: Tensor, member: Tensor, dy: Tensor, 
     counts = cost.new_zeros(n, m * k2).scatter_add_(1, index, member.flatten(1).to(cost.dtype)).view(n, m, k2)
     bar = torch.minimum(REGION_SHARE * counts.sum(dim=2, keepdim=True), counts.amax(dim=2, keepdim=True))
     main = (counts >= bar) & (counts > 0)  # (n, m, k²): the displacements each region keeps
-    allowed = main.gather(1, region[..., None].expand(-1, -1, k2)).transpose(1, 2)  # (n, k², H·W)
-    pick = torch.where(allowed, cost.flatten(2), torch.inf).argmin(dim=1)  # (n, H·W)
+    allowed = main.gather(1, region[..., None].expand(-1, -1, k2))  # (n, H·W, k²)
+    pick = torch.where(allowed, by_pixel(cost), torch.inf).argmin(dim=2)  # (n, H·W)
     snapped = torch.stack([dy[pick], dx[pick]], dim=1).view(n, 2, hh, ww)
     return torch.where(member[:, None], snapped, displacement)
 
