@@ -1453,16 +1453,11 @@ class VideoPredictor(nn.Module):
                 _, memory = self.predictor(feats[-1][:, j - self.window:j], memory)
         last, previous = context[:, -1], context[:, -2 if context.shape[1] > 1 else -1]
         source = self.glide_source(previous, last)  # one row per context, glided for its rows (`condition`)
-        rows = None if repeats is None or source is None else torch.arange(len(repeats), device=context.device).repeat_interleave(repeats)
-        if repeats is not None:
-            feats = [f.repeat_interleave(repeats, dim=0) for f in feats]
-            last, previous = last.repeat_interleave(repeats, dim=0), previous.repeat_interleave(repeats, dim=0)
-            memory = None if memory is None else memory.repeat_interleave(repeats, dim=0)
-            content = None if content is None else content.repeat_interleave(repeats, dim=0)
-            recall = None if recall is None else recall.repeat_interleave(repeats, dim=0)
         history = [[f[:, i] for i in range(f.shape[1] - self.window, f.shape[1])] for f in feats]
         anchor = None if self.skips == "recent" else [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
-        state = RolloutState(history, memory, last, previous, anchor, content, recall, source, rows=rows)
+        state = RolloutState(history, memory, last, previous, anchor, content, recall, source)
+        if repeats is not None:  # every context's row repeated; `glide` stays one row per context (`rows`)
+            state = state.take(torch.arange(len(repeats), device=context.device).repeat_interleave(repeats))
         return state if draws is None else self.begin_paths(state, context, draws)
 
     def begin_paths(self, state: RolloutState, context: Tensor, draws: GlideDraws) -> RolloutState:
