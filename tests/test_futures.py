@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from vidpred.build import build_model, predictor_of_kind
 from vidpred.config import ConfigError, parse_args, saved_config, to_dict
 from vidpred.energy import Energy
-from vidpred.model import (BOUNCE_KEEP, GLIDE_TIE, GLIDE_WINDOWS, ConditionalPrior, Decoder, GlideDraws, VideoPredictor,
-                           arrivals, background, bounce_step, box_mean, by_pixel, constant_motion, displacement_objects,
+from vidpred.model import (BOUNCE_KEEP, GLIDE_TIE, GLIDE_WINDOWS, ConditionalPrior, Decoder, GlideDraws, Rows,
+                           VideoPredictor, among, arrivals, background, bounce_step, box_mean, by_pixel, constant_motion, displacement_objects,
                            drawn_glide, glide, joined, main_motion, matching_costs, motion_costs, object_boxes,
                            object_motion, placed_objects, shift, start_paths)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
@@ -511,8 +511,8 @@ def test_chained_drawer_hands_each_step_its_own_previous_draw():
     calls = []
     original = model.prior.sample
 
-    def recording(h, generator=None, z_prev=None):
-        z = original(h, generator=generator, z_prev=z_prev)
+    def recording(h, generator=None, z_prev=None, rows=None):
+        z = original(h, generator=generator, z_prev=z_prev, rows=rows)
         calls.append((z_prev, z))
         return z
 
@@ -521,6 +521,33 @@ def test_chained_drawer_hands_each_step_its_own_previous_draw():
     model.rollout(torch.rand(2, 3, 1, 16, 16), 3, drawer)
     assert calls[0][0] is None
     assert torch.equal(calls[1][0], calls[0][1]) and torch.equal(calls[2][0], calls[1][1])
+
+
+@pytest.mark.parametrize("kind, chained", [("energy", False), ("energy", True), ("vae", False)])
+def test_a_prior_told_the_rows_draws_each_as_it_would_among_all(kind, chained):
+    """Given `Rows`, a prior reads the states of the rows asked for only but draws the noise of all rows.total, so each
+    asked row gets the z it draws among all (to float rounding: the trunk runs on fewer rows); none asked, none given."""
+    model = small(kind=kind, chained=chained, perturb=True)
+    h, z_prev = torch.randn(7, 16, 4, 4), torch.randn(7, 3)
+    seeded = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    every = model.prior.sample(h, generator=seeded(), z_prev=z_prev)
+    index = torch.tensor([1, 4, 5])
+    some = model.prior.sample(h[index], generator=seeded(), z_prev=z_prev[index], rows=Rows(index, 7))
+    assert some.shape == (3, 3) and torch.allclose(some, every[index], atol=1e-5)
+    assert (some != 0).all(dim=1).sum() >= 2 and not torch.allclose(some[0], some[1])  # drawn, and each its own
+    assert model.prior.sample(h[:0], generator=seeded(), z_prev=z_prev[:0], rows=Rows(index[:0], 7)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("prior", ["bank", "fitted"])
+def test_a_bank_drawer_told_the_rows_gives_them_their_draws_among_all(prior):
+    from vidpred.prior import LatentBank
+    bank = LatentBank(3, 16)
+    bank.add(torch.randn(16, 3))
+    bank.fit()
+    drawer = lambda: EnergyObjective(small()).drawer(prior, bank, torch.Generator().manual_seed(2))  # noqa: E731
+    h, index = torch.randn(6, 16, 4, 4), torch.tensor([0, 3])
+    every, some = drawer()(h, 0), drawer()(h[index], 0, Rows(index, 6))
+    assert torch.equal(some, every[index]) and not torch.equal(some, every[:2])
 
 
 def test_a_free_running_run_resumes_exactly_and_evaluates(tmp_path):
@@ -1272,9 +1299,10 @@ def test_a_glide_run_trains_samples_from_repeats_and_evaluates(tmp_path, mask):
     if mask == "trust":  # each future's draw of the mask travels with its row
         from vidpred.sampling import glide_draws
         draws = glide_draws(5, seed=0, objects=model.glide_objects)
-        together, _ = model.rollout(context, 4, lambda h, k: z[:, k], repeats=repeats, draws=draws)
-        first, _ = model.rollout(context[:1].expand(2, -1, -1, -1, -1), 4, lambda h, k: z[:2, k], draws=draws.rows(slice(0, 2)))
-        second, _ = model.rollout(context[1:].expand(3, -1, -1, -1, -1), 4, lambda h, k: z[2:, k], draws=draws.rows(slice(2, 5)))
+        given = lambda part: lambda h, k, rows=None: among(part[:, k], rows)  # noqa: E731  the rows the rollout asks for
+        together, _ = model.rollout(context, 4, given(z), repeats=repeats, draws=draws)
+        first, _ = model.rollout(context[:1].expand(2, -1, -1, -1, -1), 4, given(z[:2]), draws=draws.rows(slice(0, 2)))
+        second, _ = model.rollout(context[1:].expand(3, -1, -1, -1, -1), 4, given(z[2:]), draws=draws.rows(slice(2, 5)))
         assert torch.allclose(together, torch.cat([first, second]), atol=1e-5)
     metrics = evaluate(EvalConfig(ckpt=str(run / "checkpoints" / "last.pt"), samples=3, horizon=4, clips=2,
                                   context=3, out=str(tmp_path / "eval"), video="none"))
@@ -1430,7 +1458,7 @@ def test_sampled_futures_that_keep_every_glided_pixel_run_no_decoder():
     wall = square(3, start=(6, 4), velocity=(0, 2)).expand(4, -1, -1, -1, -1)
     levels = torch.tensor([0.0, 1.0, 0.0, 1.0])[:, None].expand(4, model.glide_objects)  # keep all, or none
     draws = draws_of(levels, fill=torch.tensor([1.0, 0.0, 1.0, 0.0]))
-    draw_z = lambda h, k: torch.ones(h.shape[0], 3)  # noqa: E731
+    draw_z = lambda h, k, rows=None: torch.ones(h.shape[0], 3)  # noqa: E731
     rows = []
     hook = model.decoder.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
     frames, _ = model.rollout(wall, 3, draw_z, draws=draws)
@@ -1446,8 +1474,9 @@ def test_sampled_futures_that_keep_every_glided_pixel_run_no_decoder():
 def test_futures_that_fill_with_the_background_run_no_network_and_read_no_latent():
     """A future that fills with the background shows only glided and background pixels: a rollout with draws runs the
     encoder, predictor and decoder on the other futures only, its frames are those of a rollout that runs the network
-    on every row (to float rounding), the drawer still sees every row (its random stream, and so each other future's
-    z, is unchanged) and the futures that read no z report z = 0. With every future filled the network never runs."""
+    on every row (to float rounding), the drawer is told which of all the rows it is given (it draws every row's noise:
+    its random stream, and so each other future's z, is unchanged) and the futures that read no z report z = 0. With
+    every future filled the network never runs."""
     model = small(output="glide", kernel=5, glide_mask="trust", sharp=True, perturb=True)
     wall = square(3, start=(6, 4), velocity=(0, 2)).expand(2, -1, -1, -1, -1)
     repeats = torch.tensor([3, 2])
@@ -1455,16 +1484,16 @@ def test_futures_that_fill_with_the_background_run_no_network_and_read_no_latent
     draws = draws_of(torch.tensor([0.0, 1.0, 0.3, 1.0, 0.6])[:, None].expand(5, model.glide_objects), fill=fill)
     seen = []
 
-    def draw_z(h, k):  # a drawer that draws one row per row it is given, from its own stream
-        seen.append(h.shape[0])
-        return torch.randn(h.shape[0], 3, generator=generator) + h.flatten(1)[:, :1]
+    def draw_z(h, k, rows=None):  # a drawer that draws every row's noise from its own stream
+        seen.append((h.shape[0], None if rows is None else (rows.index.tolist(), rows.total)))
+        return among(torch.randn(h.shape[0] if rows is None else rows.total, 3, generator=generator), rows) + h.flatten(1)[:, :1]
 
     rows = []
     hook = model.predictor.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
     generator = torch.Generator().manual_seed(0)
     frames, z = model.rollout_logits(wall, 3, draw_z, repeats=repeats, draws=draws)
     hook.remove()
-    assert rows == [3, 3, 3] and seen == [5, 5, 5]  # the three generated-fill futures, every row drawn
+    assert rows == [3, 3, 3] and seen == [(3, ([1, 2, 4], 5))] * 3  # the three generated-fill futures, of five
     assert torch.equal(z[fill == 1], torch.zeros(2, 3, 3)) and (z[fill == 0] != 0).all()
     generator = torch.Generator().manual_seed(0)
     with pytest.MonkeyPatch.context() as patch:
@@ -1529,7 +1558,7 @@ def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
         model.decoder.out.bias.fill_(3.0)  # the generated pixels bright, the background black
     objective = EnergyObjective(model)
     video = stopping_square(9, stop=3)
-    fixed = lambda *args, **kwargs: (lambda h, k: torch.zeros(h.shape[0], 3))  # noqa: E731  every latent z = 0
+    fixed = lambda *args, **kwargs: (lambda h, k, rows=None: torch.zeros(h.shape[0], 3))  # noqa: E731  every latent z = 0
     objective.drawer = fixed
     logits, _ = draw_futures(objective, video[:, :3], samples=100, horizon=4, seed=0)
     again, _ = draw_futures(objective, video[:, :3], samples=100, horizon=4, seed=0)
@@ -1549,6 +1578,29 @@ def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
         small(output="glide", kernel=5).rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=draws.rows(slice(0, 2)))
     with pytest.raises(ValueError, match=r"draws: expected levels \(n = 2, L = 25\).*got \(3, 25\)"):
         model.rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=draws.rows(slice(0, 3)))
+
+
+def test_the_futures_that_run_the_network_draw_what_they_draw_when_every_future_does():
+    """draw_futures tells each block's drawer which of its rows run the network (the others fill with the background):
+    those futures, frames and latents, are the ones drawn when every future runs it (background_fill=0 draws the same
+    levels and bounces), in every block of a chunk; the others read no z."""
+    from vidpred.sampling import SAMPLE_BLOCK, block_seed, draw_futures, glide_draws
+    model = small(perturb=True, output="glide", kernel=5, glide_mask="trust", sharp=True)
+    objective = EnergyObjective(model)
+    video = stopping_square(9, stop=3)[:, :3]
+    context = torch.cat([video, video.flip(-1)])
+    sizes = (SAMPLE_BLOCK, 7)  # two blocks a clip, all four in one chunk
+    drawn = {share: draw_futures(objective, context, samples=sum(sizes), horizon=3, seed=0, background_fill=share,
+                                 max_batch=4 * SAMPLE_BLOCK) for share in (0.5, 0.0)}
+    fill = torch.stack([torch.cat([glide_draws(n, block_seed(0, clip, block, 1), model.glide_objects,
+                                               background_fill=0.5).fill for block, n in enumerate(sizes)])
+                        for clip in range(2)])
+    run = fill == 0
+    assert run[:, :SAMPLE_BLOCK].any(dim=1).all() and run[:, SAMPLE_BLOCK:].any(dim=1).all() and (~run).any()
+    (half, half_z), (every, every_z) = drawn[0.5], drawn[0.0]
+    assert torch.allclose(half_z[run], every_z[run], atol=1e-5) and (half_z[~run] == 0).all()
+    assert torch.allclose(torch.sigmoid(half[run]), torch.sigmoid(every[run]), atol=1e-4)
+    assert len({tuple(z.tolist()) for z in half_z[run][:, 0]}) > 2  # each future its own draw
 
 
 def test_background_fill_sets_how_many_futures_show_the_latents_where_they_drop_an_object():

@@ -972,6 +972,20 @@ class TargetEncoder(nn.Module):
         return self.head(self.trunk(state_and_target))
 
 
+class Rows(NamedTuple):
+    """The rows of a batch that a smaller one holds: `index` (m,) into `total` rows. A rollout gives them to its
+    drawer when only some futures run the network (`VideoPredictor.rollout_logits`): the drawer draws the noise of
+    all `total` rows, so that each future's z is the same whatever the others are, and reads the states of these."""
+
+    index: Tensor
+    total: int
+
+
+def among(drawn: Tensor, rows: Rows | None) -> Tensor:
+    """The rows `rows` picks of a draw made for all rows.total (all of `drawn` where rows is None)."""
+    return drawn if rows is None else drawn[rows.index]
+
+
 class ConditionalPrior(nn.Module):
     """p(z_k | h_k [, z_{k-1}]): a point mass at z = 0 (sparse codes are often exactly zero) plus a
     mixture of `components` diagonal Gaussians, all weights and parameters predicted from the state
@@ -1018,13 +1032,20 @@ class ConditionalPrior(nn.Module):
         return torch.where((comp == 0)[:, None], torch.zeros_like(z), z)
 
     @torch.no_grad()
-    def sample(self, h: Tensor, generator: torch.Generator | None = None, z_prev: Tensor | None = None) -> Tensor:
+    def sample(self, h: Tensor, generator: torch.Generator | None = None, z_prev: Tensor | None = None,
+               rows: Rows | None = None) -> Tensor:
+        """A draw (n, d) for the states h (n, C, h, w); with `rows`, h holds those rows of rows.total, whose noise is
+        all drawn (the others' dropped), so a row's draw is the same whichever rows are asked."""
         logits, mu, log_sigma = self.params(h, z_prev)
-        comp = torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)  # (n,)
+        chances = logits.softmax(dim=1)
+        if rows is not None:  # multinomial draws each row from its own noise: the rows not asked draw from any law
+            chances = chances.new_ones(rows.total, chances.shape[1]).index_copy_(0, rows.index, chances)
+        comp = torch.multinomial(chances, 1, generator=generator).squeeze(1)  # (n,)
+        eps = torch.randn(comp.shape[0], mu.shape[2], device=h.device, generator=generator)
+        comp, eps = among(comp, rows), among(eps, rows)
         pick = (comp - 1).clamp(min=0)
-        rows = torch.arange(h.shape[0], device=h.device)
-        eps = torch.randn(mu.shape[0], mu.shape[2], device=h.device, generator=generator)
-        z = mu[rows, pick] + log_sigma[rows, pick].exp() * eps
+        index = torch.arange(h.shape[0], device=h.device)
+        z = mu[index, pick] + log_sigma[index, pick].exp() * eps
         return torch.where((comp == 0)[:, None], torch.zeros_like(z), z)
 
 
@@ -1046,10 +1067,14 @@ class GaussianHead(nn.Module):
         return mu, log_sigma.clamp(-6.0, 2.0)
 
     @torch.no_grad()
-    def sample(self, x: Tensor, generator: torch.Generator | None = None, z_prev: Tensor | None = None) -> Tensor:
-        """A draw (n, d); `z_prev` is accepted as the chained prior's is, and not read (chained = False)."""
+    def sample(self, x: Tensor, generator: torch.Generator | None = None, z_prev: Tensor | None = None,
+               rows: Rows | None = None) -> Tensor:
+        """A draw (n, d); `z_prev` is accepted as the chained prior's is, and not read (chained = False); `rows`: as
+        `ConditionalPrior.sample`'s."""
         mu, log_sigma = self.params(x)
-        return mu + log_sigma.exp() * torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+        n = mu.shape[0] if rows is None else rows.total
+        eps = torch.randn(n, mu.shape[1], device=mu.device, dtype=mu.dtype, generator=generator)
+        return mu + log_sigma.exp() * among(eps, rows)
 
 
 # --- the whole predictor ----------------------------------------------------------------------------
@@ -1542,7 +1567,9 @@ class VideoPredictor(nn.Module):
 
         `draw_z(h, k)` gives the latent (b, d) of step k from the state h (b, C, h, w); each
         predicted frame is encoded and fed back as the newest frame of the window (with latent
-        feedback, the decoder's features of it are). With `repeats`
+        feedback, the decoder's features of it are). Where `draws` leave some futures to the glide
+        alone, the states are those of the others and it is called `draw_z(h, k, rows)` (`Rows`:
+        which of all the futures they are), returning theirs. With `repeats`
         (b,) the rollout runs repeats[i] futures of context i in a row (n = repeats.sum() rows
         instead of b), encoding each context once. `draws`: see `begin`.
         """
@@ -1574,10 +1601,8 @@ class VideoPredictor(nn.Module):
                 if not len(run):
                     continue
             cond, memory = self.condition(state, shared)
-            if run is None:
-                z = draw_z(cond.h, k)
-            else:  # the drawer is given every row, so its random streams, and each future's z, are as if all ran
-                z = draw_z(cond.h.new_zeros(n, *cond.h.shape[1:]).index_copy_(0, run, cond.h), k)[run]
+            # told the rows among all, the drawer draws every row's noise, so each future's z is as if all ran
+            z = draw_z(cond.h, k) if run is None else draw_z(cond.h, k, Rows(run, n))
             glided_only = None if state.draws is None else (cond.trust == 1).flatten(1).all(dim=1)
             out, levels = self.decode_step(cond, z, glided_only=glided_only)
             if k + 1 < horizon:  # the last frame is not fed back: nothing reads it

@@ -66,10 +66,10 @@ from torch import Tensor
 from .choices import EncoderInput, ModelKind, PriorKind, Proposal, check_choice
 from .energy import Energy
 from .inference import infer_latent
-from .model import Conditioning, ConditionalPrior, GaussianHead, LatentEncoder, TargetEncoder, VideoPredictor
+from .model import Conditioning, ConditionalPrior, GaussianHead, LatentEncoder, Rows, TargetEncoder, VideoPredictor, among
 from .prior import LatentBank
 
-DrawZ = Callable[[Tensor, int], Tensor]  # (h (n, C, h, w), step k) -> z (n, d)
+DrawZ = Callable[..., Tensor]  # (h (n, C, h, w), step k[, rows: `Rows`, which futures h holds]) -> z (n, d)
 STILL_FLOOR = 1e-3  # still_weights: the copy error (30 dB) below which a frame counts as fully still
 
 
@@ -356,22 +356,24 @@ class Objective:
         model = self.model
         if prior == "learned":
             if not model.prior.chained:
-                return lambda h, k: model.prior.sample(h, generator=generator)
+                return lambda h, k, rows=None: model.prior.sample(h, generator=generator, rows=rows)
             previous: list[Tensor] = []  # the z this drawer gave at the step before, which a chained prior reads
 
-            def draw_chained(h: Tensor, k: int) -> Tensor:
-                z = model.prior.sample(h, generator=generator, z_prev=previous[-1] if k > 0 and previous else None)
+            def draw_chained(h: Tensor, k: int, rows: Rows | None = None) -> Tensor:
+                z = model.prior.sample(h, generator=generator, z_prev=previous[-1] if k > 0 and previous else None,
+                                       rows=rows)
                 previous[:] = [z]
                 return z
             return draw_chained
         if bank is None:
             raise ValueError(f"prior {prior!r} needs the latent bank saved in the checkpoint")
-        return lambda h, k: bank.sample(h.shape[0], prior, generator=generator).to(h.device, h.dtype)
+        return lambda h, k, rows=None: among(bank.sample(h.shape[0] if rows is None else rows.total, prior,
+                                                         generator=generator), rows).to(h.device, h.dtype)
 
     def best_guess(self) -> DrawZ:
         """The latent of the deterministic prediction: z = 0."""
         z_dim = self.model.z_dim
-        return lambda h, k: h.new_zeros(h.shape[0], z_dim)
+        return lambda h, k, rows=None: h.new_zeros(h.shape[0], z_dim)
 
     @torch.no_grad()
     def deterministic(self, context: Tensor, *, horizon: int) -> Tensor:
@@ -702,7 +704,7 @@ class VAEObjective(Objective):
     def best_guess(self) -> DrawZ:
         """The prior's mean at every step."""
         prior = self.model.prior
-        return lambda h, k: prior.params(h)[0]
+        return lambda h, k, rows=None: prior.params(h)[0]
 
 
 class DeterministicObjective(Objective):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .choices import PriorKind
-from .model import GlideDraws
+from .model import GlideDraws, Rows
 from .objectives import Objective
 from .prior import LatentBank
 
@@ -93,8 +93,9 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
     z shows. 1: z changes no sampled future, only the glide's draws do; 0: every dropped object is generated. The
     futures that fill with the background read nothing of the network, which runs on the others only
     (`VideoPredictor.unread_network`); their latents are returned as 0 (z = 0 is their energy's least over z: their
-    cost does not depend on it), the others' are those drawn (the drawer still draws every row, so that a future's z
-    is the same whatever the others are)."""
+    cost does not depend on it), the others' are those drawn: each block's drawer is told which of its rows run
+    (`Rows`), draws the noise of them all and runs the prior on these, so that a future's z is the same whatever the
+    others are."""
     if not 0 <= background_fill <= 1:
         raise ValueError(f"background_fill={background_fill}: expected a share between 0 and 1")
     model, b = objective.model, context.shape[0]
@@ -118,9 +119,16 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
         drawers = [objective.drawer(prior, bank, torch.Generator(device=generator_device).manual_seed(
             block_seed(seed, clip_ids[i], first // SAMPLE_BLOCK))) for i, first, _ in chunk]
         sizes = [n for *_, n in chunk]
+        starts = np.cumsum([0] + sizes[:-1]).tolist()  # each block's first row in the chunk
+        ends = torch.tensor(starts[1:], device=context.device)
 
-        def draw(h: Tensor, k: int) -> Tensor:  # every block draws its rows from its own stream
-            return torch.cat([d(part, k) for d, part in zip(drawers, h.split(sizes))])
+        def draw(h: Tensor, k: int, rows: Rows | None = None) -> Tensor:  # every block draws its rows from its own stream
+            if rows is None:
+                return torch.cat([d(part, k) for d, part in zip(drawers, h.split(sizes))])
+            block = torch.bucketize(rows.index, ends, right=True)  # the block of each row h holds (rows.index ascends)
+            held = torch.bincount(block, minlength=len(sizes)).tolist()
+            return torch.cat([d(part, k, Rows(index - start, n)) for d, part, index, start, n
+                              in zip(drawers, h.split(held), rows.index.split(held), starts, sizes)])
 
         ctx = context[[i for i, *_ in chunk]]
         draws = None if not draws_glide else GlideDraws(*(  # the glide's draws, a stream per block too
