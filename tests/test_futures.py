@@ -11,9 +11,9 @@ from vidpred.build import build_model, predictor_of_kind
 from vidpred.config import ConfigError, parse_args, saved_config, to_dict
 from vidpred.energy import Energy
 from vidpred.model import (BOUNCE_KEEP, GLIDE_TIE, GLIDE_WINDOWS, ConditionalPrior, Decoder, GlideDraws, Rows,
-                           VideoPredictor, among, arrivals, background, bounce_step, box_mean, by_pixel, constant_motion, displacement_objects,
-                           drawn_glide, glide, joined, main_motion, matching_costs, motion_costs, object_boxes,
-                           object_motion, placed_objects, shift, start_paths)
+                           VideoPredictor, among, arrivals, background, bounce_step, box_mean, by_pixel, constant_motion,
+                           displacement_objects, drawn_glide, glide, joined, main_motion, matching_costs, motion_costs,
+                           object_boxes, object_motion, placed_objects, shift, start_paths)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -525,8 +525,9 @@ def test_chained_drawer_hands_each_step_its_own_previous_draw():
 
 @pytest.mark.parametrize("kind, chained", [("energy", False), ("energy", True), ("vae", False)])
 def test_a_prior_told_the_rows_draws_each_as_it_would_among_all(kind, chained):
-    """Given `Rows`, a prior reads the states of the rows asked for only but draws the noise of all rows.total, so each
-    asked row gets the z it draws among all (to float rounding: the trunk runs on fewer rows); none asked, none given."""
+    """Given `Rows`, a prior reads the states of the rows asked for only but draws the noise of all rows.total, so
+    each asked row gets the z it draws among all (to float rounding: the trunk runs on fewer rows); none asked, none
+    given."""
     model = small(kind=kind, chained=chained, perturb=True)
     h, z_prev = torch.randn(7, 16, 4, 4), torch.randn(7, 3)
     seeded = lambda: torch.Generator().manual_seed(4)  # noqa: E731
@@ -1299,7 +1300,7 @@ def test_a_glide_run_trains_samples_from_repeats_and_evaluates(tmp_path, mask):
     if mask == "trust":  # each future's draw of the mask travels with its row
         from vidpred.sampling import glide_draws
         draws = glide_draws(5, seed=0, objects=model.glide_objects)
-        given = lambda part: lambda h, k, rows=None: among(part[:, k], rows)  # noqa: E731  the rows the rollout asks for
+        given = lambda part: lambda h, k, rows=None: among(part[:, k], rows)  # noqa: E731  the rows asked for
         together, _ = model.rollout(context, 4, given(z), repeats=repeats, draws=draws)
         first, _ = model.rollout(context[:1].expand(2, -1, -1, -1, -1), 4, given(z[:2]), draws=draws.rows(slice(0, 2)))
         second, _ = model.rollout(context[1:].expand(3, -1, -1, -1, -1), 4, given(z[2:]), draws=draws.rows(slice(2, 5)))
@@ -1486,7 +1487,8 @@ def test_futures_that_fill_with_the_background_run_no_network_and_read_no_latent
 
     def draw_z(h, k, rows=None):  # a drawer that draws every row's noise from its own stream
         seen.append((h.shape[0], None if rows is None else (rows.index.tolist(), rows.total)))
-        return among(torch.randn(h.shape[0] if rows is None else rows.total, 3, generator=generator), rows) + h.flatten(1)[:, :1]
+        noise = torch.randn(h.shape[0] if rows is None else rows.total, 3, generator=generator)
+        return among(noise, rows) + h.flatten(1)[:, :1]
 
     rows = []
     hook = model.predictor.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
@@ -1558,7 +1560,7 @@ def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
         model.decoder.out.bias.fill_(3.0)  # the generated pixels bright, the background black
     objective = EnergyObjective(model)
     video = stopping_square(9, stop=3)
-    fixed = lambda *args, **kwargs: (lambda h, k, rows=None: torch.zeros(h.shape[0], 3))  # noqa: E731  every latent z = 0
+    fixed = lambda *args, **kwargs: (lambda h, k, rows=None: torch.zeros(h.shape[0], 3))  # noqa: E731  every z = 0
     objective.drawer = fixed
     logits, _ = draw_futures(objective, video[:, :3], samples=100, horizon=4, seed=0)
     again, _ = draw_futures(objective, video[:, :3], samples=100, horizon=4, seed=0)

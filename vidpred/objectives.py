@@ -66,7 +66,8 @@ from torch import Tensor
 from .choices import EncoderInput, ModelKind, PriorKind, Proposal, check_choice
 from .energy import Energy
 from .inference import infer_latent
-from .model import Conditioning, ConditionalPrior, GaussianHead, LatentEncoder, Rows, TargetEncoder, VideoPredictor, among
+from .model import (Conditioning, ConditionalPrior, GaussianHead, LatentEncoder, Rows, TargetEncoder, VideoPredictor,
+                    among)
 from .prior import LatentBank
 
 DrawZ = Callable[..., Tensor]  # (h (n, C, h, w), step k[, rows: `Rows`, which futures h holds]) -> z (n, d)

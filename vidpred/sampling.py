@@ -122,7 +122,7 @@ def draw_futures(objective: Objective, context: Tensor, *, samples: int, horizon
         starts = np.cumsum([0] + sizes[:-1]).tolist()  # each block's first row in the chunk
         ends = torch.tensor(starts[1:], device=context.device)
 
-        def draw(h: Tensor, k: int, rows: Rows | None = None) -> Tensor:  # every block draws its rows from its own stream
+        def draw(h: Tensor, k: int, rows: Rows | None = None) -> Tensor:  # each block draws from its own stream
             if rows is None:
                 return torch.cat([d(part, k) for d, part in zip(drawers, h.split(sizes))])
             block = torch.bucketize(rows.index, ends, right=True)  # the block of each row h holds (rows.index ascends)
