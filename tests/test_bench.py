@@ -2,6 +2,7 @@
 
 import json
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -224,10 +225,39 @@ def test_evaluation_cost_times_the_model_its_options_describe(tmp_path, capsys):
                                            options=["--model.recall=true", "--model.skips=context"])
     model, cfg, _, _ = load_predictor(ckpt)
     assert cfg.model.recall and model.decoder.recall is not None and cfg.data.size == 16 and cfg.model.skips == "context"
-    parts = evaluation_cost.time_parts(ckpt, samples=3, horizon=4, clips=2)
+    parts, inside = evaluation_cost.time_parts(ckpt, samples=8, horizon=4, clips=2)  # some futures run the network
     assert set(parts) == {"rollouts", "deterministic", "psnr/ssim/mse", "diversity"} and min(parts.values()) > 0
+    # the rollouts' own parts, and the rest of their time
+    assert {"begin", "condition", "decode_step", "advance", "sample", "other"} <= set(inside)
+    assert set(inside) <= set(evaluation_cost.ROLLOUT_PARTS) | {"other"} and min(inside.values()) >= 0
     assert evaluation_cost.main(["--model.recal=true"]) == 2  # refused before any model is built
     assert "model.recal" in capsys.readouterr().err
+    assert evaluation_cost.main([f"--ckpt={ckpt}", "--model.recall=true"]) == 2  # a checkpoint is its own model
+    assert "--ckpt times its own model; drop --model.recall=true" in capsys.readouterr().err
+    assert evaluation_cost.main([f"--ckpt={tmp_path / 'none.pt'}"]) == 2
+    assert f"--ckpt={tmp_path / 'none.pt'}: no such checkpoint file" in capsys.readouterr().err
+
+
+def test_rollout_part_timers_count_each_part_without_the_timed_parts_it_calls(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(evaluation_cost.time, "perf_counter", lambda: clock[0])
+
+    def takes(seconds, then=None):
+        def part(*args, **kwargs):
+            clock[0] += seconds
+            return then() if then else "out"
+        return part
+    model = types.SimpleNamespace(prior=types.SimpleNamespace(sample=takes(1.0)))
+    for name in evaluation_cost.ROLLOUT_PARTS:
+        if name != "sample":
+            setattr(model, name, takes(0.5))
+    model.row_glide = takes(3.0)
+    model.condition = takes(2.0, then=lambda: model.row_glide())  # as VideoPredictor.condition calls row_glide
+    totals = dict.fromkeys(evaluation_cost.ROLLOUT_PARTS, 0.0)
+    evaluation_cost.timed_methods(model, totals)
+    assert model.condition() == "out" and model.prior.sample(1, rows=None) == "out"
+    assert totals == {**dict.fromkeys(evaluation_cost.ROLLOUT_PARTS, 0.0), "condition": 2.0, "row_glide": 3.0,
+                      "sample": 1.0}
 
 
 def test_precision_bench_times_each_variant_from_the_same_weights_and_refuses_unknown_ones(tmp_path, capsys):
