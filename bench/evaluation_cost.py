@@ -86,16 +86,16 @@ def time_parts(ckpt: Path, *, samples: int, horizon: int, clips: int) -> tuple[d
     """Seconds of each part of evaluating `clips` clips, and of each of the rollouts' own parts (ROLLOUT_PARTS)."""
     model, cfg, bank, _ = load_predictor(ckpt)
     objective = build_objective(cfg, model)
-    inside = dict.fromkeys(ROLLOUT_PARTS, 0.0)
+    timers = dict.fromkeys(ROLLOUT_PARTS, 0.0)  # what the timed methods add up, the deterministic rollout's too
     source = build_source(cfg.data, seed=0, split="test", frames=5 + horizon, context=5)
     video = torch.stack([source[i] for i in range(clips)])
     context, truth = video[:, :5], video[:, 5:]
     with torch.inference_mode():
         sample_futures(objective, context[:1], samples=1, horizon=1, prior="learned", bank=bank, seed=0)  # warm-up
-        timed_methods(model, inside)
+        timed_methods(model, timers)
         futures, rollout = timed(lambda: sample_futures(objective, context, samples=samples, horizon=horizon,
                                                         prior="learned", bank=bank, seed=0))
-        inside = {name: seconds for name, seconds in inside.items() if seconds > 0}  # a model without a part
+        inside = {name: seconds for name, seconds in timers.items() if seconds > 0}  # the sampled rollouts' parts
         inside["other"] = rollout - sum(inside.values())
         _, det = timed(lambda: objective.deterministic(context, horizon=horizon))
         _, scores = timed(lambda: frame_scores(futures, truth))
