@@ -12,8 +12,8 @@ from vidpred.config import ConfigError, parse_args, saved_config, to_dict
 from vidpred.energy import Energy
 from vidpred.model import (BOUNCE_KEEP, GLIDE_TIE, GLIDE_WINDOWS, ConditionalPrior, Decoder, GlideDraws, Rows,
                            VideoPredictor, among, arrivals, background, bounce_step, box_mean, by_pixel, constant_motion,
-                           displacement_objects, drawn_glide, glide, joined, main_motion, matching_costs, motion_costs,
-                           object_boxes, object_motion, placed_objects, shift, start_paths)
+                           displacement_objects, drawn_count, drawn_glide, glide, joined, main_motion, matching_costs,
+                           motion_costs, object_boxes, object_motion, placed_objects, shift, start_paths)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -1487,7 +1487,7 @@ def test_futures_that_fill_with_the_background_run_no_network_and_read_no_latent
 
     def draw_z(h, k, rows=None):  # a drawer that draws every row's noise from its own stream
         seen.append((h.shape[0], None if rows is None else (rows.index.tolist(), rows.total)))
-        noise = torch.randn(h.shape[0] if rows is None else rows.total, 3, generator=generator)
+        noise = torch.randn(drawn_count(h.shape[0], rows), 3, generator=generator)
         return among(noise, rows) + h.flatten(1)[:, :1]
 
     rows = []

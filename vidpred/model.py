@@ -981,6 +981,11 @@ class Rows(NamedTuple):
     total: int
 
 
+def drawn_count(held: int, rows: Rows | None) -> int:
+    """How many rows a drawer draws noise for: all rows.total where it is told the rows, else the `held` it is given."""
+    return held if rows is None else rows.total
+
+
 def among(drawn: Tensor, rows: Rows | None) -> Tensor:
     """The rows `rows` picks of a draw made for all rows.total (all of `drawn` where rows is None)."""
     return drawn if rows is None else drawn[rows.index]
@@ -1072,8 +1077,8 @@ class GaussianHead(nn.Module):
         """A draw (n, d); `z_prev` is accepted as the chained prior's is, and not read (chained = False); `rows`: as
         `ConditionalPrior.sample`'s."""
         mu, log_sigma = self.params(x)
-        n = mu.shape[0] if rows is None else rows.total
-        eps = torch.randn(n, mu.shape[1], device=mu.device, dtype=mu.dtype, generator=generator)
+        eps = torch.randn(drawn_count(mu.shape[0], rows), mu.shape[1], device=mu.device, dtype=mu.dtype,
+                          generator=generator)
         return mu + log_sigma.exp() * among(eps, rows)
 
 

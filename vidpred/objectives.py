@@ -67,7 +67,7 @@ from .choices import EncoderInput, ModelKind, PriorKind, Proposal, check_choice
 from .energy import Energy
 from .inference import infer_latent
 from .model import (Conditioning, ConditionalPrior, GaussianHead, LatentEncoder, Rows, TargetEncoder, VideoPredictor,
-                    among)
+                    among, drawn_count)
 from .prior import LatentBank
 
 DrawZ = Callable[..., Tensor]  # (h (n, C, h, w), step k[, rows: `Rows`, which futures h holds]) -> z (n, d)
@@ -368,8 +368,8 @@ class Objective:
             return draw_chained
         if bank is None:
             raise ValueError(f"prior {prior!r} needs the latent bank saved in the checkpoint")
-        return lambda h, k, rows=None: among(bank.sample(h.shape[0] if rows is None else rows.total, prior,
-                                                         generator=generator), rows).to(h.device, h.dtype)
+        return lambda h, k, rows=None: among(bank.sample(drawn_count(h.shape[0], rows), prior, generator=generator),
+                                             rows).to(h.device, h.dtype)
 
     def best_guess(self) -> DrawZ:
         """The latent of the deterministic prediction: z = 0."""
