@@ -14,8 +14,10 @@ what no model can beat on average at that K, and their mean is the best single p
 blank floor: where the ceiling itself is near the floor, the data's futures have spread too far for
 K samples to follow, and no model can be far above the floor there.
 
-The draws know each object's velocity as the generator set it at the last context frame, including a
-bounce on that very frame, which a model sees only one frame later: a slight overestimate.
+The draws know what the context frames show (each object, where it is and the velocity it moved by between the
+last two), not what the generator drew beyond them: an object that bounced on the last context frame leaves it at
+a velocity drawn afresh, since a model sees that velocity only one frame later. (Until 2026-12-07 the draws kept
+the generator's own, a ceiling a model could not reach at the first predicted frames: bench/README.md.)
 """
 
 from __future__ import annotations
@@ -56,9 +58,11 @@ class OracleConfig:
 
 def ceiling(cfg: OracleConfig, data_args: list[str]) -> dict:
     """Per group of GROUPS, evaluate.py's summary (means, 95% intervals, per frame, per clip)."""
-    for name in ("clips", "samples", "context", "horizon"):
+    for name in ("clips", "samples", "horizon"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}={getattr(cfg, name)}: expected at least 1")
+    if cfg.context < 2:
+        raise ConfigError(f"context={cfg.context}: expected at least 2 frames (one frame shows no velocity to go on at)")
     data = parse_args(data_args).data
     source = build_source(data, seed=cfg.seed, split="test", frames=cfg.context + cfg.horizon, context=cfg.context)
     if not isinstance(source, BouncingObjects):

@@ -214,6 +214,8 @@ def test_oracle_scores_true_futures_and_refuses_what_it_cannot_compare(tmp_path,
     # bad numbers and an unreadable --eval are refused before any clip is drawn, naming what is wrong
     assert oracle.main([*small, "--samples=0"]) == 2
     assert "samples=0: expected at least 1" in capsys.readouterr().err
+    assert oracle.main([*small, "--context=1"]) == 2
+    assert "context=1: expected at least 2 frames" in capsys.readouterr().err
     (tmp_path / "other.json").write_text(json.dumps({"best_of_k": {"psnr": 1.0}}))
     for bad, why in ((tmp_path / "none.json", "FileNotFoundError"), (tmp_path / "other.json", "KeyError: 'floors'")):
         assert oracle.main([*small, "--data.kind=fork", f"--eval={bad}"]) == 2

@@ -120,16 +120,22 @@ class BouncingObjects(ClipSource):
         generator's own law, each object's bounces drawn afresh from `rng` (for any bounce mode).
 
         They are what a perfect model would sample: the ceiling of best of K on this data (bench/oracle.py).
-        The draws know what the generator knew at the last context frame, including the velocity an
-        object leaves it with when it bounced on that very frame, which a model sees one frame later;
-        so they are a slight overestimate of what any model can reach."""
+        The draws know what the context frames show, each object's place and the velocity it moved by
+        between the last two, and no more: each path is walked on again from the frame before the last
+        (which puts the object back where the last frame shows it), so an object that bounced on the last
+        context frame leaves it at a velocity drawn afresh, as a model, which sees that velocity only one
+        frame later, must guess it. (Until 2026-12-07 the draws kept the velocity the generator had drawn
+        there: on README's data that lifted the ceiling's SSIM at predicted frame 1 from 0.984 to 1.000.)"""
         if k < 1:
             raise ValueError(f"k={k}: expected at least 1 future")
+        if self.context < 2:
+            raise ValueError(f"context={self.context}: drawing futures from the context needs at least 2 frames "
+                             "(one frame shows no velocity)")
         paths = []
         sprites, walked = self._objects(index, lambda rng_, frames, **motion: (
             bounce_trajectory(rng_, frames=frames, **motion), motion))  # a continuation keeps the path's length
         for (positions, velocities), motion in walked:
-            paths.append([continue_trajectory(rng, positions, velocities, start=self.context, **motion)[0]
+            paths.append([continue_trajectory(rng, positions, velocities, start=self.context - 1, **motion)[0]
                           for _ in range(k)])
         return np.stack([render(sprites, [p[j] for p in paths], channels=self.channels, size=self.size,
                                 composite=self.composite) for j in range(k)])
