@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from vidpred.build import build_model, predictor_of_kind
 from vidpred.config import ConfigError, parse_args, saved_config, to_dict
 from vidpred.energy import Energy
-from vidpred.model import (BOUNCE_KEEP, GLIDE_TIE, GLIDE_WINDOWS, ConditionalPrior, Decoder, GlideDraws, Rows,
-                           VideoPredictor, among, arrivals, background, bounce_step, box_mean, by_pixel, constant_motion,
-                           displacement_objects, drawn_count, drawn_glide, glide, joined, main_motion, matching_costs,
-                           motion_costs, object_boxes, object_motion, placed_objects, shift, start_paths)
+from vidpred.model import (BOUNCE_KEEP, GLIDE_TIE, GLIDE_WINDOWS, WALL_NEAR, ConditionalPrior, Decoder, GlideDraws,
+                           Rows, VideoPredictor, among, arrivals, background, bounce_step, box_mean, by_pixel,
+                           constant_motion, displacement_objects, drawn_count, drawn_glide, glide, joined, main_motion,
+                           matching_costs, meets_wall, motion_costs, object_boxes, object_motion, placed_objects, shift,
+                           start_paths)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -1315,13 +1316,15 @@ def still_paths(n: int, count: int):
     return start_paths(torch.zeros(n, count, 2, dtype=torch.long))
 
 
-def draws_of(levels: torch.Tensor, *, fill=None, bounce=None, split=0, speeds=None) -> GlideDraws:
+def draws_of(levels: torch.Tensor, *, fill=None, bounce=None, split=0, speeds=None, near_wall=None) -> GlideDraws:
     """Draws for n futures of `levels` (n, L); `speeds` (n, L, 2): every bounce's uniforms, or (n, L, B, 2)."""
     n, count = levels.shape
     speeds = torch.zeros(n, count, 2) if speeds is None else speeds
+    none = torch.zeros(n, count, dtype=torch.bool)
     return GlideDraws(fill=torch.zeros(n) if fill is None else fill, levels=levels,
-                      bounce=torch.zeros(n, count, dtype=torch.bool) if bounce is None else bounce,
-                      split=torch.full((n, count, 2), split), speeds=speeds[:, :, None] if speeds.dim() == 3 else speeds)
+                      bounce=none if bounce is None else bounce, split=torch.full((n, count, 2), split),
+                      speeds=speeds[:, :, None] if speeds.dim() == 3 else speeds,
+                      near_wall=none if near_wall is None else near_wall)
 
 
 def test_drawn_glide_keeps_the_glided_pixels_over_their_objects_level_and_fills_the_rest():
@@ -1432,15 +1435,18 @@ def test_an_object_bounces_where_the_box_it_is_drawn_in_meets_the_wall():
 def test_a_future_that_bounces_a_square_off_the_wall_shows_it_where_the_bounce_puts_it():
     """End to end (a rollout with given draws): a square gliding into the right wall, drawn to bounce with margin 0,
     is put back on the wall and comes back at the drawn velocity, its texture whole; a future that does not bounce
-    it loses it behind the wall."""
+    it loses it behind the wall, unless it is drawn to bounce objects that meet a wall within WALL_NEAR frames, as
+    this one does at the third."""
     model = small(output="glide", kernel=5, glide_mask="trust", sharp=True)
     wall = square(3, start=(6, 4), velocity=(0, 2))  # the last context frame has it at rows 6-9, columns 8-11
     count = model.glide_objects
-    bounce = torch.zeros(2, count, dtype=torch.bool)
-    bounce[0] = True
-    speeds = torch.tensor([0.5, 0.99]).expand(2, count, 2)  # along the wall 0; away from it 1 + floor(0.99 * 2) = 2
-    draws = draws_of(torch.ones(2, count), fill=torch.ones(2), bounce=bounce, speeds=speeds)  # level 1: no trust suffices
-    frames, _ = model.rollout(wall.expand(2, -1, -1, -1, -1), 4, lambda h, k: torch.zeros(2, 3), draws=draws)
+    bounce, near_wall = torch.zeros(3, count, dtype=torch.bool), torch.zeros(3, count, dtype=torch.bool)
+    bounce[0], near_wall[2] = True, True
+    speeds = torch.tensor([0.5, 0.99]).expand(3, count, 2)  # along the wall 0; away from it 1 + floor(0.99 * 2) = 2
+    # level 1: no trust suffices
+    draws = draws_of(torch.ones(3, count), fill=torch.ones(3), bounce=bounce, speeds=speeds, near_wall=near_wall)
+    frames, _ = model.rollout(wall.expand(3, -1, -1, -1, -1), 4, lambda h, k: torch.zeros(3, 3), draws=draws)
+    assert WALL_NEAR >= 3 and torch.equal(frames[2], frames[0])
     # columns 10-13, 12-15, then 14-17: over the wall, put back at 12-15 (a hit), then 2 a frame back: 10-13
     expected = torch.zeros(16, 16)
     expected[6:10, 10:14] = wall[0, -1, 0, 6:10, 8:12]
@@ -1449,6 +1455,21 @@ def test_a_future_that_bounces_a_square_off_the_wall_shows_it_where_the_bounce_p
     expected[6:10, 12:16] = wall[0, -1, 0, 6:10, 8:12]
     assert torch.allclose(frames[0, 2, 0], expected, atol=2e-3)  # on the wall at the hit
     assert frames[1, 3].max() < 2e-3  # straight on, with no trust kept: gone, the background (black) fills
+
+
+def test_an_object_meets_a_wall_within_the_frames_its_constant_motion_takes_to_reach_it():
+    """meets_wall: an object heading for a wall meets it at the predicted frame where its box first crosses it (in the
+    margin its box and split leave); heading away, still, or not among the objects that move, it does not."""
+    boxes = torch.tensor([[[6, 9, 8, 11]] * 4])  # rows 6-9, columns 8-11 of a 16 x 16 frame
+    velocity = torch.tensor([[[0, 2], [0, -2], [3, 0], [0, 2]]])  # right (past 15 at frame 3), left, down (frame 3)
+    moves = torch.tensor([[True, True, True, False]])
+    split = torch.zeros(1, 4, 2, dtype=torch.long)
+    met = [meets_wall(velocity, boxes, moves, split, frames=frames, size=(16, 16)).tolist()
+           for frames in (1, 2, 3, 4, 5)]
+    assert met == [[[False] * 4]] * 2 + [[[True, False, True, False]]] * 2 + [[[True, True, True, False]]]
+    # drawn in a square of side 8 (4 pixels of slack, half on each side), boxes meet the walls a frame sooner
+    assert meets_wall(velocity, boxes, moves, split, frames=2, size=(16, 16), box=8)[0].tolist() == [True, False, True,
+                                                                                                    False]
 
 
 def test_sampled_futures_that_keep_every_glided_pixel_run_no_decoder():
@@ -1552,7 +1573,7 @@ def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
     """draw_futures gives each future of a glide_mask='trust' model its own draws of how it realizes the glided frame,
     from a seeded stream per block: the K futures differ even where the latents change nothing, and are the same for
     the same seed. Other models take no draws, which rollouts refuse."""
-    from vidpred.sampling import BACKGROUND_FILL, BOUNCE_SHARE, BOUNCE_SPLIT, draw_futures, glide_draws
+    from vidpred.sampling import BACKGROUND_FILL, BOUNCE_SHARE, BOUNCE_SPLIT, NEAR_WALL_SHARE, draw_futures, glide_draws
     torch.manual_seed(0)
     model = small(output="glide", kernel=5, glide_mask="trust", sharp=True)
     with torch.no_grad():
@@ -1575,6 +1596,8 @@ def test_sampled_futures_of_a_trust_glide_model_differ_in_their_mask_draws():
     assert 0.45 < draws.levels.mean() < 0.55 and abs(torch.corrcoef(draws.levels[:, :2].T)[0, 1]) < 0.1  # levels apart
     assert abs(draws.bounce.float().mean() - BOUNCE_SHARE) < 0.05 and set(draws.split.unique().tolist()) == set(range(
         BOUNCE_SPLIT[0], BOUNCE_SPLIT[1] + 1))
+    assert abs(draws.near_wall.float().mean() - NEAR_WALL_SHARE) < 0.05  # drawn apart from the bounce
+    assert abs((draws.near_wall & draws.bounce).float().mean() - NEAR_WALL_SHARE * BOUNCE_SHARE) < 0.05
     assert model.glide_objects == 25  # one object per displacement of radius 2
     with pytest.raises(ValueError, match=r"draws: expected levels \(n = 2, L = 25\) for a glide decoder with glide_mask="):
         small(output="glide", kernel=5).rollout(video[:2, :3].expand(2, -1, -1, -1, -1), 2, fixed(), draws=draws.rows(slice(0, 2)))

@@ -86,6 +86,7 @@ OBJECT_LEVEL = 0.1  # object_boxes: a pixel shows its object where it stands out
 REGION_SHARE = 0.2  # object_motion: a displacement held by this share of a region's pixels is one of the region's objects
 OBJECT_PIXELS = 8  # object_boxes: an object with fewer pixels that show (a fringe of odd displacements) never bounces
 BOUNCE_KEEP = 0.02  # drawn_glide: a bounced object is kept while the velocities its bounces drew had this chance or more
+WALL_NEAR = 3  # GlideDraws.near_wall: the predicted frames within which an object's constant motion meets a wall
 BOUNCE_PRIOR = 1.0  # VideoPredictor.bounce_law: the count every cell of the bounce law starts with
 GLIDE_TRUST = 0.1  # VideoPredictor.trust_cost: a glided pixel is right where it is within this of the true one (every channel)
 GLIDE_WINDOWS = (5, 11)  # constant_motion: the sides of the windows its block-matching costs are averaged over
@@ -370,6 +371,7 @@ class GlideDraws(NamedTuple):
     bounce: Tensor  # (n, L) bool: object j goes on by bouncing off the walls instead (kept while its path is likely)
     split: Tensor  # (n, L, 2) integers: per axis (rows, columns), the pixels of its box's slack beyond half on the low side
     speeds: Tensor  # (n, L, B, 2) uniforms in [0, 1): its velocity after its b-th bounce (the last B - 1 reused), per axis
+    near_wall: Tensor  # (n, L) bool: it bounces too (whatever `bounce` says) if it meets a wall within WALL_NEAR frames
 
     def rows(self, index: Tensor | slice) -> "GlideDraws":
         """The draws of the futures `index` picks."""
@@ -435,6 +437,17 @@ def wall_hits(offsets: Tensor, velocity: Tensor, boxes: Tensor, moves: Tensor, s
 def any_wall(low: list[Tensor], high: list[Tensor]) -> Tensor:
     """Which objects met some wall, from `wall_hits`' low and high walls per axis: (n, L) bool."""
     return low[0] | high[0] | low[1] | high[1]
+
+
+def meets_wall(velocity: Tensor, boxes: Tensor, moves: Tensor, split: Tensor, *, frames: int, size: tuple[int, int],
+               box: int = 0) -> Tensor:
+    """Which objects of `moves` (n, L), going on from the last context frame at `velocity` (n, L, 2), meet a wall
+    (`wall_hits`, whose other arguments these are) within the first `frames` predicted frames: (n, L) bool."""
+    met = torch.zeros_like(moves)
+    for frame in range(frames):
+        _, low, high = wall_hits(velocity * frame, velocity, boxes, moves, split, size=size, box=box)
+        met = met | any_wall(low, high)
+    return met
 
 
 def bounced_velocity(velocity: Tensor, low: list[Tensor], high: list[Tensor], uniforms: Tensor, *, radius: int,
@@ -1492,9 +1505,11 @@ class VideoPredictor(nn.Module):
 
     def begin_paths(self, state: RolloutState, context: Tensor, draws: GlideDraws) -> RolloutState:
         """`state` with what a rollout of sampled futures (`draws`) adds, fixed over the rollout and one copy per row,
-        made once: each row's background, its pixels' objects and the objects' boxes, and where its objects stand in
-        the first predicted frame (each one frame on at its own velocity, or off the wall that cut its last context
-        step short: `bounced_already`)."""
+        made once: each row's background, its pixels' objects and the objects' boxes, which objects bounce (those of
+        `draws.bounce`, and those of `draws.near_wall` whose constant motion meets a wall within WALL_NEAR frames:
+        gliding on, such an object would leave through the wall, where the data puts it back on it; measured on
+        README's run and SM-MNIST, bench/README.md) and where its objects stand in the first predicted frame (each
+        one frame on at its own velocity, or off the wall that cut its last context step short: `bounced_already`)."""
         c, radius = self.channels, self.glide_radius
         back = background(context)
         objects, boxes, present = source_objects(state.glide, back, channels=c, radius=radius)
@@ -1506,7 +1521,9 @@ class VideoPredictor(nn.Module):
             back, objects, boxes, present = back[state.rows], objects[state.rows], boxes[state.rows], present[state.rows]
             before, known = (None, None) if before is None else (before[state.rows], known[state.rows])
         velocity = object_velocities(len(boxes), radius, context.device)
-        draws = draws._replace(bounce=draws.bounce & present)
+        near = meets_wall(velocity, boxes, present, draws.split, frames=WALL_NEAR, size=tuple(context.shape[-2:]),
+                          box=self.bounce_box)
+        draws = draws._replace(bounce=(draws.bounce | (draws.near_wall & near)) & present)
         paths = start_paths(velocity)
         if before is not None:
             paths = bounced_already(paths, before, known, boxes, draws, size=tuple(context.shape[-2:]), radius=radius,

@@ -30,6 +30,7 @@ BACKGROUND_FILL = 0.75  # glide_draws' default: the share of futures whose glide
 BOUNCE_SHARE = 0.5  # glide_draws: the share of objects (per future) that bounce off the walls instead of gliding on
 BOUNCE_DRAWS = 8  # glide_draws: the bounces of an object that draw their own velocity (later ones reuse the last draw)
 BOUNCE_SPLIT = (0, 1)  # glide_draws: pixels beyond half of its box's slack on an object's low side (per axis), drawn uniformly
+NEAR_WALL_SHARE = 0.8  # glide_draws: of the objects that do not bounce, the share that does near a wall (model.WALL_NEAR)
 
 
 GLIDE_ONLY_COST = 1 / 8  # a future that runs no network (`VideoPredictor.unread_network`) against one that does (CPU, 64x64: 0.59 s a clip of K = 100 against 4.7-5.1)
@@ -55,13 +56,16 @@ def glide_draws(rows: int, seed: int, objects: int, *, background_fill: float = 
     """How `rows` futures of a glide decoder with glide_mask='trust' realize their glided frame, per object (`model.
     drawn_glide`): the background as the fill for `background_fill` of them on average (else the generated pixels), a
     uniform level per object, and for BOUNCE_SHARE of the objects a bounce off the walls instead, its box's slack split
-    by BOUNCE_SPLIT (`model.bounce_step`) and a uniform draw of the velocity for each of its first BOUNCE_DRAWS bounces."""
+    by BOUNCE_SPLIT (`model.bounce_step`) and a uniform draw of the velocity for each of its first BOUNCE_DRAWS bounces;
+    of the other objects, NEAR_WALL_SHARE bounce too if their constant motion meets a wall within the first
+    `model.WALL_NEAR` predicted frames (so 90% of the futures bounce such an object, half of the others)."""
     generator = torch.Generator().manual_seed(seed)
     uniform = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     return GlideDraws(fill=(uniform(rows) < background_fill).float(), levels=uniform(rows, objects),
                       bounce=uniform(rows, objects) < BOUNCE_SHARE,
                       split=torch.randint(BOUNCE_SPLIT[0], BOUNCE_SPLIT[1] + 1, (rows, objects, 2), generator=generator),
-                      speeds=uniform(rows, objects, BOUNCE_DRAWS, 2))
+                      speeds=uniform(rows, objects, BOUNCE_DRAWS, 2),
+                      near_wall=uniform(rows, objects) < NEAR_WALL_SHARE)
 
 
 @torch.no_grad()
