@@ -1459,17 +1459,19 @@ def test_a_future_that_bounces_a_square_off_the_wall_shows_it_where_the_bounce_p
 
 def test_an_object_meets_a_wall_within_the_frames_its_constant_motion_takes_to_reach_it():
     """meets_wall: an object heading for a wall meets it at the predicted frame where its box first crosses it (in the
-    margin its box and split leave); heading away, still, or not among the objects that move, it does not."""
-    boxes = torch.tensor([[[6, 9, 8, 11]] * 4])  # rows 6-9, columns 8-11 of a 16 x 16 frame
-    velocity = torch.tensor([[[0, 2], [0, -2], [3, 0], [0, 2]]])  # right (past 15 at frame 3), left, down (frame 3)
-    moves = torch.tensor([[True, True, True, False]])
-    split = torch.zeros(1, 4, 2, dtype=torch.long)
-    met = [meets_wall(velocity, boxes, moves, split, frames=frames, size=(16, 16)).tolist()
-           for frames in (1, 2, 3, 4, 5)]
-    assert met == [[[False] * 4]] * 2 + [[[True, False, True, False]]] * 2 + [[[True, True, True, False]]]
+    margin its box and split leave); a still one, or one not among the objects that move, does not."""
+    boxes = torch.tensor([[[6, 9, 8, 11]] * 5])  # rows 6-9, columns 8-11 of a 16 x 16 frame
+    # right (past column 15 at frame 3), left (past 0 at frame 5), down (past row 15 at frame 3), still, right
+    velocity = torch.tensor([[[0, 2], [0, -2], [3, 0], [0, 0], [0, 2]]])
+    moves = torch.tensor([[True, True, True, True, False]])
+    split = torch.zeros(1, 5, 2, dtype=torch.long)
+    met = [meets_wall(velocity, boxes, moves, split, frames=frames, size=(16, 16))[0].tolist()
+           for frames in (1, 2, 3, 4, 5, 40)]
+    never = [False, False]
+    assert met == [[False] * 3 + never] * 2 + [[True, False, True] + never] * 2 + [[True] * 3 + never] * 2
     # drawn in a square of side 8 (4 pixels of slack, half on each side), boxes meet the walls a frame sooner
     assert meets_wall(velocity, boxes, moves, split, frames=2, size=(16, 16), box=8)[0].tolist() == [True, False, True,
-                                                                                                    False]
+                                                                                                    False, False]
 
 
 def test_sampled_futures_that_keep_every_glided_pixel_run_no_decoder():

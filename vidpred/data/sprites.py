@@ -125,7 +125,7 @@ class BouncingObjects(ClipSource):
         (which puts the object back where the last frame shows it), so an object that bounced on the last
         context frame leaves it at a velocity drawn afresh, as a model, which sees that velocity only one
         frame later, must guess it. (Until 2026-12-07 the draws kept the velocity the generator had drawn
-        there: on README's data that lifted the ceiling's SSIM at predicted frame 1 from 0.984 to 1.000.)"""
+        there: on README's data that lifted the ceiling's SSIM at predicted frame 1 from 0.986 to 1.000.)"""
         if k < 1:
             raise ValueError(f"k={k}: expected at least 1 future")
         if self.context < 2:
