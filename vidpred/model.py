@@ -442,12 +442,11 @@ def any_wall(low: list[Tensor], high: list[Tensor]) -> Tensor:
 def meets_wall(velocity: Tensor, boxes: Tensor, moves: Tensor, split: Tensor, *, frames: int, size: tuple[int, int],
                box: int = 0) -> Tensor:
     """Which objects of `moves` (n, L), going on from the last context frame at `velocity` (n, L, 2), meet a wall
-    (`wall_hits`, whose other arguments these are) within the first `frames` predicted frames: (n, L) bool."""
-    met = torch.zeros_like(moves)
-    for frame in range(frames):
-        _, low, high = wall_hits(velocity * frame, velocity, boxes, moves, split, size=size, box=box)
-        met = met | any_wall(low, high)
-    return met
+    (`wall_hits`, whose other arguments these are) within the first `frames` (at least 1) predicted frames: (n, L)
+    bool. At constant velocity a box that has crossed a wall's margin toward it stays past it, so the place at the
+    last of those frames tells."""
+    _, low, high = wall_hits(velocity * (frames - 1), velocity, boxes, moves, split, size=size, box=box)
+    return any_wall(low, high)
 
 
 def bounced_velocity(velocity: Tensor, low: list[Tensor], high: list[Tensor], uniforms: Tensor, *, radius: int,
