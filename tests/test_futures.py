@@ -12,7 +12,7 @@ from vidpred.config import ConfigError, parse_args, saved_config, to_dict
 from vidpred.energy import Energy
 from vidpred.model import (BOUNCE_KEEP, GLIDE_TIE, GLIDE_WINDOWS, WALL_NEAR, ConditionalPrior, Decoder, GlideDraws,
                            Rows, VideoPredictor, among, arrivals, background, bounce_step, box_mean, by_pixel,
-                           constant_motion, displacement_objects, drawn_count, drawn_glide, glide, joined, main_motion,
+                           carried_pieces, constant_motion, displacement_objects, drawn_count, drawn_glide, glide, joined, main_motion,
                            matching_costs, meets_wall, motion_costs, object_boxes, object_motion, placed_objects, shift,
                            start_paths)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
@@ -1045,6 +1045,50 @@ def test_overlapping_objects_split_their_pixels_between_their_two_motions_and_le
     assert (one[0, :, 10:13, 9:12] == torch.tensor([2, 2]).view(2, 1, 1)).all()  # the first square's far corner
     assert (one[0, :, 19:22, 19:22] == torch.tensor([-2, -1]).view(2, 1, 1)).all()  # the second's
     assert (one[0][:, ~shown] == each[0][:, ~shown]).all()  # the background as block matching found it
+
+
+def test_an_object_that_moved_whole_takes_its_one_displacement_where_the_walls_padding_tore_it():
+    """A uniform square leaves the top-left corner at (1, 2): block matching, the frame's edge padded by repeating
+    it, finds (0, 0), (0, 2) and (1, 0) as good near the walls (the repeated edge is the square moved along them),
+    bands that would glide apart. Moved whole, the square of the frame before lands on every pixel of it at (1, 2)
+    only: object_motion gives it that one. Another object, alone and away from the walls, keeps its own."""
+    previous, last = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
+    previous[0, 0, 0:10, 0:10], last[0, 0, 1:11, 2:12] = 0.95, 0.95
+    previous[0, 0, 20:27, 20:26], last[0, 0, 18:25, 21:27] = 0.5, 0.5  # moving (-2, 1)
+    square_, other = last[0, 0] > 0.9, (last[0, 0] - 0.5).abs() < 0.01
+    torn = main_motion_only(previous, last, radius=3)
+    assert len({tuple(d) for d in torn[0][:, square_].T.tolist()}) > 1
+    one = object_motion(previous, last, radius=3)
+    assert {tuple(d) for d in one[0][:, square_].T.tolist()} == {(1, 2)}
+    assert {tuple(d) for d in one[0][:, other].T.tolist()} == {(-2, 1)}
+    assert torch.equal(one[0][:, ~(square_ | other)], torn[0][:, ~(square_ | other)])  # nothing landed there
+
+
+def main_motion_only(previous: torch.Tensor, last: torch.Tensor, *, radius: int) -> torch.Tensor:
+    """object_motion before carried_pieces: what it is given."""
+    from unittest import mock
+    with mock.patch("vidpred.model.carried_pieces", lambda p, l, d, radius: d):  # noqa: E741
+        return object_motion(previous, last, radius=radius)
+
+
+def test_a_piece_no_one_move_explains_wholly_or_that_is_still_or_tiny_is_not_carried():
+    """Two objects that touch in the frame before and move apart are one piece that neither move finds wholly (under
+    PIECE_SHARE): the displacements are left as given. Neither is a piece that stays, nor one of fewer than
+    OBJECT_PIXELS pixels, carried."""
+    previous, last = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
+    previous[0, 0, 10:18, 8:16], previous[0, 0, 10:18, 16:22] = 0.8, 0.5
+    last[0, 0, 10:18, 6:14], last[0, 0, 11:19, 19:25] = 0.8, 0.5
+    given = constant_motion(previous, last, radius=3)
+    assert torch.equal(carried_pieces(previous, last, given, radius=3), given)
+    zero = torch.zeros(1, 2, 32, 16, dtype=torch.long)  # the brighter one alone (the other cut off) is carried
+    alone = carried_pieces(previous[..., :16], last[..., :16], zero, radius=3)
+    assert (alone[0, :, 10:18, 6:14] == torch.tensor([0, -2]).view(2, 1, 1)).all()
+    still = torch.zeros(1, 1, 32, 32)
+    still[0, 0, 4:10, 4:10] = 0.7
+    assert torch.equal(carried_pieces(still, still, given, radius=3), given)
+    tiny_before, tiny = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
+    tiny_before[0, 0, 4:6, 4:7], tiny[0, 0, 5:7, 6:9] = 0.7, 0.7  # 6 pixels at (1, 2)
+    assert torch.equal(carried_pieces(tiny_before, tiny, given, radius=3), given)
 
 
 def test_matching_costs_are_the_per_plane_window_means_laid_out_with_the_displacements_innermost():

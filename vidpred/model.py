@@ -83,6 +83,7 @@ GLIDE_TIE = 1e-6  # constant_motion: the cost added per squared pixel of displac
 GLIDE_AGE = 10.0  # VideoPredictor.glided: the age channel is the frames carried / GLIDE_AGE
 TRUST_WIDTH = 16  # channels of the glide decoder's trust head (glide_mask='trust')
 OBJECT_LEVEL = 0.1  # object_boxes: a pixel shows its object where it stands out of the background by more (every channel's largest)
+PIECE_SHARE = 0.99  # carried_pieces: a piece of the frame before moves whole by the d that finds this share of its pixels
 REGION_SHARE = 0.2  # object_motion: a displacement held by this share of a region's pixels is one of the region's objects
 OBJECT_PIXELS = 8  # object_boxes: an object with fewer pixels that show (a fringe of odd displacements) never bounces
 BOUNCE_KEEP = 0.02  # drawn_glide: a bounced object is kept while the velocities its bounces drew had this chance or more
@@ -206,7 +207,47 @@ def object_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
     rigid[:, 0] = False  # the pixels in no group keep their own
     chosen = torch.stack([dy[pick], dx[pick]], dim=1).gather(2, at)  # (n, 2, H·W)
     moved = torch.where(rigid.gather(1, group)[:, None], chosen, each).view(n, 2, hh, ww)
-    return main_motion(cost, moved, member.view(n, hh, ww), dy, dx, radius=radius)
+    return carried_pieces(previous, last, main_motion(cost, moved, member.view(n, hh, ww), dy, dx, radius=radius),
+                          radius=radius)
+
+
+@torch.no_grad()
+def carried_pieces(previous: Tensor, last: Tensor, displacement: Tensor, *, radius: int) -> Tensor:
+    """`displacement` (n, 2, H, W) with the pixels of `last` that a piece of `previous` moved whole lands on given that
+    piece's displacement. A piece is a 4-connected region of `previous`'s pixels brighter than OBJECT_LEVEL, of
+    OBJECT_PIXELS or more; moved by d, a pixel of it is found where `last` is within GLIDE_TRUST of it (every
+    channel). A piece is carried by the moving d (0 < |d| <= radius per axis) that finds the most of its pixels if
+    that is PIECE_SHARE of them or more (one rigid object), and its found pixels claim the pixels they land on (where
+    two land on one pixel, both show its value there: the larger move index, as `displacement_objects` names them).
+
+    Block matching (`constant_motion`, the frame's edge padded by repeating it) can tear a uniform object that
+    leaves a wall into bands: a square of README's data leaving the top-left corner at (1, 2) was read as bands at
+    (0, 0), (0, 2), (1, 0) and (1, 2), since the repeated edge looks like the square moved along it; moved whole,
+    it lands on every pixel of itself at (1, 2) only. Two objects that touch in `previous` make one piece that no
+    one move finds wholly: block matching (`object_motion`) tells them apart, as before."""
+    n, c, hh, ww = last.shape
+    k = 2 * radius + 1
+    # unfold reads padded[q + o_j] = last at q + d_j, d_j = (j // k - r, j % k - r); off the frame never matches
+    landed = F.unfold(F.pad(last, (radius,) * 4, value=-1.0), k).view(n, c, k * k, hh * ww)
+    found = ((landed - previous.flatten(2)[:, :, None]).abs() <= GLIDE_TRUST).all(dim=1)  # (n, k², H·W)
+    member = previous.amax(dim=1) > OBJECT_LEVEL
+    named = regions(member).flatten(1) + (hh * ww + 1) * torch.arange(n, device=last.device)[:, None]
+    names, piece = torch.unique(named, return_inverse=True)  # (n, H·W): pieces numbered over the batch
+    count = len(names)
+    explained = torch.zeros(count, k * k, device=last.device).index_add_(
+        0, piece.flatten(), found.transpose(1, 2).reshape(-1, k * k).to(torch.float32))
+    explained[:, k * k // 2] = -1  # only a moving piece is carried
+    pixels = torch.bincount(piece.flatten(), weights=member.flatten().to(torch.float32), minlength=count)
+    most, best = explained.max(dim=1)  # (pieces,)
+    carried = (most >= PIECE_SHARE * pixels) & (pixels >= OBJECT_PIXELS) & (names % (hh * ww + 1) > 0)
+    j = best[piece]  # (n, H·W): each pixel's piece's move
+    claims = carried[piece] & found.gather(1, j[:, None]).squeeze(1)
+    offsets = object_velocities(1, radius, last.device)[0]  # (k², 2)
+    to_y = (torch.arange(hh, device=last.device).repeat_interleave(ww) + offsets[j, 0]).clamp(0, hh - 1)
+    to_x = (torch.arange(ww, device=last.device).repeat(hh) + offsets[j, 1]).clamp(0, ww - 1)
+    won = j.new_full((n, hh * ww), -1).scatter_reduce(1, to_y * ww + to_x, torch.where(claims, j, -1), reduce="amax")
+    won_d = offsets[won.clamp(min=0)].permute(0, 2, 1)  # (n, 2, H·W)
+    return torch.where((won >= 0)[:, None], won_d, displacement.flatten(2)).view(n, 2, hh, ww)
 
 
 def by_pixel(cost: Tensor) -> Tensor:
