@@ -12,9 +12,9 @@ from vidpred.config import ConfigError, parse_args, saved_config, to_dict
 from vidpred.energy import Energy
 from vidpred.model import (BOUNCE_KEEP, GLIDE_TIE, GLIDE_WINDOWS, WALL_NEAR, ConditionalPrior, Decoder, GlideDraws,
                            Rows, VideoPredictor, among, arrivals, background, bounce_step, box_mean, by_pixel,
-                           carried_pieces, constant_motion, displacement_objects, drawn_count, drawn_glide, glide, joined, main_motion,
-                           matching_costs, meets_wall, motion_costs, object_boxes, object_motion, placed_objects, shift,
-                           start_paths)
+                           carried_pieces, constant_motion, displacement_objects, drawn_count, drawn_glide, glide, joined,
+                           main_motion, matching_costs, meets_wall, motion_costs, object_boxes, object_motion,
+                           placed_objects, shift, start_paths)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -1067,7 +1067,7 @@ def test_an_object_that_moved_whole_takes_its_one_displacement_where_the_walls_p
 def main_motion_only(previous: torch.Tensor, last: torch.Tensor, *, radius: int) -> torch.Tensor:
     """object_motion before carried_pieces: what it is given."""
     from unittest import mock
-    with mock.patch("vidpred.model.carried_pieces", lambda p, l, d, radius: d):  # noqa: E741
+    with mock.patch("vidpred.model.carried_pieces", lambda previous, last, given, radius: given):
         return object_motion(previous, last, radius=radius)
 
 

@@ -216,7 +216,7 @@ def carried_pieces(previous: Tensor, last: Tensor, displacement: Tensor, *, radi
     """`displacement` (n, 2, H, W) with the pixels of `last` that a piece of `previous` moved whole lands on given that
     piece's displacement. A piece is a 4-connected region of `previous`'s pixels brighter than OBJECT_LEVEL, of
     OBJECT_PIXELS or more; moved by d, a pixel of it is found where `last` is within GLIDE_TRUST of it (every
-    channel). A piece is carried by the moving d (0 < |d| <= radius per axis) that finds the most of its pixels if
+    channel). A piece is carried by the d ≠ 0 (at most `radius` per axis) that finds the most of its pixels if
     that is PIECE_SHARE of them or more (one rigid object), and its found pixels claim the pixels they land on (where
     two land on one pixel, both show its value there: the larger move index, as `displacement_objects` names them).
 
@@ -232,14 +232,14 @@ def carried_pieces(previous: Tensor, last: Tensor, displacement: Tensor, *, radi
     found = ((landed - previous.flatten(2)[:, :, None]).abs() <= GLIDE_TRUST).all(dim=1)  # (n, k², H·W)
     member = previous.amax(dim=1) > OBJECT_LEVEL
     named = regions(member).flatten(1) + (hh * ww + 1) * torch.arange(n, device=last.device)[:, None]
-    names, piece = torch.unique(named, return_inverse=True)  # (n, H·W): pieces numbered over the batch
-    count = len(names)
+    _, piece = torch.unique(named, return_inverse=True)  # (n, H·W): pieces numbered over the batch
+    count = int(piece.max()) + 1
     explained = torch.zeros(count, k * k, device=last.device).index_add_(
         0, piece.flatten(), found.transpose(1, 2).reshape(-1, k * k).to(torch.float32))
     explained[:, k * k // 2] = -1  # only a moving piece is carried
     pixels = torch.bincount(piece.flatten(), weights=member.flatten().to(torch.float32), minlength=count)
     most, best = explained.max(dim=1)  # (pieces,)
-    carried = (most >= PIECE_SHARE * pixels) & (pixels >= OBJECT_PIXELS) & (names % (hh * ww + 1) > 0)
+    carried = (most >= PIECE_SHARE * pixels) & (pixels >= OBJECT_PIXELS)  # (the pixels in no piece count none)
     j = best[piece]  # (n, H·W): each pixel's piece's move
     claims = carried[piece] & found.gather(1, j[:, None]).squeeze(1)
     offsets = object_velocities(1, radius, last.device)[0]  # (k², 2)
