@@ -1067,7 +1067,7 @@ def test_an_object_that_moved_whole_takes_its_one_displacement_where_the_walls_p
 def main_motion_only(previous: torch.Tensor, last: torch.Tensor, *, radius: int) -> torch.Tensor:
     """object_motion before carried_pieces: what it is given."""
     from unittest import mock
-    with mock.patch("vidpred.model.carried_pieces", lambda previous, last, given, radius: given):
+    with mock.patch("vidpred.model.carried_pieces", lambda frames, given, radius: given):
         return object_motion(previous, last, radius=radius)
 
 
@@ -1079,16 +1079,39 @@ def test_a_piece_no_one_move_explains_wholly_or_that_is_still_or_tiny_is_not_car
     previous[0, 0, 10:18, 8:16], previous[0, 0, 10:18, 16:22] = 0.8, 0.5
     last[0, 0, 10:18, 6:14], last[0, 0, 11:19, 19:25] = 0.8, 0.5
     given = constant_motion(previous, last, radius=3)
-    assert torch.equal(carried_pieces(previous, last, given, radius=3), given)
+    assert torch.equal(carried_pieces(torch.stack([previous, last], dim=1), given, radius=3), given)
     zero = torch.zeros(1, 2, 32, 16, dtype=torch.long)  # the brighter one alone (the other cut off) is carried
-    alone = carried_pieces(previous[..., :16], last[..., :16], zero, radius=3)
+    alone = carried_pieces(torch.stack([previous, last], dim=1)[..., :16], zero, radius=3)
     assert (alone[0, :, 10:18, 6:14] == torch.tensor([0, -2]).view(2, 1, 1)).all()
     still = torch.zeros(1, 1, 32, 32)
     still[0, 0, 4:10, 4:10] = 0.7
-    assert torch.equal(carried_pieces(still, still, given, radius=3), given)
+    assert torch.equal(carried_pieces(torch.stack([still, still], dim=1), given, radius=3), given)
     tiny_before, tiny = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
     tiny_before[0, 0, 4:6, 4:7], tiny[0, 0, 5:7, 6:9] = 0.7, 0.7  # 6 pixels at (1, 2)
-    assert torch.equal(carried_pieces(tiny_before, tiny, given, radius=3), given)
+    assert torch.equal(carried_pieces(torch.stack([tiny_before, tiny], dim=1), given, radius=3), given)
+
+
+def test_objects_that_overlap_in_the_last_two_frames_take_the_motions_they_had_where_they_were_apart():
+    """A bright square and a darker diamond-like block pass each other (combined by max, the darker one partly under
+    the brighter): in the last two frames they overlap, one piece that no one move carries, and block matching gives
+    a band of one the other's motion. Three frames earlier they were apart: each piece of that frame, carried on at
+    its own velocity (the darker one's pixels under the brighter one count as kept), claims the pixels it shows in
+    the last frame, so every pixel of each takes its own motion. Given only the last two frames, it is as before."""
+    frames = torch.zeros(1, 5, 1, 32, 32)
+    for t in range(5):
+        frames[0, t, 0, 8 + t:16 + t, 2 + 3 * t:10 + 3 * t] = 0.9  # moving (1, 3)
+        block = frames[0, t, 0, 12 - t:22 - t, 22 - 2 * t:29 - 2 * t]  # moving (-1, -2), drawn under the square
+        block.clamp_(min=0.6)
+    last = frames[0, 4, 0]
+    square_ = (last - 0.9).abs() < 0.01
+    block_ = (last - 0.6).abs() < 0.01
+    two = object_motion(frames[:, 3], frames[:, 4], radius=4)
+    moves = lambda d, where: {tuple(v) for v in d[0][:, where].T.tolist()}  # noqa: E731
+    assert moves(two, square_) != {(1, 3)} or moves(two, block_) != {(-1, -2)}  # torn by the two frames alone
+    apart = object_motion(frames[:, 3], frames[:, 4], radius=4, earlier=frames[:, :3])
+    assert moves(apart, square_) == {(1, 3)} and moves(apart, block_) == {(-1, -2)}
+    shown = last > 0.1
+    assert torch.equal(apart[0][:, ~shown], two[0][:, ~shown])  # nothing landed on the background
 
 
 def test_matching_costs_are_the_per_plane_window_means_laid_out_with_the_displacements_innermost():
@@ -1260,7 +1283,7 @@ def test_glide_age_stops_at_the_trained_horizon_while_the_frame_glides_on():
     so a checkpoint samples with the cap of its own training, and 0 (a model built without one) caps nothing."""
     moving = square(12, start=(1, 1), velocity=(1, 1))
     capped, free = small(output="glide", kernel=5, trained_horizon=3), small(output="glide", kernel=5)
-    source = capped.glide_source(moving[:, 1], moving[:, 2])
+    source = capped.glide_source(moving[:, 1:3])
     steps = torch.arange(1, 10)
     glided = capped.glided(source.expand(9, -1, -1, -1), steps)
     unbounded = free.glided(source.expand(9, -1, -1, -1), steps)

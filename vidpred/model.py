@@ -176,8 +176,9 @@ def matching_costs(previous: Tensor, last: Tensor, *, radius: int) -> tuple[Tens
 
 
 @torch.no_grad()
-def object_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
-    """`constant_motion` with one displacement per object: (n, c, H, W) x 2 -> (n, 2, H, W) integers.
+def object_motion(previous: Tensor, last: Tensor, *, radius: int, earlier: Tensor | None = None) -> Tensor:
+    """`constant_motion` with one displacement per object: (n, c, H, W) x 2 -> (n, 2, H, W) integers. `earlier`
+    (n, m, c, H, W): the frames before `previous`, oldest first, whose pieces `carried_pieces` reads too.
 
     An object that moves by a fraction of a pixel a frame (a clip resized to the model's size: 5 pixels a frame at
     64x64 are 2.5 at 32x32) is matched at the two integers around its speed, in bands of rows or columns, which
@@ -188,8 +189,9 @@ def object_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
     keep their pixels' own). Where objects touch or overlap, the pixels between them match displacements of neither
     (a blend of both) and would glide off as fragments of their own; so, in each region of such pixels joined
     whatever their displacements (`regions`), every pixel then takes, of the displacements that REGION_SHARE of
-    the region's pixels (or the most of them) hold, the one of least cost at it (`main_motion`). The
-    constant-motion floor of evaluation stays per pixel (`constant_motion`)."""
+    the region's pixels (or the most of them) hold, the one of least cost at it (`main_motion`). Last, the pixels
+    that a piece of the frame before (or of an earlier frame) carried whole at one velocity lands on take that
+    velocity (`carried_pieces`). The constant-motion floor of evaluation stays per pixel (`constant_motion`)."""
     cost, dy, dx = matching_costs(previous, last, radius=radius)
     n, k2, hh, ww = cost.shape
     at_pixel = by_pixel(cost)  # (n, H·W, k²)
@@ -207,47 +209,78 @@ def object_motion(previous: Tensor, last: Tensor, *, radius: int) -> Tensor:
     rigid[:, 0] = False  # the pixels in no group keep their own
     chosen = torch.stack([dy[pick], dx[pick]], dim=1).gather(2, at)  # (n, 2, H·W)
     moved = torch.where(rigid.gather(1, group)[:, None], chosen, each).view(n, 2, hh, ww)
-    return carried_pieces(previous, last, main_motion(cost, moved, member.view(n, hh, ww), dy, dx, radius=radius),
-                          radius=radius)
+    frames = torch.stack([previous, last], dim=1)
+    frames = frames if earlier is None else torch.cat([earlier, frames], dim=1)
+    return carried_pieces(frames, main_motion(cost, moved, member.view(n, hh, ww), dy, dx, radius=radius), radius=radius)
 
 
 @torch.no_grad()
-def carried_pieces(previous: Tensor, last: Tensor, displacement: Tensor, *, radius: int) -> Tensor:
-    """`displacement` (n, 2, H, W) with the pixels of `last` that a piece of `previous` moved whole lands on given that
-    piece's displacement. A piece is a 4-connected region of `previous`'s pixels brighter than OBJECT_LEVEL, of
-    OBJECT_PIXELS or more; moved by d, a pixel of it is found where `last` is within GLIDE_TRUST of it (every
-    channel). A piece is carried by the d ≠ 0 (at most `radius` per axis) that finds the most of its pixels if
-    that is PIECE_SHARE of them or more (one rigid object), and its found pixels claim the pixels they land on (where
-    two land on one pixel, both show its value there: the larger move index, as `displacement_objects` names them).
+def carried_pieces(frames: Tensor, displacement: Tensor, *, radius: int) -> Tensor:
+    """`displacement` (n, 2, H, W) of the last of `frames` (n, m, c, H, W), m >= 2, with the pixels that a piece of an
+    earlier frame, carried whole at one constant velocity, lands on given that velocity (`piece_claims`): the pieces
+    of the frame before first (lag 1), then of the one before it, and so on to the first frame; a pixel keeps the claim
+    of the nearest frame that makes one.
 
     Block matching (`constant_motion`, the frame's edge padded by repeating it) can tear a uniform object that
     leaves a wall into bands: a square of README's data leaving the top-left corner at (1, 2) was read as bands at
     (0, 0), (0, 2), (1, 0) and (1, 2), since the repeated edge looks like the square moved along it; moved whole,
-    it lands on every pixel of itself at (1, 2) only. Two objects that touch in `previous` make one piece that no
-    one move finds wholly: block matching (`object_motion`) tells them apart, as before."""
-    n, c, hh, ww = last.shape
-    k = 2 * radius + 1
-    # unfold reads padded[q + o_j] = last at q + d_j, d_j = (j // k - r, j % k - r); off the frame never matches
-    landed = F.unfold(F.pad(last, (radius,) * 4, value=-1.0), k).view(n, c, k * k, hh * ww)
-    found = ((landed - previous.flatten(2)[:, :, None]).abs() <= GLIDE_TRUST).all(dim=1)  # (n, k², H·W)
-    member = previous.amax(dim=1) > OBJECT_LEVEL
-    named = regions(member).flatten(1) + (hh * ww + 1) * torch.arange(n, device=last.device)[:, None]
-    _, piece = torch.unique(named, return_inverse=True)  # (n, H·W): pieces numbered over the batch
-    count = int(piece.max()) + 1
-    explained = torch.zeros(count, k * k, device=last.device).index_add_(
-        0, piece.flatten(), found.transpose(1, 2).reshape(-1, k * k).to(torch.float32))
-    explained[:, k * k // 2] = -1  # only a moving piece is carried
-    pixels = torch.bincount(piece.flatten(), weights=member.flatten().to(torch.float32), minlength=count)
-    most, best = explained.max(dim=1)  # (pieces,)
-    carried = (most >= PIECE_SHARE * pixels) & (pixels >= OBJECT_PIXELS)  # (the pixels in no piece count none)
-    j = best[piece]  # (n, H·W): each pixel's piece's move
-    claims = carried[piece] & found.gather(1, j[:, None]).squeeze(1)
-    offsets = object_velocities(1, radius, last.device)[0]  # (k², 2)
-    to_y = (torch.arange(hh, device=last.device).repeat_interleave(ww) + offsets[j, 0]).clamp(0, hh - 1)
-    to_x = (torch.arange(ww, device=last.device).repeat(hh) + offsets[j, 1]).clamp(0, ww - 1)
-    won = j.new_full((n, hh * ww), -1).scatter_reduce(1, to_y * ww + to_x, torch.where(claims, j, -1), reduce="amax")
-    won_d = offsets[won.clamp(min=0)].permute(0, 2, 1)  # (n, 2, H·W)
-    return torch.where((won >= 0)[:, None], won_d, displacement.flatten(2)).view(n, 2, hh, ww)
+    it lands on every pixel of itself at (1, 2) only. Two objects that touch or overlap in the last two frames make
+    one piece there that no one move carries, and block matching splits them by the windows around each pixel,
+    giving a band of one the other's move (README's test clips 25, 34, 168: a diamond's move tore off a third of
+    the triangle beside it; a ring over a diamond glided off in fragments); if they were apart a few frames
+    earlier, the pieces of that frame carry each on at its own velocity."""
+    n, m, _, hh, ww = frames.shape
+    flat = displacement.flatten(2)
+    taken = torch.zeros(n, hh * ww, dtype=torch.bool, device=frames.device)
+    offsets = object_velocities(1, radius, frames.device)[0]  # (k², 2)
+    for lag in range(1, m):
+        won = piece_claims(frames[:, m - 1 - lag:], radius=radius)
+        new = (won >= 0) & ~taken
+        flat = torch.where(new[:, None], offsets[won.clamp(min=0)].permute(0, 2, 1), flat)
+        taken |= new
+    return flat.view(n, 2, hh, ww)
+
+
+def piece_claims(frames: Tensor, *, radius: int) -> Tensor:
+    """Which move claims each pixel of the last of `frames` (n, L + 1, c, H, W): (n, H·W) the index j of d_j
+    (`displacement_objects`' naming), -1 where none does.
+
+    A piece is a 4-connected region of the first frame's pixels brighter than OBJECT_LEVEL, of OBJECT_PIXELS or
+    more. Moved by d ≠ 0 (at most `radius` per axis) a frame, its pixel q is *seen* in frame i (1..L) where that
+    frame at q + i·d is within GLIDE_TRUST of it (every channel), and *under* where it is at least that bright (a
+    brighter object drawn over it: objects combine by max); off the frame never. A piece is carried by the d that
+    keeps PIECE_SHARE of its pixels seen or under in every frame, the one that sees them most often if several do (one
+    rigid object at constant velocity), and its pixels seen in the last frame claim the pixels they land on there
+    (where two land on one pixel, the larger move index, as `displacement_objects` names them)."""
+    n, span, c, hh, ww = frames.shape
+    lag, k = span - 1, 2 * radius + 1
+    member = frames[:, 0].amax(dim=1) > OBJECT_LEVEL
+    row, y, x = member.nonzero(as_tuple=True)  # (P,) each: the first frame's pixels that show, over the batch
+    _, piece = torch.unique(regions(member)[row, y, x] + (hh * ww + 1) * row, return_inverse=True)  # (P,)
+    value = frames[row, 0, :, y, x]  # (P, c)
+    offsets = object_velocities(1, radius, frames.device)[0]  # (k², 2)
+    kept = torch.ones(len(row), k * k, dtype=torch.bool, device=frames.device)
+    sightings = torch.zeros(len(row), k * k, device=frames.device)
+    for i in range(1, span):
+        ty, tx = y[:, None] + i * offsets[:, 0], x[:, None] + i * offsets[:, 1]  # (P, k²)
+        inside = (ty >= 0) & (ty < hh) & (tx >= 0) & (tx < ww)
+        landed = frames[row[:, None], i, :, ty.clamp(0, hh - 1), tx.clamp(0, ww - 1)]  # (P, k², c)
+        differ = landed - value[:, None]
+        seen = inside & (differ.abs() <= GLIDE_TRUST).all(dim=-1)
+        kept &= inside & (differ >= -GLIDE_TRUST).all(dim=-1)
+        sightings += seen
+    count = int(piece.max()) + 1 if len(piece) else 0
+    per_piece = lambda x: torch.zeros(count, k * k, device=frames.device).index_add_(0, piece, x.to(torch.float32))  # noqa: E731
+    pixels = torch.bincount(piece, minlength=count)
+    rigid = per_piece(kept) >= PIECE_SHARE * pixels[:, None]
+    rigid[:, k * k // 2] = False  # only a moving piece is carried
+    most, best = torch.where(rigid, per_piece(sightings), -1.0).max(dim=1)
+    carried = (most >= 0) & (pixels >= OBJECT_PIXELS)
+    j = best[piece]  # (P,): each pixel's piece's move
+    claims = carried[piece] & seen.gather(1, j[:, None]).squeeze(1)  # seen in the last frame: landed inside it
+    to = row * (hh * ww) + (y + lag * offsets[j, 0]).clamp(0, hh - 1) * ww + (x + lag * offsets[j, 1]).clamp(0, ww - 1)
+    won = j.new_full((n * hh * ww,), -1).scatter_reduce(0, to, torch.where(claims, j, -1), reduce="amax")
+    return won.view(n, hh * ww)
 
 
 def by_pixel(cost: Tensor) -> Tensor:
@@ -601,7 +634,7 @@ def template_costs(frame: Tensor, ys: Tensor, xs: Tensor, values: Tensor, shifts
 def observed_bounces(source: Tensor, frames: Tensor, back: Tensor, *, radius: int, box: int = 0
                      ) -> tuple[Tensor, Tensor]:
     """The bounces off the walls that `frames` (n, T, c, H, W) show after a glide source (n, c + 2, H, W:
-    `VideoPredictor.glide_source` of the two frames before them; `back` (n, c, H, W) their background), as counts
+    `VideoPredictor.glide_source` of the context before them; `back` (n, c, H, W) their background), as counts
     of `BounceLaw`'s cells: normal (r, r) and tangential (2r + 1, 2r + 1) integers, r = `radius`.
 
     Each object of the source (`displacement_objects`, one with OBJECT_PIXELS that show) goes straight on, as
@@ -1290,16 +1323,20 @@ class VideoPredictor(nn.Module):
         (0 without a glide decoder)."""
         return 0 if self.glide_radius is None else (2 * self.glide_radius + 1) ** 2
 
-    def glide_source(self, previous: Tensor, last: Tensor) -> Tensor | None:
-        """What the glide decoder carries on: (n, c + 2, H, W), the last context frame and each pixel's displacement
-        per frame (`object_motion`: one per object); None for the other decoders."""
+    def glide_source(self, context: Tensor) -> Tensor | None:
+        """What the glide decoder carries on after `context` (n, C0, c, H, W): (n, c + 2, H, W), the last context frame
+        and each pixel's displacement per frame (`object_motion` of the last two frames, the earlier ones telling
+        objects that touch apart: one per object; a context of one frame shows none); None for the other decoders."""
         if self.glide_radius is None:
             return None
-        return torch.cat([last, object_motion(previous, last, radius=self.glide_radius).to(last.dtype)], dim=1)
+        last = context[:, -1]
+        previous = context[:, -2] if context.shape[1] > 1 else last
+        moves = object_motion(previous, last, radius=self.glide_radius, earlier=context[:, :-2])
+        return torch.cat([last, moves.to(last.dtype)], dim=1)
 
     def count_bounces(self, video: Tensor, context: int, source: Tensor | None) -> None:
         """Add the bounces the future frames of `video` (b, t, ...) show to the bounce law's counts (`observed_bounces`;
-        `source`: `glide_source` of its last two context frames); nothing without a bounce law. Under torchrun every
+        `source`: `glide_source` of its context); nothing without a bounce law. Under torchrun every
         rank adds the bounces of the whole global batch, so the counts are those one process would make."""
         if self.bounce_normal is None or source is None:
             return
@@ -1400,8 +1437,8 @@ class VideoPredictor(nn.Module):
     def glided_targets(self, video: Tensor, context: int, source: Tensor | None = None) -> Tensor | None:
         """The glide decoder's frame for every future frame of `video` (b, t, ...): the last context frame carried
         on, target j by j + 1 frames, as a rollout does: (b T, c + 2, H, W) clip-major (`glided`); None without one.
-        `source`: `glide_source` of the last two context frames where the caller already has it."""
-        source = self.glide_source(video[:, context - 2], video[:, context - 1]) if source is None else source
+        `source`: `glide_source` of the context where the caller already has it."""
+        source = self.glide_source(video[:, :context]) if source is None else source
         if source is None:
             return None
         horizon = video.shape[1] - context
@@ -1421,7 +1458,7 @@ class VideoPredictor(nn.Module):
         where each future frame of `video` is right in the glided frame (within GLIDE_TRUST in every channel);
         None for other decoders. It reads no z, so the mask is the same for every sampled future and does not
         learn from the generated pixels of a z inferred from the target. `glided`: `glided_targets(video, context)`
-        where the caller already has them; else `source`: `glide_source` of the last two context frames, likewise."""
+        where the caller already has them; else `source`: `glide_source` of the context, likewise."""
         if self.decoder.trust is None:
             return None
         with torch.no_grad():
@@ -1535,7 +1572,7 @@ class VideoPredictor(nn.Module):
             for j in range(self.window, frames.shape[1]):
                 _, memory = self.predictor(feats[-1][:, j - self.window:j], memory)
         last, previous = context[:, -1], context[:, -2 if context.shape[1] > 1 else -1]
-        source = self.glide_source(previous, last)  # one row per context, glided for its rows (`condition`)
+        source = self.glide_source(context)  # one row per context, glided for its rows (`condition`)
         history = [[f[:, i] for i in range(f.shape[1] - self.window, f.shape[1])] for f in feats]
         anchor = None if self.skips == "recent" else [torch.cat(level[-self.skip_frames:], dim=1) for level in history]
         state = RolloutState(history, memory, last, previous, anchor, content, recall, source)
@@ -1556,7 +1593,8 @@ class VideoPredictor(nn.Module):
         before = known = None
         if context.shape[1] >= 3:  # the objects' velocities a frame earlier: which met a wall in the last context frame
             before, known = velocities_before(objects, shows(state.glide[:, :c], back), state.glide[:, c:].long(),
-                                              object_motion(context[:, -3], context[:, -2], radius=radius), radius=radius)
+                                              object_motion(context[:, -3], context[:, -2], radius=radius,
+                                                            earlier=context[:, :-3]), radius=radius)
         if state.rows is not None:
             back, objects, boxes, present = back[state.rows], objects[state.rows], boxes[state.rows], present[state.rows]
             before, known = (None, None) if before is None else (before[state.rows], known[state.rows])

@@ -277,9 +277,8 @@ class Objective:
         """The loss of one batch `(b, t, c, H, W)` (`context` frames given), its statistics (floats),
         and the latents to keep (n, d); free-running with `rollout`."""
         # the glide decoder's source, once: the bounce law and the glided frames read it, and the conditioning and
-        # the trust cost the same glided frames (all read only the last two context frames, which the pushforward's
-        # inputs keep)
-        source, glided = self.model.glide_source(video[:, context - 2], video[:, context - 1]), None
+        # the trust cost the same glided frames (all read only the context frames, which the pushforward's inputs keep)
+        source, glided = self.model.glide_source(video[:, :context]), None
         if self.model.training:
             self.model.count_bounces(video, context, source)
         if not rollout:
