@@ -233,20 +233,22 @@ def carried_pieces(frames: Tensor, displacement: Tensor, *, radius: int) -> Tens
     flat = displacement.flatten(2)
     taken = torch.zeros(n, hh * ww, dtype=torch.bool, device=frames.device)
     offsets = object_velocities(1, radius, frames.device)[0]  # (k², 2)
+    shown = frames[:, :-1].amax(dim=2) > OBJECT_LEVEL  # (n, m - 1, H, W)
+    named = regions(shown.flatten(0, 1)).view(n, m - 1, hh, ww)  # every earlier frame's regions in one pass
     for lag in range(1, m):
-        won = piece_claims(frames[:, m - 1 - lag:], radius=radius)
+        won = piece_claims(frames[:, m - 1 - lag:], named[:, m - 1 - lag], radius=radius)
         new = (won >= 0) & ~taken
         flat = torch.where(new[:, None], offsets[won.clamp(min=0)].permute(0, 2, 1), flat)
         taken |= new
     return flat.view(n, 2, hh, ww)
 
 
-def piece_claims(frames: Tensor, *, radius: int) -> Tensor:
+def piece_claims(frames: Tensor, named: Tensor, *, radius: int) -> Tensor:
     """Which move claims each pixel of the last of `frames` (n, L + 1, c, H, W): (n, H·W) the index j of d_j
     (`displacement_objects`' naming), -1 where none does.
 
-    A piece is a 4-connected region of the first frame's pixels brighter than OBJECT_LEVEL, of OBJECT_PIXELS or
-    more. Moved by d ≠ 0 (at most `radius` per axis) a frame, its pixel q is *seen* in frame i (1..L) where that
+    A piece is a 4-connected region of the first frame's pixels brighter than OBJECT_LEVEL (`named` (n, H, W): their
+    `regions`), of OBJECT_PIXELS or more. Moved by d ≠ 0 (at most `radius` per axis) a frame, its pixel q is *seen* in frame i (1..L) where that
     frame at q + i·d is within GLIDE_TRUST of it (every channel), and *under* where it is at least that bright (a
     brighter object drawn over it: objects combine by max); off the frame never. A piece is carried by the d that
     keeps PIECE_SHARE of its pixels seen or under in every frame, the one that sees them most often if several do (one
@@ -256,7 +258,7 @@ def piece_claims(frames: Tensor, *, radius: int) -> Tensor:
     lag, k = span - 1, 2 * radius + 1
     member = frames[:, 0].amax(dim=1) > OBJECT_LEVEL
     row, y, x = member.nonzero(as_tuple=True)  # (P,) each: the first frame's pixels that show, over the batch
-    _, piece = torch.unique(regions(member)[row, y, x] + (hh * ww + 1) * row, return_inverse=True)  # (P,)
+    _, piece = torch.unique(named[row, y, x] + (hh * ww + 1) * row, return_inverse=True)  # (P,)
     value = frames[row, 0, :, y, x]  # (P, c)
     offsets = object_velocities(1, radius, frames.device)[0]  # (k², 2)
     kept = torch.ones(len(row), k * k, dtype=torch.bool, device=frames.device)
