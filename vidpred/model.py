@@ -211,7 +211,8 @@ def object_motion(previous: Tensor, last: Tensor, *, radius: int, earlier: Tenso
     moved = torch.where(rigid.gather(1, group)[:, None], chosen, each).view(n, 2, hh, ww)
     frames = torch.stack([previous, last], dim=1)
     frames = frames if earlier is None else torch.cat([earlier, frames], dim=1)
-    return carried_pieces(frames, main_motion(cost, moved, member.view(n, hh, ww), dy, dx, radius=radius), radius=radius)
+    split = main_motion(cost, moved, member.view(n, hh, ww), dy, dx, radius=radius)
+    return carried_pieces(frames, split, radius=radius)
 
 
 @torch.no_grad()
@@ -248,16 +249,16 @@ def piece_claims(frames: Tensor, named: Tensor, *, radius: int) -> Tensor:
     (`displacement_objects`' naming), -1 where none does.
 
     A piece is a 4-connected region of the first frame's pixels brighter than OBJECT_LEVEL (`named` (n, H, W): their
-    `regions`), of OBJECT_PIXELS or more. Moved by d ≠ 0 (at most `radius` per axis) a frame, its pixel q is *seen* in frame i (1..L) where that
-    frame at q + i·d is within GLIDE_TRUST of it (every channel), and *under* where it is at least that bright (a
-    brighter object drawn over it: objects combine by max); off the frame never. A piece is carried by the d that
-    keeps PIECE_SHARE of its pixels seen or under in every frame, the one that sees them most often if several do (one
-    rigid object at constant velocity), and its pixels seen in the last frame claim the pixels they land on there
-    (where two land on one pixel, the larger move index, as `displacement_objects` names them)."""
+    `regions`, 0 elsewhere), of OBJECT_PIXELS or more. Moved by d ≠ 0 (at most `radius` per axis) a frame, its pixel
+    q is *seen* in frame i (1..L) where that frame at q + i·d is within GLIDE_TRUST of it (every channel), and
+    *under* where it is at least that bright (a brighter object drawn over it: objects combine by max); off the
+    frame never. A piece is carried by the d that keeps PIECE_SHARE of its pixels seen or under in every frame, the
+    one that sees them most often if several do (one rigid object at constant velocity), and its pixels seen in the
+    last frame claim the pixels they land on there (where two land on one pixel, the larger move index, as
+    `displacement_objects` names them)."""
     n, span, c, hh, ww = frames.shape
     lag, k = span - 1, 2 * radius + 1
-    member = frames[:, 0].amax(dim=1) > OBJECT_LEVEL
-    row, y, x = member.nonzero(as_tuple=True)  # (P,) each: the first frame's pixels that show, over the batch
+    row, y, x = (named > 0).nonzero(as_tuple=True)  # (P,) each: the first frame's pixels that show, over the batch
     _, piece = torch.unique(named[row, y, x] + (hh * ww + 1) * row, return_inverse=True)  # (P,)
     value = frames[row, 0, :, y, x]  # (P, c)
     offsets = object_velocities(1, radius, frames.device)[0]  # (k², 2)
@@ -272,7 +273,8 @@ def piece_claims(frames: Tensor, named: Tensor, *, radius: int) -> Tensor:
         kept &= inside & (differ >= -GLIDE_TRUST).all(dim=-1)
         sightings += seen
     count = int(piece.max()) + 1 if len(piece) else 0
-    per_piece = lambda x: torch.zeros(count, k * k, device=frames.device).index_add_(0, piece, x.to(torch.float32))  # noqa: E731
+    per_piece = lambda x: torch.zeros(count, k * k, device=frames.device).index_add_(  # noqa: E731
+        0, piece, x.to(torch.float32))  # (pieces, k²) sums
     pixels = torch.bincount(piece, minlength=count)
     rigid = per_piece(kept) >= PIECE_SHARE * pixels[:, None]
     rigid[:, k * k // 2] = False  # only a moving piece is carried
