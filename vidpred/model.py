@@ -83,7 +83,7 @@ GLIDE_TIE = 1e-6  # constant_motion: the cost added per squared pixel of displac
 GLIDE_AGE = 10.0  # VideoPredictor.glided: the age channel is the frames carried / GLIDE_AGE
 TRUST_WIDTH = 16  # channels of the glide decoder's trust head (glide_mask='trust')
 OBJECT_LEVEL = 0.1  # object_boxes: a pixel shows its object where it stands out of the background by more (every channel's largest)
-PIECE_SHARE = 0.99  # carried_pieces: a piece of the frame before moves whole by the d that finds this share of its pixels
+PIECE_SHARE = 0.99  # piece_claims: a piece of an earlier frame moves whole by a d that keeps this share of its pixels in every later frame
 REGION_SHARE = 0.2  # object_motion: a displacement held by this share of a region's pixels is one of the region's objects
 OBJECT_PIXELS = 8  # object_boxes: an object with fewer pixels that show (a fringe of odd displacements) never bounces
 BOUNCE_KEEP = 0.02  # drawn_glide: a bounced object is kept while the velocities its bounces drew had this chance or more
@@ -259,7 +259,7 @@ def piece_claims(frames: Tensor, named: Tensor, *, radius: int) -> Tensor:
     n, span, c, hh, ww = frames.shape
     lag, k = span - 1, 2 * radius + 1
     row, y, x = (named > 0).nonzero(as_tuple=True)  # (P,) each: the first frame's pixels that show, over the batch
-    _, piece = torch.unique(named[row, y, x] + (hh * ww + 1) * row, return_inverse=True)  # (P,)
+    names, piece = torch.unique(named[row, y, x] + (hh * ww + 1) * row, return_inverse=True)  # (P,) into 0..count-1
     value = frames[row, 0, :, y, x]  # (P, c)
     offsets = object_velocities(1, radius, frames.device)[0]  # (k², 2)
     kept = torch.ones(len(row), k * k, dtype=torch.bool, device=frames.device)
@@ -272,7 +272,7 @@ def piece_claims(frames: Tensor, named: Tensor, *, radius: int) -> Tensor:
         seen = inside & (differ.abs() <= GLIDE_TRUST).all(dim=-1)
         kept &= inside & (differ >= -GLIDE_TRUST).all(dim=-1)
         sightings += seen
-    count = int(piece.max()) + 1 if len(piece) else 0
+    count = len(names)
     per_piece = lambda x: torch.zeros(count, k * k, device=frames.device).index_add_(  # noqa: E731
         0, piece, x.to(torch.float32))  # (pieces, k²) sums
     pixels = torch.bincount(piece, minlength=count)
