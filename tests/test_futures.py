@@ -14,7 +14,7 @@ from vidpred.model import (BOUNCE_KEEP, GLIDE_TIE, GLIDE_WINDOWS, WALL_NEAR, Con
                            Rows, VideoPredictor, among, arrivals, background, bounce_step, box_mean, by_pixel,
                            carried_pieces, constant_motion, displacement_objects, drawn_count, drawn_glide, glide, joined,
                            main_motion, matching_costs, meets_wall, motion_costs, object_boxes, object_motion,
-                           placed_objects, shift, start_paths)
+                           placed_objects, shift, start_paths, two_objects)
 from vidpred.objectives import DeterministicObjective, EnergyObjective, StepDraws, VAEObjective, free_running
 
 
@@ -1071,24 +1071,68 @@ def main_motion_only(previous: torch.Tensor, last: torch.Tensor, *, radius: int)
         return object_motion(previous, last, radius=radius)
 
 
-def test_a_piece_no_one_move_explains_wholly_or_that_is_still_or_tiny_is_not_carried():
-    """Two objects that touch in the frame before and move apart are one piece that neither move finds wholly (under
-    PIECE_SHARE): the displacements are left as given. Neither is a piece that stays, nor one of fewer than
-    OBJECT_PIXELS pixels, carried."""
+def test_a_piece_no_move_keeps_or_that_is_still_or_tiny_is_not_carried():
+    """A piece that no move keeps (a square that dims as it moves: each pixel lands on one darker than itself) is not
+    carried: the displacements are left as given. Neither is a piece that stays, nor one of fewer than OBJECT_PIXELS
+    pixels."""
     previous, last = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
-    previous[0, 0, 10:18, 8:16], previous[0, 0, 10:18, 16:22] = 0.8, 0.5
-    last[0, 0, 10:18, 6:14], last[0, 0, 11:19, 19:25] = 0.8, 0.5
+    previous[0, 0, 10:18, 8:16], last[0, 0, 10:18, 6:14] = 0.8, 0.5
     given = constant_motion(previous, last, radius=3)
     assert torch.equal(carried_pieces(torch.stack([previous, last], dim=1), given, radius=3), given)
-    zero = torch.zeros(1, 2, 32, 16, dtype=torch.long)  # the brighter one alone (the other cut off) is carried
-    alone = carried_pieces(torch.stack([previous, last], dim=1)[..., :16], zero, radius=3)
-    assert (alone[0, :, 10:18, 6:14] == torch.tensor([0, -2]).view(2, 1, 1)).all()
     still = torch.zeros(1, 1, 32, 32)
     still[0, 0, 4:10, 4:10] = 0.7
     assert torch.equal(carried_pieces(torch.stack([still, still], dim=1), given, radius=3), given)
     tiny_before, tiny = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
     tiny_before[0, 0, 4:6, 4:7], tiny[0, 0, 5:7, 6:9] = 0.7, 0.7  # 6 pixels at (1, 2)
     assert torch.equal(carried_pieces(torch.stack([tiny_before, tiny], dim=1), given, radius=3), given)
+
+
+def test_a_piece_of_two_rigid_objects_gives_each_its_own_motion():
+    """Two objects that touch in every frame make one piece that no one move carries: the move that keeps the most of
+    it and the move that keeps the most of the rest together keep it all, each on one 4-connected part, so each
+    object's pixels take its own motion. Here a square and a block slide past each other along a shared edge through
+    all five context frames (block matching alone mixes their moves and the still one in both), and, with only the
+    frame before, a square and a block that touched there move apart."""
+    frames = torch.zeros(1, 5, 1, 32, 32)
+    for t in range(5):
+        frames[0, t, 0, 10 - t:20 - t, 4:12] = 0.6  # up
+        frames[0, t, 0, 10 + t:20 + t, 12:20] = 0.9  # down, beside it
+    last = frames[0, -1, 0]
+    moves = lambda d, where: {tuple(v) for v in d[0][:, where].T.tolist()}  # noqa: E731
+    alone = main_motion_only(frames[:, -2], frames[:, -1], radius=3)
+    assert moves(alone, last == 0.6) != {(-1, 0)} and moves(alone, last == 0.9) != {(1, 0)}
+    both = object_motion(frames[:, -2], frames[:, -1], radius=3, earlier=frames[:, :-2])
+    assert moves(both, last == 0.6) == {(-1, 0)} and moves(both, last == 0.9) == {(1, 0)}
+    assert torch.equal(both[0][:, last == 0], alone[0][:, last == 0])  # nothing landed on the background
+    previous, after = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
+    previous[0, 0, 10:18, 8:16], previous[0, 0, 10:18, 16:22] = 0.8, 0.5
+    after[0, 0, 10:18, 6:14], after[0, 0, 11:19, 19:25] = 0.8, 0.5
+    apart = carried_pieces(torch.stack([previous, after], dim=1), torch.zeros(1, 2, 32, 32, dtype=torch.long), radius=3)
+    for value, own in ((0.8, (0, -2)), (0.5, (1, 3))):  # a uniform pixel that the other move keeps as often (a tie)
+        where = after[0, 0] == value  # claims nothing: its landing pixel keeps what was given
+        assert moves(apart, where) <= {own, (0, 0)}
+        assert (apart[0][:, where] == torch.tensor(own)[:, None]).all(dim=0).float().mean() >= 0.6
+
+
+def test_two_moves_that_explain_a_piece_only_in_interleaved_bands_are_refused():
+    """`two_objects` splits a piece only where each move's part is mostly one 4-connected region (PART_SHARE): a
+    4x8 piece kept by move 3 on rows 0-1 and by move 5 on rows 2-3 is two objects; kept by them on alternate rows
+    (bands, as a uniform square at a wall is "explained") it is not. A pixel both keep goes to the move that saw it
+    more often; none where neither did."""
+    y, x = torch.meshgrid(torch.arange(4), torch.arange(8), indexing="ij")
+    y, x = y.flatten() + 5, x.flatten() + 5
+    at, piece, pixels = (torch.zeros(32, dtype=torch.long), y, x), torch.zeros(32, dtype=torch.long), torch.tensor([32])
+    for lower, expected in ((y >= 7, True), ((y % 2) == 1, False)):
+        kept = torch.zeros(32, 9, dtype=torch.bool)
+        kept[:, 3], kept[:, 5] = ~lower, lower
+        kept[0, 5] = True  # kept by both, seen more often with 5
+        sightings = kept.float()
+        sightings[0, 5] = 2.0
+        j = two_objects(kept, sightings, piece, pixels, at, (1, 16, 16))
+        if expected:
+            assert j[0] == 5 and (j[1:] == torch.where(lower, 5, 3)[1:]).all()
+        else:
+            assert (j == -1).all()
 
 
 def test_objects_that_overlap_in_the_last_two_frames_take_the_motions_they_had_where_they_were_apart():

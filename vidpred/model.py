@@ -84,6 +84,7 @@ GLIDE_AGE = 10.0  # VideoPredictor.glided: the age channel is the frames carried
 TRUST_WIDTH = 16  # channels of the glide decoder's trust head (glide_mask='trust')
 OBJECT_LEVEL = 0.1  # object_boxes: a pixel shows its object where it stands out of the background by more (every channel's largest)
 PIECE_SHARE = 0.99  # piece_claims: a piece of an earlier frame moves whole by a d that keeps this share of its pixels in every later frame
+PART_SHARE = 0.9  # two_objects: each of the two objects of a piece has one 4-connected region of this share of its pixels
 REGION_SHARE = 0.2  # object_motion: a displacement held by this share of a region's pixels is one of the region's objects
 OBJECT_PIXELS = 8  # object_boxes: an object with fewer pixels that show (a fringe of odd displacements) never bounces
 BOUNCE_KEEP = 0.02  # drawn_glide: a bounced object is kept while the velocities its bounces drew had this chance or more
@@ -272,19 +273,57 @@ def piece_claims(frames: Tensor, named: Tensor, *, radius: int) -> Tensor:
         seen = inside & (differ.abs() <= GLIDE_TRUST).all(dim=-1)
         kept &= inside & (differ >= -GLIDE_TRUST).all(dim=-1)
         sightings += seen
+    kept[:, k * k // 2] = False  # only a moving piece is carried
     count = len(names)
-    per_piece = lambda x: torch.zeros(count, k * k, device=frames.device).index_add_(  # noqa: E731
-        0, piece, x.to(torch.float32))  # (pieces, k²) sums
     pixels = torch.bincount(piece, minlength=count)
-    rigid = per_piece(kept) >= PIECE_SHARE * pixels[:, None]
-    rigid[:, k * k // 2] = False  # only a moving piece is carried
-    most, best = torch.where(rigid, per_piece(sightings), -1.0).max(dim=1)
+    rigid = per_piece(kept, piece, count) >= PIECE_SHARE * pixels[:, None]
+    most, best = torch.where(rigid, per_piece(sightings, piece, count), -1.0).max(dim=1)
     carried = (most >= 0) & (pixels >= OBJECT_PIXELS)
-    j = best[piece]  # (P,): each pixel's piece's move
-    claims = carried[piece] & seen.gather(1, j[:, None]).squeeze(1)  # seen in the last frame: landed inside it
+    j = torch.where(carried[piece], best[piece], -1)  # (P,): each pixel's move, -1: none
+    j = torch.where(carried[piece] | (pixels[piece] < OBJECT_PIXELS), j,
+                    two_objects(kept, sightings, piece, pixels, (row, y, x), (n, hh, ww)))
+    claims = (j >= 0) & seen.gather(1, j.clamp(min=0)[:, None]).squeeze(1)  # seen in the last frame: landed inside
     to = row * (hh * ww) + (y + lag * offsets[j, 0]).clamp(0, hh - 1) * ww + (x + lag * offsets[j, 1]).clamp(0, ww - 1)
     won = j.new_full((n * hh * ww,), -1).scatter_reduce(0, to, torch.where(claims, j, -1), reduce="amax")
     return won.view(n, hh * ww)
+
+
+def per_piece(values: Tensor, piece: Tensor, count: int) -> Tensor:
+    """`values` (P, ...) summed over the pixels of each of `count` pieces (`piece` (P,) their pieces): (count, ...)."""
+    return values.new_zeros((count, *values.shape[1:]), dtype=torch.float32).index_add_(0, piece, values.float())
+
+
+def two_objects(kept: Tensor, sightings: Tensor, piece: Tensor, pixels: Tensor, at: tuple[Tensor, Tensor, Tensor],
+                shape: tuple[int, int, int]) -> Tensor:
+    """`piece_claims`' pieces as two rigid objects each: (P,) each pixel's move index, -1 where its piece is not two.
+
+    Two objects that touch in every earlier frame make one piece that no one move carries (README's test clip 25:
+    a square and a triangle side by side, each gliding its own way). Of the moves (`kept` (P, k²): the pixel seen or
+    under in every frame), d1 keeps the most of the piece's pixels and d2 the most of those d1 does not; a pixel
+    kept by one only takes it, one kept by both the one that `sightings` (P, k²) saw it more often with, a tie
+    neither. The piece is two objects if d1 and d2 together keep PIECE_SHARE of it and each takes OBJECT_PIXELS or
+    more, PART_SHARE of them in one 4-connected region: a piece that one move almost carries (a shape that bounces
+    inside the context, a uniform square at a wall) is "explained" by two moves only in interleaved bands, which
+    this refuses. `at`: the pixels' (clip, row, column) in `shape` (n, H, W)."""
+    count, (row, y, x) = len(pixels), at
+    take = lambda j: (kept.gather(1, j[piece, None]).squeeze(1), sightings.gather(1, j[piece, None]).squeeze(1))  # noqa: E731
+    d1 = per_piece(kept, piece, count).argmax(dim=1)
+    kept1, seen1 = take(d1)
+    d2 = per_piece(kept & ~kept1[:, None], piece, count).argmax(dim=1)
+    kept2, seen2 = take(d2)
+    part = torch.where(kept1 & (~kept2 | (seen1 > seen2)), 0, torch.where(kept2 & (~kept1 | (seen2 > seen1)), 1, -1))
+    both = per_piece(kept1 | kept2, piece, count) >= PIECE_SHARE * pixels
+    mine = part >= 0
+    masks = torch.zeros(2, *shape, dtype=torch.bool, device=kept.device)
+    masks[part[mine], row[mine], y[mine], x[mine]] = True
+    name = regions(masks.flatten(0, 1)).view(2, *shape)[part[mine], row[mine], y[mine], x[mine]]
+    slot = piece[mine] * 2 + part[mine]  # (the piece, its part)
+    _, region, size = torch.unique(name + (shape[1] * shape[2] + 1) * slot, return_inverse=True, return_counts=True)
+    whole = torch.bincount(slot, minlength=2 * count)
+    largest = whole.new_zeros(2 * count).scatter_reduce(0, slot, size[region], reduce="amax")
+    parts = ((whole >= OBJECT_PIXELS) & (largest >= PART_SHARE * whole)).view(count, 2).all(dim=1)
+    two = (both & parts)[piece] & mine
+    return torch.where(two, torch.where(part == 0, d1[piece], d2[piece]), -1)
 
 
 def by_pixel(cost: Tensor) -> Tensor:
