@@ -230,7 +230,8 @@ def carried_pieces(frames: Tensor, displacement: Tensor, *, radius: int) -> Tens
     one piece there that no one move carries, and block matching splits them by the windows around each pixel,
     giving a band of one the other's move (README's test clips 25, 34, 168: a diamond's move tore off a third of
     the triangle beside it; a ring over a diamond glided off in fragments); if they were apart a few frames
-    earlier, the pieces of that frame carry each on at its own velocity."""
+    earlier, the pieces of that frame carry each on at its own velocity, and if they touched in every frame, the
+    piece is carried as two objects where two moves keep it."""
     n, m, _, hh, ww = frames.shape
     flat = displacement.flatten(2)
     taken = torch.zeros(n, hh * ww, dtype=torch.bool, device=frames.device)
@@ -254,8 +255,9 @@ def piece_claims(frames: Tensor, named: Tensor, *, radius: int) -> Tensor:
     q is *seen* in frame i (1..L) where that frame at q + i·d is within GLIDE_TRUST of it (every channel), and
     *under* where it is at least that bright (a brighter object drawn over it: objects combine by max); off the
     frame never. A piece is carried by the d that keeps PIECE_SHARE of its pixels seen or under in every frame, the
-    one that sees them most often if several do (one rigid object at constant velocity), and its pixels seen in the
-    last frame claim the pixels they land on there (where two land on one pixel, the larger move index, as
+    one that sees them most often if several do (one rigid object at constant velocity); a piece no one d carries
+    may be two rigid objects, each pixel carried by its own (`two_objects`). The pixels seen in the last frame at
+    their move claim the pixels they land on there (where two land on one pixel, the larger move index, as
     `displacement_objects` names them)."""
     n, span, c, hh, ww = frames.shape
     lag, k = span - 1, 2 * radius + 1
