@@ -280,10 +280,9 @@ def piece_claims(frames: Tensor, named: Tensor, *, radius: int) -> Tensor:
     pixels = torch.bincount(piece, minlength=count)
     rigid = per_piece(kept, piece, count) >= PIECE_SHARE * pixels[:, None]
     most, best = torch.where(rigid, per_piece(sightings, piece, count), -1.0).max(dim=1)
-    carried = (most >= 0) & (pixels >= OBJECT_PIXELS)
-    j = torch.where(carried[piece], best[piece], -1)  # (P,): each pixel's move, -1: none
-    j = torch.where(carried[piece] | (pixels[piece] < OBJECT_PIXELS), j,
-                    two_objects(kept, sightings, piece, pixels, (row, y, x), (n, hh, ww)))
+    large = pixels >= OBJECT_PIXELS
+    split = two_objects(kept, sightings, piece, pixels, large & (most < 0), (row, y, x), (n, hh, ww))
+    j = torch.where((large & (most >= 0))[piece], best[piece], split)  # (P,): each pixel's move, -1: none
     claims = (j >= 0) & seen.gather(1, j.clamp(min=0)[:, None]).squeeze(1)  # seen in the last frame: landed inside
     to = row * (hh * ww) + (y + lag * offsets[j, 0]).clamp(0, hh - 1) * ww + (x + lag * offsets[j, 1]).clamp(0, ww - 1)
     won = j.new_full((n * hh * ww,), -1).scatter_reduce(0, to, torch.where(claims, j, -1), reduce="amax")
@@ -295,27 +294,32 @@ def per_piece(values: Tensor, piece: Tensor, count: int) -> Tensor:
     return values.new_zeros((count, *values.shape[1:]), dtype=torch.float32).index_add_(0, piece, values.float())
 
 
-def two_objects(kept: Tensor, sightings: Tensor, piece: Tensor, pixels: Tensor, at: tuple[Tensor, Tensor, Tensor],
-                shape: tuple[int, int, int]) -> Tensor:
-    """`piece_claims`' pieces as two rigid objects each: (P,) each pixel's move index, -1 where its piece is not two.
+def two_objects(kept: Tensor, sightings: Tensor, piece: Tensor, pixels: Tensor, loose: Tensor,
+                at: tuple[Tensor, Tensor, Tensor], shape: tuple[int, int, int]) -> Tensor:
+    """`piece_claims`' `loose` pieces (no one move carries them) as two rigid objects each: (P,) each pixel's move
+    index, -1 where its piece is not two.
 
-    Two objects that touch in every earlier frame make one piece that no one move carries (README's test clip 25:
-    a square and a triangle side by side, each gliding its own way). Of the moves (`kept` (P, k²): the pixel seen or
-    under in every frame), d1 keeps the most of the piece's pixels and d2 the most of those d1 does not; a pixel
-    kept by one only takes it, one kept by both the one that `sightings` (P, k²) saw it more often with, a tie
-    neither. The piece is two objects if d1 and d2 together keep PIECE_SHARE of it and each takes OBJECT_PIXELS or
+    Two objects that touch in every earlier frame make one piece that no one move carries, which block matching
+    tears by the windows around each pixel (README's test clip 209: a cross beside a square through the whole
+    context went off with the square; clip 59: a ring half under a disc). Of the moves (`kept` (P, k²): the pixel
+    seen or under in every frame), d1 keeps the most of the piece's pixels and d2 the most of those d1 does not; a
+    pixel kept by one only takes it, one kept by both the one that `sightings` (P, k²) saw it more often with, a
+    tie neither. The piece is two objects if d1 and d2 together keep PIECE_SHARE of it and each takes OBJECT_PIXELS or
     more, PART_SHARE of them in one 4-connected region: a piece that one move almost carries (a shape that bounces
     inside the context, a uniform square at a wall) is "explained" by two moves only in interleaved bands, which
     this refuses. `at`: the pixels' (clip, row, column) in `shape` (n, H, W)."""
     count, (row, y, x) = len(pixels), at
-    take = lambda j: (kept.gather(1, j[piece, None]).squeeze(1), sightings.gather(1, j[piece, None]).squeeze(1))  # noqa: E731
+    if not bool(loose.any()):
+        return piece.new_full(piece.shape, -1)
+    take = lambda j: (kept.gather(1, j[piece, None]).squeeze(1),  # noqa: E731
+                      sightings.gather(1, j[piece, None]).squeeze(1))  # (P,) each: its piece's move j kept, seen
     d1 = per_piece(kept, piece, count).argmax(dim=1)
     kept1, seen1 = take(d1)
     d2 = per_piece(kept & ~kept1[:, None], piece, count).argmax(dim=1)
     kept2, seen2 = take(d2)
     part = torch.where(kept1 & (~kept2 | (seen1 > seen2)), 0, torch.where(kept2 & (~kept1 | (seen2 > seen1)), 1, -1))
     both = per_piece(kept1 | kept2, piece, count) >= PIECE_SHARE * pixels
-    mine = part >= 0
+    mine = (part >= 0) & loose[piece]
     masks = torch.zeros(2, *shape, dtype=torch.bool, device=kept.device)
     masks[part[mine], row[mine], y[mine], x[mine]] = True
     name = regions(masks.flatten(0, 1)).view(2, *shape)[part[mine], row[mine], y[mine], x[mine]]
