@@ -1128,8 +1128,9 @@ def test_two_moves_that_explain_a_piece_only_in_interleaved_bands_are_refused():
         kept[0, 5] = True  # kept by both, seen more often with 5
         sightings = kept.float()
         sightings[0, 5] = 2.0
-        j = two_objects(kept, sightings, piece, pixels, torch.tensor([True]), at, (1, 16, 16))
-        assert (two_objects(kept, sightings, piece, pixels, torch.tensor([False]), at, (1, 16, 16)) == -1).all()
+        held = kept.float().sum(dim=0, keepdim=True)
+        j = two_objects(kept, held, sightings, piece, pixels, torch.tensor([True]), at, (1, 16, 16))
+        assert (two_objects(kept, held, sightings, piece, pixels, torch.tensor([False]), at, (1, 16, 16)) == -1).all()
         if expected:
             assert j[0] == 5 and (j[1:] == torch.where(lower, 5, 3)[1:]).all()
         else:

@@ -278,10 +278,10 @@ def piece_claims(frames: Tensor, named: Tensor, *, radius: int) -> Tensor:
     kept[:, k * k // 2] = False  # only a moving piece is carried
     count = len(names)
     pixels = torch.bincount(piece, minlength=count)
-    rigid = per_piece(kept, piece, count) >= PIECE_SHARE * pixels[:, None]
-    most, best = torch.where(rigid, per_piece(sightings, piece, count), -1.0).max(dim=1)
+    held = per_piece(kept, piece, count)  # (pieces, k²): the pixels each move keeps
+    most, best = torch.where(held >= PIECE_SHARE * pixels[:, None], per_piece(sightings, piece, count), -1.0).max(dim=1)
     large = pixels >= OBJECT_PIXELS
-    split = two_objects(kept, sightings, piece, pixels, large & (most < 0), (row, y, x), (n, hh, ww))
+    split = two_objects(kept, held, sightings, piece, pixels, large & (most < 0), (row, y, x), (n, hh, ww))
     j = torch.where((large & (most >= 0))[piece], best[piece], split)  # (P,): each pixel's move, -1: none
     claims = (j >= 0) & seen.gather(1, j.clamp(min=0)[:, None]).squeeze(1)  # seen in the last frame: landed inside
     to = row * (hh * ww) + (y + lag * offsets[j, 0]).clamp(0, hh - 1) * ww + (x + lag * offsets[j, 1]).clamp(0, ww - 1)
@@ -294,7 +294,7 @@ def per_piece(values: Tensor, piece: Tensor, count: int) -> Tensor:
     return values.new_zeros((count, *values.shape[1:]), dtype=torch.float32).index_add_(0, piece, values.float())
 
 
-def two_objects(kept: Tensor, sightings: Tensor, piece: Tensor, pixels: Tensor, loose: Tensor,
+def two_objects(kept: Tensor, held: Tensor, sightings: Tensor, piece: Tensor, pixels: Tensor, loose: Tensor,
                 at: tuple[Tensor, Tensor, Tensor], shape: tuple[int, int, int]) -> Tensor:
     """`piece_claims`' `loose` pieces (no one move carries them) as two rigid objects each: (P,) each pixel's move
     index, -1 where its piece is not two.
@@ -302,27 +302,29 @@ def two_objects(kept: Tensor, sightings: Tensor, piece: Tensor, pixels: Tensor, 
     Two objects that touch in every earlier frame make one piece that no one move carries, which block matching
     tears by the windows around each pixel (README's test clip 209: a cross beside a square through the whole
     context went off with the square; clip 59: a ring half under a disc). Of the moves (`kept` (P, k²): the pixel
-    seen or under in every frame), d1 keeps the most of the piece's pixels and d2 the most of those d1 does not; a
-    pixel kept by one only takes it, one kept by both the one that `sightings` (P, k²) saw it more often with, a
-    tie neither. The piece is two objects if d1 and d2 together keep PIECE_SHARE of it and each takes OBJECT_PIXELS or
-    more, PART_SHARE of them in one 4-connected region: a piece that one move almost carries (a shape that bounces
-    inside the context, a uniform square at a wall) is "explained" by two moves only in interleaved bands, which
-    this refuses. `at`: the pixels' (clip, row, column) in `shape` (n, H, W)."""
+    seen or under in every frame; `held` (pieces, k²): those summed per piece), d1 keeps the most of the piece's
+    pixels and d2 the most of those d1 does not; a pixel kept by one only takes it, one kept by both the one that
+    `sightings` (P, k²) saw it more often with, a tie neither. The piece is two objects if d1 and d2 together keep
+    PIECE_SHARE of its `pixels` and each takes OBJECT_PIXELS or more, PART_SHARE of them in one 4-connected region:
+    a piece that one move almost carries (a shape that bounces inside the context, a uniform square at a wall) is
+    "explained" by two moves only in interleaved bands, which this refuses. `at`: the pixels' (clip, row, column)
+    in `shape` (n, H, W)."""
     count, (row, y, x) = len(pixels), at
     if not bool(loose.any()):
         return piece.new_full(piece.shape, -1)
     take = lambda j: (kept.gather(1, j[piece, None]).squeeze(1),  # noqa: E731
                       sightings.gather(1, j[piece, None]).squeeze(1))  # (P,) each: its piece's move j kept, seen
-    d1 = per_piece(kept, piece, count).argmax(dim=1)
+    d1 = held.argmax(dim=1)
     kept1, seen1 = take(d1)
     d2 = per_piece(kept & ~kept1[:, None], piece, count).argmax(dim=1)
     kept2, seen2 = take(d2)
     part = torch.where(kept1 & (~kept2 | (seen1 > seen2)), 0, torch.where(kept2 & (~kept1 | (seen2 > seen1)), 1, -1))
     both = per_piece(kept1 | kept2, piece, count) >= PIECE_SHARE * pixels
     mine = (part >= 0) & loose[piece]
+    where = part[mine], row[mine], y[mine], x[mine]
     masks = torch.zeros(2, *shape, dtype=torch.bool, device=kept.device)
-    masks[part[mine], row[mine], y[mine], x[mine]] = True
-    name = regions(masks.flatten(0, 1)).view(2, *shape)[part[mine], row[mine], y[mine], x[mine]]
+    masks[where] = True
+    name = regions(masks.flatten(0, 1)).view(2, *shape)[where]
     slot = piece[mine] * 2 + part[mine]  # (the piece, its part)
     _, region, size = torch.unique(name + (shape[1] * shape[2] + 1) * slot, return_inverse=True, return_counts=True)
     whole = torch.bincount(slot, minlength=2 * count)
