@@ -62,7 +62,7 @@ def clips(bounce: str, n: int = 48) -> torch.Tensor:
 
 
 def observed(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    source = torch.cat([video[:, 4], object_motion(video[:, 3], video[:, 4], radius=3).float()], dim=1)
+    source = torch.cat([video[:, 4], object_motion(video[:, 3:5], radius=3).float()], dim=1)
     return observed_bounces(source, video[:, 5:], torch.zeros_like(video[:, 4]), radius=3)
 
 
@@ -82,11 +82,11 @@ def test_an_object_is_counted_only_where_the_frames_show_its_bounce():
     """A square that glides on without meeting a wall, or a clip whose frames do not show it where the wall puts it
     (here: gone), adds nothing."""
     video = square(8, start=(6, 2), velocity=(0, 1), size=32)
-    source = torch.cat([video[:, 2], object_motion(video[:, 1], video[:, 2], radius=3).float()], dim=1)
+    source = torch.cat([video[:, 2], object_motion(video[:, 1:3], radius=3).float()], dim=1)
     normal, tangential = observed_bounces(source, video[:, 3:], torch.zeros_like(video[:, 2]), radius=3)
     assert normal.sum() == 0 and tangential.sum() == 0
     wall = square(3, start=(6, 22), velocity=(0, 2), size=32)  # columns 26-29 in the last frame: the wall in 2
-    source = torch.cat([wall[:, 2], object_motion(wall[:, 1], wall[:, 2], radius=3).float()], dim=1)
+    source = torch.cat([wall[:, 2], object_motion(wall[:, 1:3], radius=3).float()], dim=1)
     normal, _ = observed_bounces(source, torch.zeros(1, 5, 1, 32, 32), torch.zeros_like(wall[:, 2]), radius=3)
     assert normal.sum() == 0
 
@@ -95,10 +95,10 @@ def test_velocities_before_read_each_objects_displacement_a_frame_earlier():
     video = square(3, start=(6, 2), velocity=(0, 2), size=16)
     video[0, 2] = 0
     video[0, 2, 0, 6:10, 5:9] = video[0, 1, 0, 6:10, 4:8]  # the last step cut short: 1 pixel instead of 2
-    displacement = object_motion(video[:, 1], video[:, 2], radius=2)
+    displacement = object_motion(video[:, 1:3], radius=2)
     objects = (displacement[:, 0] + 2) * 5 + displacement[:, 1] + 2
     before, known = velocities_before(objects, video[:, 2, 0] > 0.1, displacement,
-                                      object_motion(video[:, 0], video[:, 1], radius=2), radius=2)
+                                      object_motion(video[:, 0:2], radius=2), radius=2)
     moving = int(objects[0, 7, 6])
     assert displacement[0, :, 7, 6].tolist() == [0, 1] and before[0, moving].tolist() == [0, 2] and known[0, moving]
 

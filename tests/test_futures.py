@@ -1009,7 +1009,7 @@ def test_an_object_at_a_fractional_speed_moves_by_one_displacement_and_touching_
     big[:, 0, 50:56, 50:56] = 0.5  # a still patch
     small_ = F.avg_pool2d(big, 2)
     each = constant_motion(small_[:1], small_[1:], radius=3)
-    one = object_motion(small_[:1], small_[1:], radius=3)
+    one = object_motion(small_[None], radius=3)
     square_ = small_[1, 0] > 0.1
     square_[25:28, 25:28] = False  # (the still patch)
     assert len({tuple(d) for d in each[0][:, square_].T.tolist()}) > 1  # per pixel: bands of rows apart
@@ -1040,7 +1040,7 @@ def test_overlapping_objects_split_their_pixels_between_their_two_motions_and_le
     shown = last[0, 0] > 0.1
     each = constant_motion(previous, last, radius=4)
     assert len({tuple(d) for d in each[0][:, shown].T.tolist()}) > 2  # per pixel: fragments at blended motions
-    one = object_motion(previous, last, radius=4)
+    one = object_motion(torch.stack([previous, last], dim=1), radius=4)
     assert {tuple(d) for d in one[0][:, shown].T.tolist()} == {(2, 2), (-2, -1)}
     assert (one[0, :, 10:13, 9:12] == torch.tensor([2, 2]).view(2, 1, 1)).all()  # the first square's far corner
     assert (one[0, :, 19:22, 19:22] == torch.tensor([-2, -1]).view(2, 1, 1)).all()  # the second's
@@ -1058,7 +1058,7 @@ def test_an_object_that_moved_whole_takes_its_one_displacement_where_the_walls_p
     square_, other = last[0, 0] > 0.9, (last[0, 0] - 0.5).abs() < 0.01
     torn = main_motion_only(previous, last, radius=3)
     assert len({tuple(d) for d in torn[0][:, square_].T.tolist()}) > 1
-    one = object_motion(previous, last, radius=3)
+    one = object_motion(torch.stack([previous, last], dim=1), radius=3)
     assert {tuple(d) for d in one[0][:, square_].T.tolist()} == {(1, 2)}
     assert {tuple(d) for d in one[0][:, other].T.tolist()} == {(-2, 1)}
     assert torch.equal(one[0][:, ~(square_ | other)], torn[0][:, ~(square_ | other)])  # nothing landed there
@@ -1068,7 +1068,7 @@ def main_motion_only(previous: torch.Tensor, last: torch.Tensor, *, radius: int)
     """object_motion before carried_pieces: what it is given."""
     from unittest import mock
     with mock.patch("vidpred.model.carried_pieces", lambda frames, given, radius: given):
-        return object_motion(previous, last, radius=radius)
+        return object_motion(torch.stack([previous, last], dim=1), radius=radius)
 
 
 def test_a_piece_no_move_keeps_or_that_is_still_or_tiny_is_not_carried():
@@ -1101,7 +1101,7 @@ def test_a_piece_of_two_rigid_objects_gives_each_its_own_motion():
     moves = lambda d, where: {tuple(v) for v in d[0][:, where].T.tolist()}  # noqa: E731
     alone = main_motion_only(frames[:, -2], frames[:, -1], radius=3)
     assert moves(alone, last == 0.6) != {(-1, 0)} and moves(alone, last == 0.9) != {(1, 0)}
-    both = object_motion(frames[:, -2], frames[:, -1], radius=3, earlier=frames[:, :-2])
+    both = object_motion(frames, radius=3)
     assert moves(both, last == 0.6) == {(-1, 0)} and moves(both, last == 0.9) == {(1, 0)}
     assert torch.equal(both[0][:, last == 0], alone[0][:, last == 0])  # nothing landed on the background
     previous, after = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
@@ -1151,10 +1151,10 @@ def test_objects_that_overlap_in_the_last_two_frames_take_the_motions_they_had_w
     last = frames[0, 4, 0]
     square_ = (last - 0.9).abs() < 0.01
     block_ = (last - 0.6).abs() < 0.01
-    two = object_motion(frames[:, 3], frames[:, 4], radius=4)
+    two = object_motion(frames[:, 3:], radius=4)
     moves = lambda d, where: {tuple(v) for v in d[0][:, where].T.tolist()}  # noqa: E731
     assert moves(two, square_) != {(1, 3)} or moves(two, block_) != {(-1, -2)}  # torn by the two frames alone
-    apart = object_motion(frames[:, 3], frames[:, 4], radius=4, earlier=frames[:, :3])
+    apart = object_motion(frames, radius=4)
     assert moves(apart, square_) == {(1, 3)} and moves(apart, block_) == {(-1, -2)}
     shown = last > 0.1
     assert torch.equal(apart[0][:, ~shown], two[0][:, ~shown])  # nothing landed on the background

@@ -177,9 +177,9 @@ def matching_costs(previous: Tensor, last: Tensor, *, radius: int) -> tuple[Tens
 
 
 @torch.no_grad()
-def object_motion(previous: Tensor, last: Tensor, *, radius: int, earlier: Tensor | None = None) -> Tensor:
-    """`constant_motion` with one displacement per object: (n, c, H, W) x 2 -> (n, 2, H, W) integers. `earlier`
-    (n, m, c, H, W): the frames before `previous`, oldest first, whose pieces `carried_pieces` reads too.
+def object_motion(frames: Tensor, *, radius: int) -> Tensor:
+    """`constant_motion` with one displacement per object, of the last of `frames` (n, m, c, H, W), m >= 2, oldest
+    first: (n, 2, H, W) integers. Block matching reads the last two; `carried_pieces` reads the pieces of them all.
 
     An object that moves by a fraction of a pixel a frame (a clip resized to the model's size: 5 pixels a frame at
     64x64 are 2.5 at 32x32) is matched at the two integers around its speed, in bands of rows or columns, which
@@ -193,7 +193,8 @@ def object_motion(previous: Tensor, last: Tensor, *, radius: int, earlier: Tenso
     the region's pixels (or the most of them) hold, the one of least cost at it (`main_motion`). Last, the pixels
     that a piece of the frame before (or of an earlier frame) carried whole at one velocity lands on take that
     velocity (`carried_pieces`). The constant-motion floor of evaluation stays per pixel (`constant_motion`)."""
-    cost, dy, dx = matching_costs(previous, last, radius=radius)
+    last = frames[:, -1]
+    cost, dy, dx = matching_costs(frames[:, -2], last, radius=radius)
     n, k2, hh, ww = cost.shape
     at_pixel = by_pixel(cost)  # (n, H·W, k²)
     best = at_pixel.argmin(dim=2)
@@ -210,8 +211,6 @@ def object_motion(previous: Tensor, last: Tensor, *, radius: int, earlier: Tenso
     rigid[:, 0] = False  # the pixels in no group keep their own
     chosen = torch.stack([dy[pick], dx[pick]], dim=1).gather(2, at)  # (n, 2, H·W)
     moved = torch.where(rigid.gather(1, group)[:, None], chosen, each).view(n, 2, hh, ww)
-    frames = torch.stack([previous, last], dim=1)
-    frames = frames if earlier is None else torch.cat([earlier, frames], dim=1)
     split = main_motion(cost, moved, member.view(n, hh, ww), dy, dx, radius=radius)
     return carried_pieces(frames, split, radius=radius)
 
@@ -1380,10 +1379,9 @@ class VideoPredictor(nn.Module):
         objects that touch apart: one per object; a context of one frame shows none); None for the other decoders."""
         if self.glide_radius is None:
             return None
-        last = context[:, -1]
-        previous = context[:, -2] if context.shape[1] > 1 else last
-        moves = object_motion(previous, last, radius=self.glide_radius, earlier=context[:, :-2])
-        return torch.cat([last, moves.to(last.dtype)], dim=1)
+        frames = context if context.shape[1] > 1 else context.repeat(1, 2, 1, 1, 1)  # one frame: as if still
+        moves = object_motion(frames, radius=self.glide_radius)
+        return torch.cat([context[:, -1], moves.to(context.dtype)], dim=1)
 
     def count_bounces(self, video: Tensor, context: int, source: Tensor | None) -> None:
         """Add the bounces the future frames of `video` (b, t, ...) show to the bounce law's counts (`observed_bounces`;
@@ -1644,8 +1642,7 @@ class VideoPredictor(nn.Module):
         before = known = None
         if context.shape[1] >= 3:  # the objects' velocities a frame earlier: which met a wall in the last context frame
             before, known = velocities_before(objects, shows(state.glide[:, :c], back), state.glide[:, c:].long(),
-                                              object_motion(context[:, -3], context[:, -2], radius=radius,
-                                                            earlier=context[:, :-3]), radius=radius)
+                                              object_motion(context[:, :-1], radius=radius), radius=radius)
         if state.rows is not None:
             back, objects, boxes, present = back[state.rows], objects[state.rows], boxes[state.rows], present[state.rows]
             before, known = (None, None) if before is None else (before[state.rows], known[state.rows])
